@@ -1,0 +1,479 @@
+"""The build steps of the ledger, shared by the Dagster assets and the CLI.
+
+land (raw objects, unchanged) -> line items (FOCUS Parquet per source x month)
+-> allocations (Parquet per source x month) -> warehouse (apportion.duckdb, single writer) -> exports.
+
+Every per-month write goes to a temporary folder first and replaces the partition with a rename,
+so a failed build leaves the previous build of that month untouched.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from decimal import Decimal
+from importlib import resources
+from pathlib import Path
+
+import duckdb
+import pyarrow as pa
+
+from connectors.base import Delivery, SourceError
+from connectors.registry import connector_for
+from models.config import ApportionConfig, SourceConfig
+from models.focus import LINE_ITEM_COLUMNS, dimension_column, select_list
+from models.taxonomy import RULE_FIELDS, Taxonomy, load_taxonomy, taxonomy_tables
+
+REFERENCE = Path(__file__).resolve().parent.parent / "models" / "reference"
+LINE_ITEMS = "line_items"
+ALLOCATIONS = "allocations"
+QUARANTINE = "quarantine"
+
+
+class ExactnessError(Exception):
+    """Allocated pieces do not sum to their line items: nothing downstream may use this month."""
+
+
+def sql_text(name: str) -> str:
+    """Text of a file under sql/, e.g. 'line_items/aws_cur.sql'."""
+    return resources.files("sql").joinpath(name).read_text(encoding="utf-8")
+
+
+def connect(cfg: ApportionConfig | None = None, database: str = ":memory:") -> duckdb.DuckDBPyConnection:
+    con = duckdb.connect(database)
+    con.execute("SET TimeZone = 'UTC'")
+    if os.environ.get("APPORTION_MEMORY_LIMIT"):
+        con.execute("SET memory_limit = ?", [os.environ["APPORTION_MEMORY_LIMIT"]])
+    if cfg is not None:
+        tmp = cfg.warehouse / ".tmp"
+        tmp.mkdir(parents=True, exist_ok=True)
+        con.execute("SET temp_directory = ?", [str(tmp)])
+    con.execute(sql_text("macros/create_macros.sql"))
+    return con
+
+
+def load_reference(con: duckdb.DuckDBPyConnection) -> None:
+    for table, file in (
+        ("ref_aws_service_category", "aws_category_mapping.csv"),
+        ("ref_aws_service_overrides", "aws_service_overrides.csv"),
+        ("ref_currencies", "iso4217.csv"),
+    ):
+        con.execute(
+            f"CREATE OR REPLACE TEMP TABLE {table} AS SELECT * FROM read_csv(?, header = true, all_varchar = true)",
+            [str(REFERENCE / file)],
+        )
+
+
+# ------------------------------------------------------------------ lake paths
+def partition_dir(cfg: ApportionConfig, table: str, source: str, month: str) -> Path:
+    return cfg.lake / table / f"x_SourceName={source}" / f"x_BillingMonth={month}"
+
+
+def lake_glob(cfg: ApportionConfig, table: str) -> str:
+    return str(cfg.lake / table / "x_SourceName=*" / "x_BillingMonth=????-??" / "*.parquet")
+
+
+def replace_partition(tmp_dir: Path, final_dir: Path) -> None:
+    """Swap a freshly written partition folder into place (rename is atomic per folder)."""
+    final_dir.parent.mkdir(parents=True, exist_ok=True)
+    old = final_dir.with_name(final_dir.name + f".old-{uuid.uuid4().hex[:8]}")
+    if final_dir.exists():
+        final_dir.rename(old)
+    tmp_dir.rename(final_dir)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def new_tmp_dir(final_dir: Path) -> Path:
+    tmp = final_dir.with_name(final_dir.name + f".tmp-{uuid.uuid4().hex[:8]}")
+    tmp.mkdir(parents=True)
+    return tmp
+
+
+# ------------------------------------------------------------------ step 1: land
+def land(cfg: ApportionConfig, source: SourceConfig, month: str) -> Delivery:
+    """Copy the provider's current delivery for the month into the raw zone, unchanged."""
+    return connector_for(source).land(month, cfg.raw)
+
+
+def current_delivery(cfg: ApportionConfig, source: SourceConfig, month: str) -> Delivery:
+    month_dir = cfg.raw / source.name / month
+    current = month_dir / "CURRENT"
+    if not current.exists():
+        raise SourceError(f"{source.name} {month}: nothing landed yet")
+    record = json.loads((month_dir / current.read_text().strip() / "delivery.json").read_text())
+    return Delivery(**record)
+
+
+# ------------------------------------------------------------------ step 2: line items
+@dataclass
+class LineItemStats:
+    source: str
+    month: str
+    delivery_id: str
+    rows: int
+    billed_cost: Decimal
+    effective_cost: Decimal
+    quarantined_rows: int
+    quarantined_billed_cost: Decimal | None
+    quarantine_reasons: dict[str, int] = field(default_factory=dict)
+
+
+def build_line_items(cfg: ApportionConfig, source: SourceConfig, delivery: Delivery) -> LineItemStats:
+    """Map the delivery to FOCUS line items; quarantine bad rows (with file, row and reason)."""
+    month = delivery.month
+    connector = connector_for(source)
+    con = connect(cfg)
+    try:
+        load_reference(con)
+        con.execute(
+            "CREATE OR REPLACE TEMP TABLE run_context AS SELECT ?::VARCHAR AS source_name, ?::VARCHAR AS source_kind,"
+            " ?::VARCHAR AS billing_month, ?::VARCHAR AS delivery_id, ?::TIMESTAMPTZ AS ingested_at",
+            [source.name, source.kind, month, delivery.delivery_id, delivery.fetched_at],
+        )
+        connector.stage_sql(con, delivery)
+        con.execute(sql_text(f"line_items/{connector.line_items_sql}"))
+        final = partition_dir(cfg, LINE_ITEMS, source.name, month)
+        tmp = new_tmp_dir(final)
+        qdir = partition_dir(cfg, QUARANTINE, source.name, month)
+        qtmp = new_tmp_dir(qdir)
+        try:
+            # Materialise once: the checked rows feed both the line items and the quarantine.
+            con.execute("CREATE TEMP TABLE checked AS SELECT * FROM line_items_checked")
+        except duckdb.Error as exc:
+            shutil.rmtree(tmp, ignore_errors=True)
+            shutil.rmtree(qtmp, ignore_errors=True)
+            raise _locate_bad_file(con, connector, delivery, exc) from None
+        con.execute(
+            f"COPY (SELECT {select_list()} FROM checked WHERE x_QuarantineReason IS NULL ORDER BY x_LineId) "
+            f"TO '{tmp / 'data.parquet'}' (FORMAT parquet, COMPRESSION zstd, ROW_GROUP_SIZE 250000)"
+        )
+        con.execute(
+            "COPY (SELECT x_SourceName, x_BillingMonth, x_DeliveryId, x_SourceFile, x_SourceRow, "
+            "x_QuarantineReason AS reason, CAST(BilledCost AS VARCHAR) AS billed_cost "
+            f"FROM checked WHERE x_QuarantineReason IS NOT NULL ORDER BY x_SourceFile, x_SourceRow) "
+            f"TO '{qtmp / 'rows.parquet'}' (FORMAT parquet)"
+        )
+        rows, billed, effective = con.execute(
+            "SELECT count(*), coalesce(sum(BilledCost), 0), coalesce(sum(EffectiveCost), 0) FROM checked "
+            "WHERE x_QuarantineReason IS NULL"
+        ).fetchone()
+        qrows, qbilled = con.execute(
+            "SELECT count(*), sum(BilledCost) FROM checked WHERE x_QuarantineReason IS NOT NULL"
+        ).fetchone()
+        reasons = dict(
+            con.execute(
+                "SELECT regexp_replace(x_QuarantineReason, ' .*$', '') || ' ' || "
+                "split_part(x_QuarantineReason, ' ', 2), count(*) FROM checked "
+                "WHERE x_QuarantineReason IS NOT NULL GROUP BY 1 ORDER BY 2 DESC"
+            ).fetchall()
+        )
+        replace_partition(tmp, final)
+        replace_partition(qtmp, qdir)
+        return LineItemStats(source.name, month, delivery.delivery_id, rows, billed, effective, qrows, qbilled, reasons)
+    finally:
+        con.close()
+
+
+def _locate_bad_file(con, connector, delivery: Delivery, exc: Exception) -> SourceError:
+    """The combined read failed; find which raw file is unreadable, so the error can name it."""
+    for key, path in delivery.files:
+        try:
+            select = connector._file_select(con, key, path, 0)
+            con.execute(f"SELECT count(*) FROM ({select})").fetchone()
+        except SourceError as err:
+            return err
+        except duckdb.Error as file_exc:
+            return SourceError(f"cannot read {key}: {str(file_exc).strip().splitlines()[0][:300]}", file=key)
+    return SourceError(f"building line items failed: {str(exc).strip().splitlines()[0][:300]}")
+
+
+def quarantine_file(cfg: ApportionConfig, source: SourceConfig, month: str, error: SourceError) -> Path | None:
+    """Keep a copy of an unusable raw file with the reason, for the owner to inspect."""
+    qdir = cfg.lake / QUARANTINE / "files" / source.name / month
+    qdir.mkdir(parents=True, exist_ok=True)
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    record = {"source": source.name, "month": month, "file": error.file, "reason": str(error), "at": stamp}
+    landing = sorted((cfg.raw / source.name / month).glob("*"))
+    if error.file:
+        for d in landing:
+            candidate = d / error.file
+            if candidate.is_file():
+                dest = qdir / f"{stamp}-{Path(error.file).name}"
+                shutil.copyfile(candidate, dest)
+                record["copy"] = str(dest)
+                break
+    path = qdir / f"{stamp}.json"
+    path.write_text(json.dumps(record, indent=2))
+    return path
+
+
+# ------------------------------------------------------------------ step 3: allocations
+@dataclass
+class AllocationStats:
+    source: str
+    month: str
+    pieces: int
+    billed_cost: Decimal
+    effective_cost: Decimal
+
+
+def _taxonomy_sql(tax: Taxonomy) -> dict[str, str]:
+    fields = sorted(tax.rule_fields())
+    key_cols = ["SubAccountId", "Tags", "x_HasResource", "ChargeCategory", "x_LineItemType"]
+    key_cols += [RULE_FIELDS[f] for f in fields if RULE_FIELDS[f] not in key_cols]
+    key_select = ",\n        ".join(
+        f'"{c}"' if c == "x_HasResource" else f'coalesce(CAST("{c}" AS VARCHAR), \'\') AS "{c}"' for c in key_cols
+    )
+    key_join = "\n        and ".join(
+        f'li."{c}" = ak."{c}"' if c == "x_HasResource" else f'coalesce(CAST(li."{c}" AS VARCHAR), \'\') = ak."{c}"'
+        for c in key_cols
+    )
+    if fields:
+        rule_case = "CASE c.field " + " ".join(f"WHEN '{f}' THEN a.\"{RULE_FIELDS[f]}\"" for f in fields) + " END"
+    else:
+        rule_case = "CAST(NULL AS VARCHAR)"
+    dims = tax.dimension_names
+    dim_cols = ",\n        ".join(
+        f"max(value) FILTER (WHERE dimension = '{d}') AS {dimension_column(d)},\n"
+        f"        max(reason) FILTER (WHERE dimension = '{d}') AS {dimension_column(d)}Reason"
+        for d in dims
+    )
+    dim_selects = ",\n    ".join(f"d.{dimension_column(d)}, d.{dimension_column(d)}Reason" for d in dims)
+    reason = " || '; ' || ".join(f"'{d}=' || d.{dimension_column(d)}Reason" for d in dims)
+    return {
+        "key_columns": key_select,
+        "key_join": key_join,
+        "rule_field_case": rule_case,
+        "dimension_columns": dim_cols,
+        "dimension_selects": dim_selects,
+        "reason_concat": reason,
+    }
+
+
+def register_taxonomy(con: duckdb.DuckDBPyConnection, tax: Taxonomy) -> None:
+    for name, table in taxonomy_tables(tax).items():
+        con.register(f"{name}_arrow", table)
+        con.execute(f"CREATE OR REPLACE TEMP TABLE {name} AS SELECT * FROM {name}_arrow")
+        con.unregister(f"{name}_arrow")
+
+
+def allocate(cfg: ApportionConfig, source: SourceConfig, month: str, tax: Taxonomy | None = None) -> AllocationStats:
+    """Attribute every line item of the month; verify exactness before replacing the partition."""
+    tax = tax or load_taxonomy(cfg.taxonomy)
+    li_dir = partition_dir(cfg, LINE_ITEMS, source.name, month)
+    if not li_dir.exists():
+        raise SourceError(f"{source.name} {month}: no line items built")
+    con = connect(cfg)
+    try:
+        register_taxonomy(con, tax)
+        con.execute(f"CREATE TEMP VIEW month_line_items AS SELECT * FROM read_parquet({_lit(str(li_dir / '*.parquet'))})")
+        parts = _taxonomy_sql(tax)
+        con.execute(sql_text("allocation/create_attribution.sql").format(**parts))
+        con.execute(sql_text("allocation/allocate.sql").format(**parts))
+        final = partition_dir(cfg, ALLOCATIONS, source.name, month)
+        tmp = new_tmp_dir(final)
+        con.execute(
+            f"COPY (SELECT * FROM allocations_month ORDER BY x_LineId, x_PieceId) TO '{tmp / 'data.parquet'}' "
+            "(FORMAT parquet, COMPRESSION zstd, ROW_GROUP_SIZE 250000)"
+        )
+        con.execute(f"CREATE TEMP VIEW month_allocations AS SELECT * FROM read_parquet({_lit(str(tmp / 'data.parquet'))})")
+        breaches = con.execute(sql_text("allocation/check_allocation_exact.sql")).fetchall()
+        if breaches:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise ExactnessError(f"{source.name} {month}: allocation does not tie out, e.g. {breaches[:3]}")
+        pieces, billed, effective = con.execute(
+            "SELECT count(*), coalesce(sum(BilledCost), 0), coalesce(sum(EffectiveCost), 0) FROM month_allocations"
+        ).fetchone()
+        replace_partition(tmp, final)
+        return AllocationStats(source.name, month, pieces, billed, effective)
+    finally:
+        con.close()
+
+
+# ------------------------------------------------------------------ step 4: warehouse
+WAREHOUSE_TABLES = ("line_items", "allocations", "untagged_spend", "allocation_coverage", "quarantined_rows", "deliveries")
+
+
+def build_warehouse(cfg: ApportionConfig, tax: Taxonomy | None = None) -> dict:
+    """Rebuild apportion.duckdb from the lake into a new file and swap it in atomically.
+
+    An analyst who has the previous file open keeps reading it (the old inode stays valid until
+    they close it); the next open sees the complete new file. Never a half-built file.
+    """
+    tax = tax or load_taxonomy(cfg.taxonomy)
+    cfg.warehouse.mkdir(parents=True, exist_ok=True)
+    tmp_path = cfg.warehouse / f".apportion.duckdb.building-{uuid.uuid4().hex[:8]}"
+    con = connect(cfg, str(tmp_path))
+    try:
+        empty = f"SELECT {select_list()} FROM (SELECT NULL) WHERE false"
+        li_files = list(cfg.lake.glob(f"{LINE_ITEMS}/x_SourceName=*/x_BillingMonth=????-??/*.parquet"))
+        al_files = list(cfg.lake.glob(f"{ALLOCATIONS}/x_SourceName=*/x_BillingMonth=????-??/*.parquet"))
+        src_li = f"read_parquet({_list_literal(li_files)}, union_by_name = true)" if li_files else f"({empty})"
+        con.execute(f"CREATE TABLE line_items AS SELECT {select_list()} FROM {src_li} ORDER BY x_SourceName, x_BillingMonth, x_LineId")
+        if al_files:
+            con.execute(
+                f"CREATE TABLE allocations AS SELECT * FROM read_parquet({_list_literal(al_files)}, union_by_name = true) "
+                "ORDER BY x_SourceName, x_BillingMonth, x_LineId, x_PieceId"
+            )
+        else:
+            con.execute("CREATE TABLE allocations AS SELECT * FROM (SELECT 1) WHERE false")
+        q_files = list(cfg.lake.glob(f"{QUARANTINE}/x_SourceName=*/x_BillingMonth=????-??/*.parquet"))
+        if q_files:
+            con.execute(f"CREATE TABLE quarantined_rows AS SELECT * FROM read_parquet({_list_literal(q_files)}, union_by_name = true)")
+        else:
+            con.execute(
+                "CREATE TABLE quarantined_rows (x_SourceName VARCHAR, x_BillingMonth VARCHAR, x_DeliveryId VARCHAR, "
+                "x_SourceFile VARCHAR, x_SourceRow BIGINT, reason VARCHAR, billed_cost VARCHAR)"
+            )
+        _create_deliveries(con, cfg)
+        dims = tax.dimension_names
+        con.execute(sql_text("outputs/create_untagged_spend.sql").format(
+            dimension_union=_dimension_union(dims, untagged_only=True)))
+        con.execute(sql_text("outputs/create_allocation_coverage.sql").format(
+            dimension_union=_dimension_union(dims, untagged_only=False)))
+        _comment(con, dims)
+        counts = {t: con.execute(f"SELECT count(*) FROM {t}").fetchone()[0] for t in WAREHOUSE_TABLES}
+        con.execute("CHECKPOINT")
+    finally:
+        con.close()
+    os.replace(tmp_path, cfg.duckdb_path)
+    return counts
+
+
+def _list_literal(paths: list[Path]) -> str:
+    return "[" + ", ".join("'" + str(p).replace("'", "''") + "'" for p in sorted(paths)) + "]"
+
+
+def _dimension_union(dims: list[str], untagged_only: bool) -> str:
+    parts = []
+    for d in dims:
+        col = dimension_column(d)
+        where = f"WHERE {col} = 'untagged'" if untagged_only else ""
+        parts.append(f"SELECT '{d}' AS dimension, {col} AS value, {col}Reason AS reason, a.* FROM allocations AS a {where}")
+    return "\n        UNION ALL BY NAME\n        ".join(parts)
+
+
+def _create_deliveries(con, cfg: ApportionConfig) -> None:
+    rows = []
+    for log in sorted(cfg.raw.glob("*/*/deliveries.jsonl")):
+        current = (log.parent / "CURRENT").read_text().strip() if (log.parent / "CURRENT").exists() else None
+        for line in log.read_text().splitlines():
+            d = json.loads(line)
+            rows.append({
+                "source": d["source"], "kind": d["kind"], "billing_month": d["month"], "delivery_id": d["delivery_id"],
+                "layout": d.get("layout"), "manifest_key": d.get("manifest_key"), "fetched_at": d["fetched_at"],
+                "objects": len(d["objects"]), "bytes": sum(o["size"] for o in d["objects"]),
+                "object_keys": json.dumps([{k: o[k] for k in ("key", "size", "etag")} for o in d["objects"]]),
+                "is_current": Path(d["local_dir"]).name == current,
+            })
+    schema = pa.schema([("source", pa.string()), ("kind", pa.string()), ("billing_month", pa.string()),
+                        ("delivery_id", pa.string()), ("layout", pa.string()), ("manifest_key", pa.string()),
+                        ("fetched_at", pa.string()), ("objects", pa.int64()), ("bytes", pa.int64()),
+                        ("object_keys", pa.string()), ("is_current", pa.bool_())])
+    table = pa.Table.from_pylist(rows, schema=schema)
+    con.register("deliveries_arrow", table)
+    con.execute("CREATE TABLE deliveries AS SELECT source, kind, billing_month, delivery_id, layout, manifest_key, "
+                "CAST(fetched_at AS TIMESTAMPTZ) AS fetched_at, objects, bytes, CAST(object_keys AS JSON) AS object_keys, "
+                "is_current FROM deliveries_arrow")
+    con.unregister("deliveries_arrow")
+
+
+TABLE_DOCS = {
+    "line_items": "FOCUS 1.2 cost and usage line items from every source, one row per provider line; "
+                  "x_ columns carry lineage (source, delivery, file, row) and provider extras.",
+    "allocations": "Every line item split into one or more pieces, each attributed to project, team and workload "
+                   "with the tag or rule that decided it. Pieces sum exactly to their line item.",
+    "untagged_spend": "Spend that no tag, rule, account mapping or default could attribute, per dimension, "
+                      "with the reason and the account, service and resource behind it.",
+    "allocation_coverage": "Spend-weighted share attributed per billing month, source and dimension.",
+    "quarantined_rows": "Raw rows that were not loaded, with source file, row number and reason.",
+    "deliveries": "Every provider delivery landed: object keys, sizes, etags, delivery id and fetch time.",
+}
+
+COLUMN_DOCS = {
+    "allocations": {
+        "x_PieceId": "Piece number within the line item (1 when the line is not split).",
+        "x_AllocatedRatio": "Share of the line item carried by this piece; the pieces of a line sum to 1.",
+        "x_AllocationReason": "How each dimension was decided, e.g. 'project=tag:project; team=account:333...'.",
+        "x_AllocationRuleId": "Split rule that produced the piece (null when not split).",
+        "x_AllocationMethodDetails": "FOCUS 1.3 AllocatedMethodDetails-shaped JSON for split pieces.",
+    },
+    "untagged_spend": {
+        "dimension": "Dimension left unattributed (project, team, workload, ...).",
+        "reason": "untagged:no-tags | untagged:key-missing | untagged:unknown-value (with the rejected tag).",
+        "reason_code": "The reason without details.",
+        "created_by": "aws:createdBy tag when present: who launched the resource.",
+        "line_items": "Number of line items.",
+    },
+    "allocation_coverage": {
+        "attributed_cost": "EffectiveCost attributed by a tag, rule, account mapping or default.",
+        "shared_cost": "EffectiveCost with no resource to own it (tax, credits, fees); split by later rules.",
+        "untagged_cost": "EffectiveCost that could have been attributed but was not.",
+        "coverage": "attributed_cost / (attributed_cost + untagged_cost), spend-weighted on absolute EffectiveCost.",
+    },
+}
+
+
+def _comment(con, dims: list[str]) -> None:
+    for table, doc in TABLE_DOCS.items():
+        con.execute(f"COMMENT ON TABLE {table} IS {_lit(doc)}")
+    for c in LINE_ITEM_COLUMNS:
+        con.execute(f'COMMENT ON COLUMN line_items."{c.name}" IS {_lit(c.description)}')
+    cols = {r[0] for r in con.execute("SELECT column_name FROM information_schema.columns WHERE table_name='allocations'").fetchall()}
+    descriptions = {c.name: c.description for c in LINE_ITEM_COLUMNS}
+    for d in dims:
+        descriptions[dimension_column(d)] = f"Attributed {d} (or 'untagged' / 'shared')."
+        descriptions[dimension_column(d) + "Reason"] = f"What decided {d}: tag:<key>, rule:<name>, account:<id>, default, shared:..., untagged:..."
+    descriptions.update(COLUMN_DOCS["allocations"])
+    descriptions["BilledCost"] = "Allocated BilledCost of this piece."
+    descriptions["EffectiveCost"] = "Allocated EffectiveCost of this piece."
+    for col in cols:
+        if col in descriptions:
+            con.execute(f'COMMENT ON COLUMN allocations."{col}" IS {_lit(descriptions[col])}')
+    for table in ("untagged_spend", "allocation_coverage"):
+        for col, doc in COLUMN_DOCS[table].items():
+            con.execute(f'COMMENT ON COLUMN {table}."{col}" IS {_lit(doc)}')
+
+
+def _lit(s: str) -> str:
+    return "'" + s.replace("'", "''") + "'"
+
+
+# ------------------------------------------------------------------ step 5: exports
+EXPORT_FILES = (
+    "allocation_by_team.csv", "allocation_by_project.csv", "allocation_by_workload.csv",
+    "allocation_lines.csv", "untagged_spend.csv", "control_totals.csv",
+)
+
+
+def export_month(cfg: ApportionConfig, month: str, out_dir: Path | None = None) -> Path:
+    """Write the finance pack for one month from the published warehouse; totals tie to the bill."""
+    out = Path(out_dir) if out_dir else cfg.exports / month
+    tmp = out.with_name(out.name + f".tmp-{uuid.uuid4().hex[:8]}")
+    tmp.mkdir(parents=True)
+    con = duckdb.connect(str(cfg.duckdb_path), read_only=True)
+    try:
+        con.execute("SET TimeZone = 'UTC'")
+        for name in ("team", "project", "workload"):
+            col = dimension_column(name)
+            _copy_csv(con, sql_text("outputs/export_allocation_by_dimension.sql").format(column=col, name=name),
+                      tmp / f"allocation_by_{name}.csv", month)
+        _copy_csv(con, sql_text("outputs/export_allocation_lines.sql"), tmp / "allocation_lines.csv", month)
+        _copy_csv(con, sql_text("outputs/export_untagged_spend.sql"), tmp / "untagged_spend.csv", month)
+        _copy_csv(con, sql_text("outputs/export_control_totals.sql"), tmp / "control_totals.csv", month)
+    finally:
+        con.close()
+    if out.exists():
+        shutil.rmtree(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp.rename(out)
+    return out
+
+
+def _copy_csv(con, query: str, dest: Path, month: str) -> None:
+    con.execute("SET VARIABLE export_month = ?", [month])
+    con.execute(f"COPY ({query}) TO {_lit(str(dest))} (HEADER, DELIMITER ',')")

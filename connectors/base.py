@@ -1,0 +1,151 @@
+"""What every connector does: find the current delivery of a month, land it unchanged, stage it.
+
+A *delivery* is the set of raw objects the provider says is current for a billing month (one
+CUR assembly, one Data Exports execution, ...). Landing copies those objects byte for byte to
+`<warehouse>/raw/<source>/<month>/<delivery_id>/` and records them in `delivery.json`; the
+month's `deliveries.jsonl` keeps every delivery ever landed. A newer delivery replaces the
+older one: only the current delivery is ever staged.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+from connectors.objectstore import ObjectInfo, ObjectStore, open_store
+from models.config import SourceConfig
+
+
+class SourceError(Exception):
+    """A delivery cannot be used: the month is not built and the previous build stays in place."""
+
+    def __init__(self, message: str, file: str | None = None):
+        self.file = file
+        super().__init__(message)
+
+
+@dataclass
+class DeliveryPlan:
+    """What the provider says is current for one month, before anything is downloaded."""
+
+    month: str
+    delivery_id: str
+    objects: list[ObjectInfo]
+    manifest_key: str | None = None
+    layout: str = ""
+    notes: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Delivery:
+    source: str
+    kind: str
+    month: str
+    delivery_id: str
+    layout: str
+    manifest_key: str | None
+    objects: list[dict]
+    fetched_at: str
+    local_dir: str
+    reused: bool = False
+
+    @property
+    def files(self) -> list[tuple[str, Path]]:
+        """(key relative to the source URI, local path) of every data object."""
+        return [(o["key"], Path(self.local_dir) / o["key"]) for o in self.objects]
+
+
+class Connector:
+    """Base class: subclasses implement `months`, `plan` and `stage_sql`."""
+
+    kind: str = ""
+
+    def __init__(self, source: SourceConfig):
+        self.source = source
+        self._store: ObjectStore | None = None
+
+    @property
+    def store(self) -> ObjectStore:
+        if self._store is None:
+            self._store = open_store(self.source.uri, self.source.options)
+        return self._store
+
+    def months(self) -> list[str]:
+        """Billing months the source has deliveries for (YYYY-MM)."""
+        raise NotImplementedError
+
+    def plan(self, month: str) -> DeliveryPlan:
+        """The current delivery of `month`; SourceError if the provider's own records disagree."""
+        raise NotImplementedError
+
+    def land(self, month: str, raw_root: Path) -> Delivery:
+        """Copy the current delivery of `month` unchanged into the raw zone (idempotent)."""
+        plan = self.plan(month)
+        month_dir = raw_root / self.source.name / month
+        target = month_dir / safe_dirname(plan.delivery_id)
+        record_path = target / "delivery.json"
+        wanted = {o.key: o for o in plan.objects}
+        if plan.manifest_key:
+            wanted.setdefault(plan.manifest_key, None)  # type: ignore[arg-type]
+        if record_path.exists():
+            old = json.loads(record_path.read_text())
+            same = {o["key"]: o["etag"] for o in old["objects"]} == {o.key: o.etag for o in plan.objects}
+            if same and all((target / o.key).exists() for o in plan.objects):
+                delivery = Delivery(**{**old, "reused": True})
+                self._make_current(month_dir, target)
+                return delivery
+        staging = month_dir / (safe_dirname(plan.delivery_id) + ".landing")
+        if staging.exists():
+            shutil.rmtree(staging)
+        for key in wanted:
+            try:
+                self.store.download(key, staging / key)
+            except FileNotFoundError:
+                shutil.rmtree(staging, ignore_errors=True)
+                raise SourceError(
+                    f"{plan.manifest_key or 'the delivery'} names {key}, which does not exist in {self.source.uri}",
+                    file=key,
+                ) from None
+        delivery = Delivery(
+            source=self.source.name,
+            kind=self.kind,
+            month=month,
+            delivery_id=plan.delivery_id,
+            layout=plan.layout,
+            manifest_key=plan.manifest_key,
+            objects=[asdict(o) for o in plan.objects],
+            fetched_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            local_dir=str(target),
+        )
+        (staging / "delivery.json").write_text(json.dumps(asdict(delivery), indent=2))
+        if target.exists():
+            shutil.rmtree(target)
+        staging.rename(target)
+        with open(month_dir / "deliveries.jsonl", "a") as log:
+            log.write(json.dumps({k: v for k, v in asdict(delivery).items() if k != "reused"}) + "\n")
+        self._make_current(month_dir, target)
+        return delivery
+
+    @staticmethod
+    def _make_current(month_dir: Path, target: Path) -> None:
+        """Point CURRENT at the delivery and drop superseded ones (their record stays in deliveries.jsonl)."""
+        tmp = month_dir / "CURRENT.tmp"
+        tmp.write_text(target.name + "\n")
+        tmp.replace(month_dir / "CURRENT")
+        for p in month_dir.iterdir():
+            if p.is_dir() and p != target and not p.name.endswith(".landing"):
+                shutil.rmtree(p)
+
+    def stage_sql(self, con, delivery: Delivery) -> str:
+        """Register the delivery's rows in `con` and return the name of the staging relation."""
+        raise NotImplementedError
+
+    # Name of the SQL file (under sql/line_items/) that maps the staging relation to line items.
+    line_items_sql: str = ""
+
+
+def safe_dirname(delivery_id: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_.=" else "_" for c in delivery_id)[:120]

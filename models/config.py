@@ -1,0 +1,130 @@
+"""The apportion config file (`apportion.yaml`): where the lake lives, the taxonomy, the sources.
+
+Credentials never live here: connectors use the cloud SDK's default chain and the environment.
+Relative paths are resolved against the directory of the config file.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from models._yaml import ConfigError, load_yaml_with_lines, problems_from_validation
+
+SOURCE_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
+MONTH = re.compile(r"^\d{4}-(0[1-9]|1[0-2])$")
+
+
+class SourceConfig(BaseModel):
+    """One bill or usage feed. `options` are specific to the kind (see the README)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(description="Unique name; used in paths, asset keys and x_SourceName.")
+    kind: str = Field(description="Connector kind, e.g. aws_cur.")
+    uri: str = Field(description="s3://bucket/prefix/export, file:///path or a local path.")
+    options: dict[str, Any] = Field(default_factory=dict)
+    enabled: bool = True
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        if not SOURCE_NAME.match(v):
+            raise ValueError(f"{v!r} must be lower-case letters, digits, '-' or '_' (it is used in file paths)")
+        return v
+
+    @field_validator("kind")
+    @classmethod
+    def _kind(cls, v: str) -> str:
+        from connectors.registry import CONNECTORS
+
+        if v not in CONNECTORS:
+            raise ValueError(f"unknown source kind {v!r} (known: {', '.join(sorted(CONNECTORS))})")
+        return v
+
+    @field_validator("options")
+    @classmethod
+    def _no_secrets(cls, v: dict[str, Any]) -> dict[str, Any]:
+        for key in v:
+            if re.search(r"(secret|password|token|api_key|access_key)", key, re.I):
+                raise ValueError(
+                    f"option {key!r} looks like a credential; credentials come from the environment "
+                    "or the SDK's default chain, never from the config file"
+                )
+        return v
+
+
+class ApportionConfig(BaseModel):
+    """Top level of apportion.yaml."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    warehouse: Path = Field(description="Directory for the raw landing zone, Parquet lake, apportion.duckdb and exports.")
+    taxonomy: Path = Field(description="Tag taxonomy YAML file.")
+    sources: list[SourceConfig] = Field(min_length=1)
+    open_months: int = Field(2, ge=1, le=36, description="Months the nightly job rebuilds: the current one and the N-1 before it.")
+    coverage_threshold: float = Field(0.8, ge=0, le=1, description="Coverage check warns below this spend-weighted share.")
+    config_path: Path | None = Field(None, exclude=True)
+
+    @field_validator("sources")
+    @classmethod
+    def _unique(cls, v: list[SourceConfig]) -> list[SourceConfig]:
+        seen: set[str] = set()
+        for s in v:
+            if s.name in seen:
+                raise ValueError(f"source name {s.name!r} is used twice")
+            seen.add(s.name)
+        return v
+
+    @property
+    def lake(self) -> Path:
+        return self.warehouse / "lake"
+
+    @property
+    def raw(self) -> Path:
+        return self.warehouse / "raw"
+
+    @property
+    def duckdb_path(self) -> Path:
+        return self.warehouse / "apportion.duckdb"
+
+    @property
+    def exports(self) -> Path:
+        return self.warehouse / "exports"
+
+    def source(self, name: str) -> SourceConfig:
+        for s in self.sources:
+            if s.name == name:
+                return s
+        raise KeyError(name)
+
+
+def load_config(path: str | Path) -> ApportionConfig:
+    """Read and validate apportion.yaml; raise ConfigError naming the line, key and problem."""
+    path = Path(path).resolve()
+    data, lines = load_yaml_with_lines(path)
+    if not isinstance(data, dict):
+        raise ConfigError(path, ["line 1: the config must be a mapping with warehouse, taxonomy and sources"])
+    try:
+        cfg = ApportionConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(path, problems_from_validation(exc, lines)) from None
+    base = path.parent
+    cfg.warehouse = (base / cfg.warehouse).resolve()
+    cfg.taxonomy = (base / cfg.taxonomy).resolve()
+    cfg.config_path = path
+    for s in cfg.sources:
+        if "://" not in s.uri:
+            s.uri = str((base / s.uri).resolve())
+    if not cfg.taxonomy.exists():
+        raise ConfigError(path, [f"line {lines.get(('taxonomy',), 1)}: taxonomy: file {cfg.taxonomy} not found"])
+    return cfg
+
+
+def check_month(month: str) -> str:
+    if not MONTH.match(month):
+        raise ValueError(f"month {month!r} must look like YYYY-MM")
+    return month

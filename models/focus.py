@@ -1,0 +1,122 @@
+"""The line-item contract: FOCUS 1.2 Cost and Usage columns plus apportion's `x_` columns.
+
+Every source kind produces exactly these columns, in this order, with these DuckDB types.
+The warehouse, the allocation SQL and the data checks are generated from this list, so a
+column added here is added everywhere.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+MONEY = "DECIMAL(38,12)"  # AWS bills to 10 decimal places; 12 leaves headroom, 26 integer digits.
+QUANTITY = "DECIMAL(38,12)"
+TS = "TIMESTAMPTZ"
+
+
+@dataclass(frozen=True)
+class Column:
+    name: str
+    type: str
+    description: str
+    nullable: bool = True
+
+
+FOCUS_COLUMNS: tuple[Column, ...] = (
+    Column("AvailabilityZone", "VARCHAR", "Provider-assigned availability zone."),
+    Column("BilledCost", MONEY, "Amount invoiced for the charge (AWS: unblended cost).", False),
+    Column("BillingAccountId", "VARCHAR", "Account the invoice is issued to (AWS: payer account).", False),
+    Column("BillingAccountName", "VARCHAR", "Display name of the billing account."),
+    Column("BillingAccountType", "VARCHAR", "Provider label for the billing account kind."),
+    Column("BillingCurrency", "VARCHAR", "ISO 4217 currency of BilledCost/EffectiveCost.", False),
+    Column("BillingPeriodEnd", TS, "Exclusive end of the billing period (UTC).", False),
+    Column("BillingPeriodStart", TS, "Inclusive start of the billing period (UTC).", False),
+    Column("CapacityReservationId", "VARCHAR", "Capacity reservation the charge relates to."),
+    Column("CapacityReservationStatus", "VARCHAR", "Used | Unused."),
+    Column("ChargeCategory", "VARCHAR", "Usage | Purchase | Tax | Credit | Adjustment.", False),
+    Column("ChargeClass", "VARCHAR", "Correction, or null."),
+    Column("ChargeDescription", "VARCHAR", "Provider's description of the charge."),
+    Column("ChargeFrequency", "VARCHAR", "One-Time | Recurring | Usage-Based."),
+    Column("ChargePeriodEnd", TS, "Exclusive end of the period the charge covers (UTC).", False),
+    Column("ChargePeriodStart", TS, "Inclusive start of the period the charge covers (UTC).", False),
+    Column("CommitmentDiscountCategory", "VARCHAR", "Spend | Usage."),
+    Column("CommitmentDiscountId", "VARCHAR", "Savings plan / reservation ARN."),
+    Column("CommitmentDiscountName", "VARCHAR", "Display name of the commitment discount."),
+    Column("CommitmentDiscountQuantity", QUANTITY, "Commitment quantity consumed."),
+    Column("CommitmentDiscountStatus", "VARCHAR", "Used | Unused."),
+    Column("CommitmentDiscountType", "VARCHAR", "Savings Plan | Reservation."),
+    Column("CommitmentDiscountUnit", "VARCHAR", "Unit of CommitmentDiscountQuantity."),
+    Column("ConsumedQuantity", QUANTITY, "Usage measured in ConsumedUnit."),
+    Column("ConsumedUnit", "VARCHAR", "Unit of ConsumedQuantity."),
+    Column("ContractedCost", MONEY, "Cost at negotiated rates (AWS: net unblended when present).", False),
+    Column("ContractedUnitPrice", MONEY, "Negotiated unit price."),
+    Column("EffectiveCost", MONEY, "Amortised cost after commitment discounts.", False),
+    Column("InvoiceId", "VARCHAR", "Invoice the charge appears on (empty until the month closes)."),
+    Column("InvoiceIssuerName", "VARCHAR", "Entity issuing the invoice.", False),
+    Column("ListCost", MONEY, "Cost at public on-demand prices.", False),
+    Column("ListUnitPrice", MONEY, "Public on-demand unit price."),
+    Column("PricingCategory", "VARCHAR", "Standard | Dynamic | Committed | Other."),
+    Column("PricingCurrency", "VARCHAR", "Currency prices are quoted in."),
+    Column("PricingCurrencyContractedUnitPrice", MONEY, "Contracted unit price in PricingCurrency."),
+    Column("PricingCurrencyEffectiveCost", MONEY, "EffectiveCost in PricingCurrency."),
+    Column("PricingCurrencyListUnitPrice", MONEY, "List unit price in PricingCurrency."),
+    Column("PricingQuantity", QUANTITY, "Quantity in PricingUnit.", True),
+    Column("PricingUnit", "VARCHAR", "Provider pricing unit."),
+    Column("ProviderName", "VARCHAR", "Provider of the resource or service.", False),
+    Column("PublisherName", "VARCHAR", "Entity that produced the service (Marketplace seller).", False),
+    Column("RegionId", "VARCHAR", "Provider region code."),
+    Column("RegionName", "VARCHAR", "Provider region display name."),
+    Column("ResourceId", "VARCHAR", "Provider resource identifier (ARN, instance id, bucket)."),
+    Column("ResourceName", "VARCHAR", "Display name of the resource."),
+    Column("ResourceType", "VARCHAR", "Kind of resource."),
+    Column("ServiceCategory", "VARCHAR", "FOCUS service category.", False),
+    Column("ServiceName", "VARCHAR", "Provider service name.", False),
+    Column("ServiceSubcategory", "VARCHAR", "FOCUS service subcategory."),
+    Column("SkuId", "VARCHAR", "Provider SKU."),
+    Column("SkuMeter", "VARCHAR", "What the SKU measures."),
+    Column("SkuPriceDetails", "JSON", "SKU properties as a JSON object (InstanceType, GpuCount...)."),
+    Column("SkuPriceId", "VARCHAR", "Provider price id."),
+    Column("SubAccountId", "VARCHAR", "Account that used the resource (AWS: usage account)."),
+    Column("SubAccountName", "VARCHAR", "Display name of the sub-account."),
+    Column("SubAccountType", "VARCHAR", "Provider label for the sub-account kind."),
+    Column("Tags", "JSON", "Finalised tags as a JSON object; AWS `user:`/`user_` prefixes removed."),
+)
+
+X_COLUMNS: tuple[Column, ...] = (
+    Column("x_SourceName", "VARCHAR", "Source name from the config (`sources[].name`).", False),
+    Column("x_SourceKind", "VARCHAR", "Connector kind (`aws_cur`, ...).", False),
+    Column("x_BillingMonth", "VARCHAR", "Billing month YYYY-MM: the partition this row belongs to.", False),
+    Column("x_LineId", "BIGINT", "Row number within source and month; with them, the line item's key.", False),
+    Column("x_DeliveryId", "VARCHAR", "Provider delivery (assembly / execution) the row was loaded from.", False),
+    Column("x_IngestedAt", TS, "When apportion fetched the delivery.", False),
+    Column("x_SourceFile", "VARCHAR", "Raw object the row came from, relative to the source URI.", False),
+    Column("x_SourceRow", "BIGINT", "1-based data row within that raw object.", False),
+    Column("x_ProviderLineItemId", "VARCHAR", "Provider's own line-item id (AWS identity_line_item_id)."),
+    Column("x_LineItemType", "VARCHAR", "Provider charge type (AWS line_item_line_item_type)."),
+    Column("x_ServiceCode", "VARCHAR", "Provider service code (AWS product code)."),
+    Column("x_UsageType", "VARCHAR", "Provider usage type (AWS line_item_usage_type)."),
+    Column("x_Operation", "VARCHAR", "Provider operation (AWS line_item_operation)."),
+    Column("x_BillingEntity", "VARCHAR", "AWS or AWS Marketplace."),
+    Column("x_InstanceType", "VARCHAR", "Instance type where the charge is for an instance."),
+    Column("x_CostCategories", "JSON", "AWS cost categories as a JSON object."),
+    Column("x_HasResource", "BOOLEAN", "False for charges that no resource can own (tax, credits, fees): allocated as shared.", False),
+)
+
+LINE_ITEM_COLUMNS: tuple[Column, ...] = FOCUS_COLUMNS + X_COLUMNS
+
+# Allocation dimensions every taxonomy has; a taxonomy may add more.
+CORE_DIMENSIONS = ("project", "team", "workload")
+
+# Values the allocator writes when no tag, rule, account mapping or default decided a dimension.
+UNTAGGED = "untagged"
+SHARED = "shared"
+
+
+def dimension_column(dimension: str) -> str:
+    """`team` -> `x_Team`, `cost_center` -> `x_CostCenter` (FOCUS x_PascalCase)."""
+    return "x_" + "".join(part.capitalize() for part in dimension.split("_"))
+
+
+def select_list(columns: tuple[Column, ...] = LINE_ITEM_COLUMNS) -> str:
+    """Column list in contract order, each cast to its contract type."""
+    return ",\n    ".join(f'CAST("{c.name}" AS {c.type}) AS "{c.name}"' for c in columns)

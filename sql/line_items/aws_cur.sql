@@ -1,0 +1,263 @@
+-- AWS CUR (2.0 and legacy, after staging to canonical snake_case names) -> FOCUS 1.2 line items.
+-- Reads:  stg_aws_cur (one row per raw row), run_context (one row), ref_aws_service_category,
+--         ref_aws_service_overrides, ref_currencies.
+-- Writes: temp view line_items_checked = contract columns + x_QuarantineReason (null = good row).
+
+create or replace temp view line_items_checked as
+with
+
+ctx as (select * from run_context),
+
+src as (select * from stg_aws_cur),
+
+-- Service names and categories are decided once per distinct service, not once per row.
+services as (
+    select distinct
+        line_item_product_code,
+        product_product_name,
+        product_servicecode,
+        bill_billing_entity
+    from src
+),
+
+service_map as (
+    select
+        s.line_item_product_code,
+        s.product_product_name,
+        s.product_servicecode,
+        s.bill_billing_entity,
+        coalesce(o.ServiceCategory, c.ServiceCategory,
+                 case when s.product_product_name ilike '%bedrock%' then 'AI and Machine Learning' end,
+                 'Other') as ServiceCategory,
+        coalesce(o.ServiceSubcategory,
+                 case when s.product_product_name ilike '%bedrock%' then 'Generative AI' end) as ServiceSubcategory
+    from services as s
+    left join ref_aws_service_overrides as o
+        on o.product_code = coalesce(s.line_item_product_code, s.product_servicecode)
+    left join lateral (
+        select m.ServiceCategory
+        from ref_aws_service_category as m
+        where coalesce(s.line_item_product_code, s.product_servicecode) like replace(m.product_code, '*', '%')
+        order by length(m.product_code) desc
+        limit 1
+    ) as c on true
+),
+
+typed as (
+    select
+        src._file,
+        src._row,
+        src._file_idx,
+        apportion_blank(src.identity_line_item_id) as line_item_id,
+        apportion_blank(src.bill_invoice_id) as invoice_id,
+        coalesce(apportion_blank(src.bill_billing_entity), 'AWS') as billing_entity,
+        apportion_blank(src.bill_payer_account_id) as payer_account_id,
+        apportion_blank(src.bill_payer_account_name) as payer_account_name,
+        try_cast(src.bill_billing_period_start_date as timestamptz) as period_start,
+        try_cast(src.bill_billing_period_end_date as timestamptz) as period_end,
+        apportion_blank(src.bill_invoicing_entity) as invoicing_entity,
+        apportion_blank(src.line_item_usage_account_id) as usage_account_id,
+        apportion_blank(src.line_item_usage_account_name) as usage_account_name,
+        apportion_blank(src.line_item_line_item_type) as line_item_type,
+        try_cast(src.line_item_usage_start_date as timestamptz) as usage_start,
+        try_cast(src.line_item_usage_end_date as timestamptz) as usage_end,
+        apportion_blank(src.line_item_product_code) as product_code,
+        apportion_blank(src.line_item_usage_type) as usage_type,
+        apportion_blank(src.line_item_operation) as operation,
+        apportion_blank(src.line_item_availability_zone) as availability_zone,
+        apportion_blank(src.line_item_resource_id) as resource_id,
+        apportion_money(src.line_item_usage_amount) as usage_amount,
+        upper(apportion_blank(src.line_item_currency_code)) as currency,
+        apportion_money(src.line_item_unblended_rate) as unblended_rate,
+        apportion_money(src.line_item_unblended_cost) as unblended_cost,
+        apportion_money(src.line_item_net_unblended_cost) as net_unblended_cost,
+        apportion_blank(src.line_item_line_item_description) as description,
+        apportion_blank(src.line_item_legal_entity) as legal_entity,
+        apportion_money(src.pricing_public_on_demand_cost) as public_on_demand_cost,
+        apportion_money(src.pricing_public_on_demand_rate) as public_on_demand_rate,
+        apportion_blank(src.pricing_unit) as pricing_unit,
+        apportion_blank(src.pricing_term) as pricing_term,
+        apportion_blank(src.product_product_name) as product_name,
+        coalesce(apportion_blank(src.product_region_code), apportion_blank(src.product_region)) as region_id,
+        apportion_blank(src.product_location) as region_name,
+        apportion_blank(src.product_instance_type) as instance_type,
+        apportion_blank(src.product_sku) as sku,
+        try_cast(apportion_blank(src.product_gpu) as integer) as gpu_count,
+        apportion_blank(src.reservation_reservation_a_r_n) as reservation_arn,
+        apportion_money(src.reservation_effective_cost) as ri_effective_cost,
+        apportion_money(src.reservation_unused_amortized_upfront_fee_for_billing_period) as ri_unused_upfront,
+        apportion_money(src.reservation_unused_recurring_fee) as ri_unused_recurring,
+        apportion_blank(src.savings_plan_savings_plan_a_r_n) as savings_plan_arn,
+        apportion_money(src.savings_plan_savings_plan_effective_cost) as sp_effective_cost,
+        apportion_money(src.savings_plan_total_commitment_to_date) as sp_commitment_to_date,
+        apportion_money(src.savings_plan_used_commitment) as sp_used_commitment,
+        apportion_aws_tags_json(src.resource_tags) as tags,
+        apportion_aws_tags_json(src.cost_category) as cost_categories,
+        sm.ServiceCategory as service_category,
+        sm.ServiceSubcategory as service_subcategory,
+        -- Quarantine reasons, first problem wins. A bad row never becomes a zero.
+        case
+            when apportion_blank(src.line_item_unblended_cost) is null then 'missing line_item_unblended_cost'
+            when apportion_not_numeric(src.line_item_unblended_cost)
+                then 'non-numeric line_item_unblended_cost ' || cast(src.line_item_unblended_cost as varchar)
+            when apportion_not_numeric(src.line_item_usage_amount)
+                then 'non-numeric line_item_usage_amount ' || cast(src.line_item_usage_amount as varchar)
+            when apportion_not_numeric(src.pricing_public_on_demand_cost)
+                then 'non-numeric pricing_public_on_demand_cost ' || cast(src.pricing_public_on_demand_cost as varchar)
+            when apportion_not_numeric(src.savings_plan_savings_plan_effective_cost)
+                then 'non-numeric savings_plan_savings_plan_effective_cost'
+            when apportion_not_numeric(src.reservation_effective_cost) then 'non-numeric reservation_effective_cost'
+            when apportion_blank(src.line_item_currency_code) is null then 'missing line_item_currency_code'
+            when upper(apportion_blank(src.line_item_currency_code)) not in (select currency_code from ref_currencies)
+                then 'unknown currency ' || cast(src.line_item_currency_code as varchar)
+            when apportion_not_timestamp(src.line_item_usage_start_date)
+                then 'unparseable line_item_usage_start_date ' || cast(src.line_item_usage_start_date as varchar)
+            when apportion_not_timestamp(src.line_item_usage_end_date)
+                then 'unparseable line_item_usage_end_date ' || cast(src.line_item_usage_end_date as varchar)
+            when apportion_not_timestamp(src.bill_billing_period_start_date)
+                then 'unparseable bill_billing_period_start_date'
+            when try_cast(src.bill_billing_period_start_date as timestamptz) is not null
+                 and strftime(try_cast(src.bill_billing_period_start_date as timestamptz), '%Y-%m') <> (select billing_month from ctx)
+                then 'row belongs to billing period '
+                     || strftime(try_cast(src.bill_billing_period_start_date as timestamptz), '%Y-%m')
+                     || ', delivered in ' || (select billing_month from ctx)
+            when src.resource_tags is null and apportion_blank(src.resource_tags_raw) is not null
+                then 'malformed resource_tags JSON'
+        end as quarantine_reason
+    from src
+    left join service_map as sm
+        on sm.line_item_product_code is not distinct from src.line_item_product_code
+        and sm.product_product_name is not distinct from src.product_product_name
+        and sm.product_servicecode is not distinct from src.product_servicecode
+        and sm.bill_billing_entity is not distinct from src.bill_billing_entity
+),
+
+focus as (
+    select
+        t.*,
+        case
+            when t.line_item_type in ('Usage', 'DiscountedUsage', 'SavingsPlanCoveredUsage', 'SavingsPlanNegation')
+                then 'Usage'
+            when t.line_item_type in ('Fee', 'RIFee', 'SavingsPlanUpfrontFee', 'SavingsPlanRecurringFee') then 'Purchase'
+            when t.line_item_type = 'Tax' then 'Tax'
+            when t.line_item_type in ('Credit', 'Refund', 'BundledDiscount', 'Discount', 'EdpDiscount',
+                                      'PrivateRateDiscount', 'DistributorDiscount') then 'Credit'
+            else 'Adjustment'
+        end as charge_category,
+        -- AWS amortisation (the CUR query library's CASE): commitments spread onto the usage they cover.
+        case t.line_item_type
+            when 'SavingsPlanCoveredUsage' then coalesce(t.sp_effective_cost, 0)
+            when 'SavingsPlanRecurringFee'
+                then coalesce(t.sp_commitment_to_date, 0) - coalesce(t.sp_used_commitment, 0)
+            when 'SavingsPlanNegation' then 0
+            when 'SavingsPlanUpfrontFee' then 0
+            when 'DiscountedUsage' then coalesce(t.ri_effective_cost, 0)
+            when 'RIFee' then coalesce(t.ri_unused_upfront, 0) + coalesce(t.ri_unused_recurring, 0)
+            else case when t.line_item_type = 'Fee' and t.reservation_arn is not null then 0 else t.unblended_cost end
+        end as effective_cost,
+        coalesce(t.period_start, cast((select billing_month from ctx) || '-01 00:00:00+00' as timestamptz)) as bp_start
+    from typed as t
+)
+
+select
+    f.availability_zone as AvailabilityZone,
+    f.unblended_cost as BilledCost,
+    coalesce(f.payer_account_id, f.usage_account_id, 'unknown') as BillingAccountId,
+    f.payer_account_name as BillingAccountName,
+    'Payer Account' as BillingAccountType,
+    coalesce(f.currency, 'USD') as BillingCurrency,
+    coalesce(f.period_end, f.bp_start + interval 1 month) as BillingPeriodEnd,
+    f.bp_start as BillingPeriodStart,
+    null as CapacityReservationId,
+    null as CapacityReservationStatus,
+    f.charge_category as ChargeCategory,
+    null as ChargeClass,
+    f.description as ChargeDescription,
+    case
+        when f.charge_category = 'Usage' then 'Usage-Based'
+        when f.line_item_type in ('RIFee', 'SavingsPlanRecurringFee') then 'Recurring'
+        when f.charge_category = 'Purchase' then 'One-Time'
+        when f.charge_category = 'Tax' then 'Recurring'
+        else 'One-Time'
+    end as ChargeFrequency,
+    coalesce(f.usage_end, f.period_end, f.bp_start + interval 1 month) as ChargePeriodEnd,
+    coalesce(f.usage_start, f.bp_start) as ChargePeriodStart,
+    case when f.savings_plan_arn is not null then 'Spend' when f.reservation_arn is not null then 'Usage' end
+        as CommitmentDiscountCategory,
+    coalesce(f.savings_plan_arn, f.reservation_arn) as CommitmentDiscountId,
+    null as CommitmentDiscountName,
+    null as CommitmentDiscountQuantity,
+    case
+        when f.line_item_type in ('SavingsPlanCoveredUsage', 'DiscountedUsage') then 'Used'
+        when f.line_item_type in ('SavingsPlanRecurringFee', 'RIFee') and f.effective_cost <> 0 then 'Unused'
+    end as CommitmentDiscountStatus,
+    case when f.savings_plan_arn is not null then 'Savings Plan' when f.reservation_arn is not null then 'Reservation' end
+        as CommitmentDiscountType,
+    null as CommitmentDiscountUnit,
+    case when f.charge_category = 'Usage' then f.usage_amount end as ConsumedQuantity,
+    case when f.charge_category = 'Usage' then f.pricing_unit end as ConsumedUnit,
+    coalesce(f.net_unblended_cost, f.unblended_cost) as ContractedCost,
+    f.unblended_rate as ContractedUnitPrice,
+    f.effective_cost as EffectiveCost,
+    f.invoice_id as InvoiceId,
+    coalesce(f.invoicing_entity, 'Amazon Web Services, Inc.') as InvoiceIssuerName,
+    case
+        when f.line_item_type = 'SavingsPlanNegation' then 0
+        when f.charge_category in ('Usage') then coalesce(f.public_on_demand_cost, f.unblended_cost)
+        else f.unblended_cost
+    end as ListCost,
+    f.public_on_demand_rate as ListUnitPrice,
+    case
+        when f.charge_category in ('Tax', 'Credit', 'Adjustment') then null
+        when f.line_item_type in ('DiscountedUsage', 'SavingsPlanCoveredUsage', 'SavingsPlanNegation') then 'Committed'
+        when f.pricing_term = 'Spot' or f.usage_type like '%SpotUsage%' then 'Dynamic'
+        else 'Standard'
+    end as PricingCategory,
+    coalesce(f.currency, 'USD') as PricingCurrency,
+    f.unblended_rate as PricingCurrencyContractedUnitPrice,
+    f.effective_cost as PricingCurrencyEffectiveCost,
+    f.public_on_demand_rate as PricingCurrencyListUnitPrice,
+    f.usage_amount as PricingQuantity,
+    f.pricing_unit as PricingUnit,
+    'AWS' as ProviderName,
+    case when f.billing_entity = 'AWS Marketplace' then coalesce(f.legal_entity, 'AWS Marketplace') else 'AWS' end
+        as PublisherName,
+    f.region_id as RegionId,
+    f.region_name as RegionName,
+    f.resource_id as ResourceId,
+    f.resource_id as ResourceName,
+    null as ResourceType,
+    coalesce(f.service_category, 'Other') as ServiceCategory,
+    coalesce(f.product_name, f.product_code, 'Unknown') as ServiceName,
+    f.service_subcategory as ServiceSubcategory,
+    f.sku as SkuId,
+    f.usage_type as SkuMeter,
+    case
+        when f.instance_type is not null
+            then json_object('InstanceType', f.instance_type, 'GpuCount', f.gpu_count)
+    end as SkuPriceDetails,
+    f.sku as SkuPriceId,
+    f.usage_account_id as SubAccountId,
+    f.usage_account_name as SubAccountName,
+    'Linked Account' as SubAccountType,
+    f.tags as Tags,
+    ctx.source_name as x_SourceName,
+    ctx.source_kind as x_SourceKind,
+    ctx.billing_month as x_BillingMonth,
+    f._file_idx * 4294967296 + f._row as x_LineId,
+    ctx.delivery_id as x_DeliveryId,
+    ctx.ingested_at as x_IngestedAt,
+    f._file as x_SourceFile,
+    f._row as x_SourceRow,
+    f.line_item_id as x_ProviderLineItemId,
+    f.line_item_type as x_LineItemType,
+    f.product_code as x_ServiceCode,
+    f.usage_type as x_UsageType,
+    f.operation as x_Operation,
+    f.billing_entity as x_BillingEntity,
+    f.instance_type as x_InstanceType,
+    f.cost_categories as x_CostCategories,
+    not (f.resource_id is null and f.charge_category in ('Tax', 'Credit', 'Purchase', 'Adjustment')) as x_HasResource,
+    f.quarantine_reason as x_QuarantineReason
+from focus as f
+cross join ctx;

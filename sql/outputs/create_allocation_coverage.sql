@@ -1,0 +1,41 @@
+-- Spend-weighted coverage per billing month, source and dimension. Shared charges (tax, credits,
+-- commitment fees) are reported apart: they are not untagged, they are split by shared-cost rules.
+create or replace table allocation_coverage as
+with
+
+unpivoted as (
+    {dimension_union}
+),
+
+classified as (
+    select
+        x_BillingMonth,
+        x_SourceName,
+        dimension,
+        BillingCurrency,
+        case
+            when value = 'untagged' then 'untagged'
+            when value = 'shared' then 'shared'
+            else 'attributed'
+        end as status,
+        EffectiveCost
+    from unpivoted
+)
+
+select
+    x_BillingMonth,
+    x_SourceName,
+    dimension,
+    BillingCurrency,
+    sum(EffectiveCost) as total_cost,
+    coalesce(sum(EffectiveCost) filter (where status = 'attributed'), 0) as attributed_cost,
+    coalesce(sum(EffectiveCost) filter (where status = 'shared'), 0) as shared_cost,
+    coalesce(sum(EffectiveCost) filter (where status = 'untagged'), 0) as untagged_cost,
+    round(
+        coalesce(sum(abs(EffectiveCost)) filter (where status = 'attributed'), 0)
+        / nullif(sum(abs(EffectiveCost)) filter (where status <> 'shared'), 0),
+        6
+    ) as coverage
+from classified
+group by all
+order by x_BillingMonth, x_SourceName, dimension;

@@ -1,0 +1,40 @@
+-- Spend no tag, rule, account mapping or default could attribute: who and what is behind it.
+-- One row per billing month, source, dimension, reason, account, service and resource.
+-- {{dimension_union}} unpivots allocations to (dimension, value, reason, ...) for untagged values only.
+create or replace table untagged_spend as
+with
+
+untagged as (
+    {dimension_union}
+),
+
+enriched as (
+    select
+        u.*,
+        li.Tags,
+        li.x_UsageType
+    from untagged as u
+    inner join line_items as li
+        on li.x_SourceName = u.x_SourceName
+        and li.x_BillingMonth = u.x_BillingMonth
+        and li.x_LineId = u.x_LineId
+)
+
+select
+    x_BillingMonth,
+    x_SourceName,
+    dimension,
+    split_part(reason, ' | ', 1) as reason_code,
+    reason,
+    SubAccountId,
+    any_value(SubAccountName) as SubAccountName,
+    ServiceName,
+    ResourceId,
+    any_value(Tags ->> '$."aws:createdBy"') as created_by,
+    BillingCurrency,
+    count(*) as line_items,
+    sum(BilledCost) as BilledCost,
+    sum(EffectiveCost) as EffectiveCost
+from enriched
+group by all
+order by x_BillingMonth, dimension, sum(EffectiveCost) desc;

@@ -1,0 +1,29 @@
+-- Finance pack: every allocation piece of the month with its line item's identity and the reason.
+select
+    a.x_BillingMonth as billing_month,
+    a.x_SourceName as source,
+    a.x_LineId as line_id,
+    a.x_PieceId as piece_id,
+    li.x_ProviderLineItemId as provider_line_item_id,
+    li.InvoiceId as invoice_id,
+    strftime(a.ChargePeriodStart, '%Y-%m-%dT%H:%M:%SZ') as charge_period_start,
+    a.ChargeCategory as charge_category,
+    a.ProviderName as provider,
+    a.SubAccountId as account_id,
+    a.SubAccountName as account_name,
+    a.ServiceName as service,
+    a.RegionId as region,
+    a.ResourceId as resource_id,
+    li.x_UsageType as usage_type,
+    a.BillingCurrency as billing_currency,
+    a.BilledCost as billed_cost,
+    a.EffectiveCost as effective_cost,
+    a.x_Project as project,
+    a.x_Team as team,
+    a.x_Workload as workload,
+    a.x_AllocationReason as allocation_reason
+from allocations as a
+inner join line_items as li
+    on li.x_SourceName = a.x_SourceName and li.x_BillingMonth = a.x_BillingMonth and li.x_LineId = a.x_LineId
+where a.x_BillingMonth = getvariable('export_month')
+order by source, line_id, piece_id

@@ -477,3 +477,26 @@ def export_month(cfg: ApportionConfig, month: str, out_dir: Path | None = None) 
 def _copy_csv(con, query: str, dest: Path, month: str) -> None:
     con.execute("SET VARIABLE export_month = ?", [month])
     con.execute(f"COPY ({query}) TO {_lit(str(dest))} (HEADER, DELIMITER ',')")
+
+
+# ------------------------------------------------------------------ warehouse-level checks
+def warehouse_breaches(cfg: ApportionConfig) -> list[tuple]:
+    """(source, month, line-item billed, allocated billed, line-item effective, allocated effective) that differ."""
+    con = duckdb.connect(str(cfg.duckdb_path), read_only=True)
+    try:
+        return con.execute(sql_text("outputs/check_warehouse_ties_out.sql")).fetchall()
+    finally:
+        con.close()
+
+
+def low_coverage(cfg: ApportionConfig, month: str, threshold: float) -> list[tuple[str, str, float]]:
+    """(source, dimension, coverage) below the threshold for the month."""
+    con = duckdb.connect(str(cfg.duckdb_path), read_only=True)
+    try:
+        return con.execute(
+            "SELECT x_SourceName, dimension, coverage FROM allocation_coverage "
+            "WHERE x_BillingMonth = ? AND coverage < ? ORDER BY 1, 2",
+            [month, threshold],
+        ).fetchall()
+    finally:
+        con.close()

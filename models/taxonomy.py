@@ -168,16 +168,22 @@ class Taxonomy(BaseModel):
     version: int = 1
     dimensions: dict[str, Dimension]
 
-    @field_validator("dimensions")
+    @field_validator("dimensions", mode="before")
     @classmethod
-    def _dims(cls, v: dict[str, Dimension]) -> dict[str, Dimension]:
+    def _dims(cls, v: Any) -> Any:
+        if not isinstance(v, dict):
+            return v
         for name in v:
             if not DIMENSION_NAME.match(name):
                 raise ValueError(f"dimension name {name!r} must be lower_snake_case")
-        missing = [d for d in CORE_DIMENSIONS if d not in v]
+        return v
+
+    @model_validator(mode="after")
+    def _core_dimensions(self) -> "Taxonomy":
+        missing = [d for d in CORE_DIMENSIONS if d not in self.dimensions]
         if missing:
             raise ValueError(f"missing dimension(s) {', '.join(missing)}: project, team and workload are required")
-        return v
+        return self
 
     @property
     def dimension_names(self) -> list[str]:

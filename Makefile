@@ -1,0 +1,37 @@
+# Quickstart: `make demo` then `make test`. Needs Python 3.11 and pip; everything else installs here.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-stamp
+
+.PHONY: demo test bench dev clean lock
+
+$(STAMP): pyproject.toml requirements.lock
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -c requirements.lock -e '.[test,ui]'
+	touch $(STAMP)
+
+## demo: generate the demo bill, run the nightly job on it, print the summary and where things are
+demo: $(STAMP)
+	$(BIN)/apportion demo
+	$(BIN)/apportion run --config demo/apportion.yaml
+
+## test: the whole test suite (CI runs exactly this)
+test: $(STAMP)
+	$(BIN)/python -m pytest
+
+## bench: end-to-end vs hand-written DuckDB query (ROWS=5000000 by default)
+bench: $(STAMP)
+	$(BIN)/python bench/bench_allocation.py --rows $${ROWS:-5000000}
+
+## dev: the Dagster UI on the demo config
+dev: $(STAMP)
+	DAGSTER_HOME=$(CURDIR) APPORTION_CONFIG=$${APPORTION_CONFIG:-demo/apportion.yaml} $(BIN)/dagster dev -m pipelines.definitions
+
+## lock: re-pin the full dependency set after changing pyproject.toml
+lock: $(STAMP)
+	$(BIN)/pip freeze --exclude-editable | grep -v '^apportion' > requirements.lock
+
+clean:
+	rm -rf data .dagster_home bench/out

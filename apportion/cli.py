@@ -1,0 +1,285 @@
+"""The `apportion` command.
+
+Exit codes (for schedulers): 0 ok; 1 at least one month could not be built (previous build kept);
+2 invalid config, taxonomy or arguments; 3 built, but rows were quarantined (see quarantined_rows).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from datetime import datetime, timezone
+from pathlib import Path
+
+EXIT_OK, EXIT_FAILED, EXIT_CONFIG, EXIT_QUARANTINE = 0, 1, 2, 3
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="apportion", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="run the nightly job in-process (land, normalise, allocate, publish)")
+    run.add_argument("--config", default="apportion.yaml", help="config file (default: ./apportion.yaml)")
+    run.add_argument("--month", action="append", help="billing month YYYY-MM (repeatable); default: the open months")
+    run.add_argument("--all", action="store_true", help="every month the sources have")
+    run.add_argument("--json", action="store_true", help="print the run summary as JSON")
+
+    export = sub.add_parser("export", help="write a month's finance pack (CSV) from the warehouse")
+    export.add_argument("--config", default="apportion.yaml")
+    export.add_argument("--month", required=True)
+    export.add_argument("--out", required=True, help="output directory")
+
+    tax = sub.add_parser("taxonomy", help="taxonomy tools")
+    tax_sub = tax.add_subparsers(dest="taxonomy_command", required=True)
+    check = tax_sub.add_parser("check", help="validate a taxonomy file")
+    check.add_argument("file")
+
+    months = sub.add_parser("months", help="list the billing months each source has")
+    months.add_argument("--config", default="apportion.yaml")
+
+    demo = sub.add_parser("demo", help="generate the bundled demo data (deterministic)")
+    demo.add_argument("--out", default=None, help="default: the demo config's source folder")
+
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "run":
+            return cmd_run(args)
+        if args.command == "export":
+            return cmd_export(args)
+        if args.command == "taxonomy":
+            return cmd_taxonomy_check(args)
+        if args.command == "months":
+            return cmd_months(args)
+        if args.command == "demo":
+            return cmd_demo(args)
+    except _config_errors() as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    return EXIT_CONFIG
+
+
+def _config_errors():
+    from models._yaml import ConfigError
+
+    return (ConfigError, ValueError)
+
+
+def cmd_taxonomy_check(args) -> int:
+    from models._yaml import ConfigError
+    from models.taxonomy import load_taxonomy
+
+    try:
+        tax = load_taxonomy(args.file)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            print(f"{exc.path}: {problem}", file=sys.stderr)
+        return EXIT_CONFIG
+    for name in tax.dimension_names:
+        d = tax.dimensions[name]
+        print(f"{name}: {len(d.keys)} keys, {len(d.allowed) or 'any'} allowed values, "
+              f"{sum(len(v) for v in d.aliases.values())} aliases, {len(d.accounts)} accounts, {len(d.rules)} rules"
+              + (f", default {d.default!r}" if d.default else ""))
+    print(f"{args.file}: ok")
+    return EXIT_OK
+
+
+def cmd_months(args) -> int:
+    from connectors.registry import connector_for
+    from models.config import load_config
+
+    cfg = load_config(args.config)
+    for s in cfg.sources:
+        print(f"{s.name} ({s.kind}): {' '.join(connector_for(s).months()) or '-'}")
+    return EXIT_OK
+
+
+def cmd_export(args) -> int:
+    from apportion import ledger
+    from models.config import check_month, load_config
+
+    cfg = load_config(args.config)
+    month = check_month(args.month)
+    if not cfg.duckdb_path.exists():
+        print(f"error: no warehouse at {cfg.duckdb_path}; run `apportion run` first", file=sys.stderr)
+        return EXIT_FAILED
+    out = ledger.export_month(cfg, month, Path(args.out))
+    for p in sorted(out.iterdir()):
+        print(p)
+    return EXIT_OK
+
+
+def cmd_demo(args) -> int:
+    from apportion.demo import demo_months, generate_cur2
+    from pipelines.definitions import DEMO_CONFIG
+    from models.config import load_config
+
+    cfg = load_config(DEMO_CONFIG)
+    out = Path(args.out) if args.out else Path(cfg.sources[0].uri).parents[1]
+    files = generate_cur2(out, demo_months())
+    print(f"demo CUR 2.0 export for {', '.join(demo_months())}: {len(files)} data files under {out}")
+    return EXIT_OK
+
+
+def cmd_run(args) -> int:
+    from models.config import check_month, load_config
+
+    cfg = load_config(args.config)
+    if args.all:
+        from connectors.registry import connector_for
+
+        months = sorted({m for s in cfg.sources if s.enabled for m in connector_for(s).months()})
+    elif args.month:
+        months = [check_month(m) for m in args.month]
+    else:
+        from pipelines.schedules import open_months
+
+        months = open_months(datetime.now(timezone.utc), cfg.open_months)
+    results = run_months(cfg, months, quiet=args.json)
+    summary = summarise(cfg, months, results)
+    if args.json:
+        print(json.dumps(summary, indent=2, default=str))
+    else:
+        print_summary(summary)
+    if any(not r["success"] for r in results):
+        return EXIT_FAILED
+    if summary["quarantined_rows"]:
+        return EXIT_QUARANTINE
+    return EXIT_OK
+
+
+def run_months(cfg, months: list[str], quiet: bool = False) -> list[dict]:
+    """Execute the Dagster `nightly` job in-process, one run per month, and collect outcomes."""
+    import logging
+
+    import dagster as dg
+
+    from pipelines.location import build_definitions
+    from pipelines.partitions import partition_key_of
+
+    logging.getLogger("dagster").setLevel(logging.WARNING)
+    job = build_definitions(cfg).resolve_job_def("nightly")
+    instance = dg.DagsterInstance.get() if os.environ.get("DAGSTER_HOME") else dg.DagsterInstance.ephemeral()
+    results = []
+    for month in months:
+        if not quiet:
+            print(f"building {month} ...", file=sys.stderr, flush=True)
+        result = job.execute_in_process(
+            partition_key=partition_key_of(month),
+            instance=instance,
+            raise_on_error=False,
+            run_config={"loggers": {"console": {"config": {"log_level": os.environ.get("APPORTION_LOG_LEVEL", "CRITICAL")}}}},
+        )
+        errors = []
+        for event in result.all_events:
+            if event.event_type_value == "STEP_FAILURE":
+                data = event.event_specific_data
+                message = getattr(getattr(data, "error", None), "message", "") or str(data)
+                first = message.strip().splitlines()[0] if message else "failed"
+                errors.append(f"{event.step_key}: {first.removeprefix('dagster._core.definitions.events.Failure: ')}")
+        results.append({"month": month, "success": result.success, "errors": errors})
+    return results
+
+
+def summarise(cfg, months: list[str], results: list[dict]) -> dict:
+    import duckdb
+
+    summary: dict = {"config": str(cfg.config_path), "months": results, "warehouse": str(cfg.duckdb_path),
+                     "exports": {m: str(cfg.exports / m) for m in months if (cfg.exports / m).exists()},
+                     "quarantined_rows": 0}
+    if not cfg.duckdb_path.exists():
+        return summary
+    con = duckdb.connect(str(cfg.duckdb_path), read_only=True)
+    try:
+        params = [months]
+        summary["spend_by_team"] = [
+            dict(zip(("month", "currency", "team", "effective_cost", "billed_cost"), row))
+            for row in con.execute(
+                "SELECT x_BillingMonth, BillingCurrency, x_Team, sum(EffectiveCost), sum(BilledCost) FROM allocations "
+                "WHERE list_contains(?, x_BillingMonth) GROUP BY ALL ORDER BY 1, 2, 4 DESC", params).fetchall()
+        ]
+        summary["coverage"] = [
+            dict(zip(("month", "source", "dimension", "coverage", "untagged_cost", "shared_cost"), row))
+            for row in con.execute(
+                "SELECT x_BillingMonth, x_SourceName, dimension, coverage, untagged_cost, shared_cost "
+                "FROM allocation_coverage WHERE list_contains(?, x_BillingMonth) ORDER BY 1, 2, 3", params).fetchall()
+        ]
+        summary["top_untagged"] = [
+            dict(zip(("month", "dimension", "reason", "account", "service", "resource", "effective_cost"), row))
+            for row in con.execute(
+                "SELECT x_BillingMonth, dimension, reason, SubAccountId, ServiceName, ResourceId, EffectiveCost "
+                "FROM untagged_spend WHERE list_contains(?, x_BillingMonth) AND dimension = 'team' "
+                "ORDER BY EffectiveCost DESC LIMIT 10", params).fetchall()
+        ]
+        summary["totals"] = [
+            dict(zip(("month", "source", "currency", "line_items", "billed_cost", "allocated_billed_cost"), row))
+            for row in con.execute(sql_totals(), params).fetchall()
+        ]
+        summary["quarantined_rows"] = con.execute(
+            "SELECT count(*) FROM quarantined_rows WHERE list_contains(?, x_BillingMonth)", params).fetchone()[0]
+    finally:
+        con.close()
+    return summary
+
+
+def sql_totals() -> str:
+    return (
+        "WITH li AS (SELECT x_BillingMonth, x_SourceName, BillingCurrency, count(*) n, sum(BilledCost) b "
+        "FROM line_items GROUP BY ALL), al AS (SELECT x_BillingMonth, x_SourceName, BillingCurrency, "
+        "sum(BilledCost) b FROM allocations GROUP BY ALL) SELECT li.x_BillingMonth, li.x_SourceName, "
+        "li.BillingCurrency, li.n, li.b, al.b FROM li LEFT JOIN al USING (x_BillingMonth, x_SourceName, "
+        "BillingCurrency) WHERE list_contains(?, li.x_BillingMonth) ORDER BY 1, 2"
+    )
+
+
+def print_summary(summary: dict) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console(width=None if sys.stdout.isatty() else 160)
+    for r in summary["months"]:
+        status = "[green]built[/green]" if r["success"] else "[red]FAILED[/red] (previous build kept)"
+        console.print(f"{r['month']}: {status}")
+        for e in r["errors"]:
+            console.print(f"  [red]{e}[/red]")
+    if "totals" in summary:
+        t = Table(title="Totals (billing currency)")
+        for c in ("month", "source", "currency", "line items", "billed", "allocated", "ties out"):
+            t.add_column(c, justify="right" if c in ("line items", "billed", "allocated") else "left")
+        for row in summary["totals"]:
+            t.add_row(row["month"], row["source"], row["currency"], f"{row['line_items']:,}",
+                      f"{row['billed_cost']:,.2f}", f"{(row['allocated_billed_cost'] or 0):,.2f}",
+                      "yes" if row["billed_cost"] == row["allocated_billed_cost"] else "[red]NO[/red]")
+        console.print(t)
+        t = Table(title="Spend by team (EffectiveCost)")
+        for c in ("month", "currency", "team", "effective cost"):
+            t.add_column(c, justify="right" if c == "effective cost" else "left")
+        for row in summary["spend_by_team"]:
+            t.add_row(row["month"], row["currency"], row["team"], f"{row['effective_cost']:,.2f}")
+        console.print(t)
+        t = Table(title="Coverage (spend-weighted)")
+        for c in ("month", "source", "dimension", "coverage", "untagged", "shared"):
+            t.add_column(c)
+        for row in summary["coverage"]:
+            cov = row["coverage"]
+            t.add_row(row["month"], row["source"], row["dimension"], f"{cov:.1%}" if cov is not None else "-",
+                      f"{row['untagged_cost']:,.2f}", f"{row['shared_cost']:,.2f}")
+        console.print(t)
+        t = Table(title="Top untagged spend (team)")
+        for c in ("month", "reason", "account", "service", "resource", "effective cost"):
+            t.add_column(c)
+        for row in summary["top_untagged"]:
+            t.add_row(row["month"], row["reason"], row["account"] or "", row["service"] or "",
+                      (row["resource"] or "")[-48:], f"{row['effective_cost']:,.2f}")
+        console.print(t)
+    if summary["quarantined_rows"]:
+        console.print(f"[yellow]{summary['quarantined_rows']} rows quarantined[/yellow]: "
+                      "see the quarantined_rows table")
+    console.print(f"warehouse: {summary['warehouse']}")
+    for month, path in summary.get("exports", {}).items():
+        console.print(f"finance CSVs for {month}: {path}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,178 @@
+"""The asset graph: per source, raw -> core line items -> core allocations; then the warehouse and exports.
+
+Source x month partitions are independent (each writes only its own lake folder), so they can run
+on separate machines with Dagster's Kubernetes/ECS executors. The warehouse is the single writer:
+it is limited to one run at a time with the `apportion_warehouse` pool.
+"""
+
+
+import dagster as dg
+
+from apportion import ledger
+from connectors.base import SourceError
+from models.config import ApportionConfig, SourceConfig
+from pipelines.partitions import billing_months, month_of
+from pipelines.resources import ApportionResource
+
+
+def asset_name(source: SourceConfig) -> str:
+    return source.name.replace("-", "_")
+
+
+def source_assets(source: SourceConfig) -> list[dg.AssetsDefinition]:
+    name = asset_name(source)
+    group = f"source_{name}"
+
+    @dg.asset(
+        name=f"raw_{name}",
+        partitions_def=billing_months,
+        group_name=group,
+        kinds={"s3" if source.uri.startswith("s3://") else "file"},
+        description=f"The provider's current delivery of {source.name} ({source.kind}) for the billing month, "
+        "landed byte for byte in the raw zone with a delivery record (keys, sizes, etags, delivery id).",
+    )
+    def raw(context: dg.AssetExecutionContext, apportion: ApportionResource) -> dg.MaterializeResult:
+        cfg = apportion.config()
+        month = month_of(context.partition_key)
+        try:
+            delivery = ledger.land(cfg, cfg.source(source.name), month)
+        except SourceError as exc:
+            ledger.quarantine_file(cfg, cfg.source(source.name), month, exc)
+            raise dg.Failure(description=f"{source.name} {month}: {exc}", allow_retries=False) from None
+        return dg.MaterializeResult(
+            metadata={
+                "delivery_id": delivery.delivery_id,
+                "layout": delivery.layout,
+                "objects": len(delivery.objects),
+                "bytes": sum(o["size"] for o in delivery.objects),
+                "reused": delivery.reused,
+            }
+        )
+
+    @dg.asset(
+        name=f"core_line_items_{name}",
+        deps=[raw.key],
+        partitions_def=billing_months,
+        group_name=group,
+        kinds={"duckdb", "parquet"},
+        description=f"FOCUS 1.2 line items of {source.name} for the billing month (Parquet in the lake); "
+        "rows that fail validation are quarantined with file, row and reason.",
+    )
+    def line_items(context: dg.AssetExecutionContext, apportion: ApportionResource) -> dg.MaterializeResult:
+        cfg = apportion.config()
+        month = month_of(context.partition_key)
+        src = cfg.source(source.name)
+        try:
+            stats = ledger.build_line_items(cfg, src, ledger.current_delivery(cfg, src, month))
+        except SourceError as exc:
+            ledger.quarantine_file(cfg, src, month, exc)
+            raise dg.Failure(description=f"{source.name} {month}: {exc}", allow_retries=False) from None
+        if stats.quarantined_rows:
+            context.log.warning(
+                f"{source.name} {month}: {stats.quarantined_rows} rows quarantined: {stats.quarantine_reasons}"
+            )
+        return dg.MaterializeResult(
+            metadata={
+                "rows": stats.rows,
+                "billed_cost": str(stats.billed_cost),
+                "effective_cost": str(stats.effective_cost),
+                "quarantined_rows": stats.quarantined_rows,
+                "delivery_id": stats.delivery_id,
+            }
+        )
+
+    @dg.asset(
+        name=f"core_allocations_{name}",
+        deps=[line_items.key],
+        partitions_def=billing_months,
+        group_name=group,
+        kinds={"duckdb", "parquet"},
+        check_specs=[
+            dg.AssetCheckSpec(
+                "allocation_ties_out",
+                asset=f"core_allocations_{name}",
+                blocking=True,
+                description="Pieces sum exactly to their line item; Σ allocations = Σ line items for the month.",
+            )
+        ],
+        description=f"Every line item of {source.name} attributed to project, team and workload, "
+        "with the tag or rule that decided each.",
+    )
+    def allocations(context: dg.AssetExecutionContext, apportion: ApportionResource):
+        cfg = apportion.config()
+        month = month_of(context.partition_key)
+        try:
+            stats = ledger.allocate(cfg, cfg.source(source.name), month, apportion.taxonomy())
+        except ledger.ExactnessError as exc:
+            yield dg.AssetCheckResult(check_name="allocation_ties_out", passed=False, metadata={"error": str(exc)})
+            raise dg.Failure(description=str(exc), allow_retries=False) from None
+        yield dg.MaterializeResult(
+            metadata={"pieces": stats.pieces, "billed_cost": str(stats.billed_cost),
+                      "effective_cost": str(stats.effective_cost)},
+            check_results=[
+                dg.AssetCheckResult(
+                    check_name="allocation_ties_out",
+                    passed=True,
+                    metadata={"billed_cost": str(stats.billed_cost), "effective_cost": str(stats.effective_cost)},
+                )
+            ],
+        )
+
+    return [raw, line_items, allocations]
+
+
+def ledger_assets(cfg: ApportionConfig) -> list[dg.AssetsDefinition]:
+    per_source = [a for s in cfg.sources if s.enabled for a in source_assets(s)]
+    allocation_keys = [a.key for a in per_source if a.key.path[-1].startswith("core_allocations_")]
+
+    @dg.asset(
+        name="out_warehouse",
+        deps=allocation_keys,
+        partitions_def=billing_months,
+        group_name="outputs",
+        kinds={"duckdb"},
+        pool="apportion_warehouse",
+        check_specs=[
+            dg.AssetCheckSpec("warehouse_ties_out", asset="out_warehouse", blocking=True,
+                              description="Per source and month, Σ allocations = Σ line items, exactly."),
+            dg.AssetCheckSpec("allocation_coverage", asset="out_warehouse",
+                              description="Warns when spend-weighted coverage of a dimension is below the threshold."),
+        ],
+        description="apportion.duckdb rebuilt from the whole lake and published atomically: analysts holding "
+        "the previous file keep reading it; nobody sees a half-built file.",
+    )
+    def warehouse(context: dg.AssetExecutionContext, apportion: ApportionResource):
+        cfg = apportion.config()
+        counts = ledger.build_warehouse(cfg, apportion.taxonomy())
+        breaches = ledger.warehouse_breaches(cfg)
+        low = ledger.low_coverage(cfg, month_of(context.partition_key), cfg.coverage_threshold)
+        yield dg.MaterializeResult(
+            metadata={**{f"rows_{k}": v for k, v in counts.items()}, "path": str(cfg.duckdb_path)},
+            check_results=[
+                dg.AssetCheckResult(check_name="warehouse_ties_out", passed=not breaches,
+                                    metadata={"breaches": str(breaches[:5])}),
+                dg.AssetCheckResult(
+                    check_name="allocation_coverage",
+                    passed=not low,
+                    severity=dg.AssetCheckSeverity.WARN,
+                    metadata={"threshold": cfg.coverage_threshold,
+                              "below": "; ".join(f"{s} {d}: {c:.1%}" for s, d, c in low) or "none"},
+                ),
+            ],
+        )
+
+    @dg.asset(
+        name="out_finance_exports",
+        deps=[warehouse.key],
+        partitions_def=billing_months,
+        group_name="outputs",
+        kinds={"csv"},
+        description="The month's finance pack: allocation by team, project and workload, line-level "
+        "allocation, untagged spend and control totals that tie to the bill.",
+    )
+    def finance_exports(context: dg.AssetExecutionContext, apportion: ApportionResource) -> dg.MaterializeResult:
+        cfg = apportion.config()
+        out = ledger.export_month(cfg, month_of(context.partition_key))
+        return dg.MaterializeResult(metadata={"path": str(out), "files": sorted(p.name for p in out.iterdir())})
+
+    return [*per_source, warehouse, finance_exports]

@@ -1,0 +1,30 @@
+"""Build the Definitions for one apportion config (used by the code location and the CLI)."""
+
+from __future__ import annotations
+
+import dagster as dg
+
+from models.config import ApportionConfig
+from pipelines.assets import ledger_assets
+from pipelines.partitions import billing_months
+from pipelines.resources import ApportionResource
+from pipelines.schedules import nightly_schedule
+
+
+def build_definitions(cfg: ApportionConfig) -> dg.Definitions:
+    assets = ledger_assets(cfg)
+    nightly = dg.define_asset_job(
+        "nightly",
+        selection=dg.AssetSelection.assets(*assets),
+        partitions_def=billing_months,
+        description="Land, normalise and allocate every source for one billing month; publish warehouse and exports.",
+        # One machine by default; on Kubernetes/ECS swap in their executors, the assets stay the same.
+        executor_def=dg.multiprocess_executor.configured({"max_concurrent": 2}),
+    )
+    return dg.Definitions(
+        assets=assets,
+        jobs=[nightly],
+        schedules=[nightly_schedule(nightly, cfg.open_months)],
+        resources={"apportion": ApportionResource(config_path=str(cfg.config_path))},
+    )
+

@@ -1,0 +1,199 @@
+"""Allocation decisions, row by row, on a small hand-written CUR 2.0 CSV.gz delivery."""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import json
+import shutil
+from decimal import Decimal
+from pathlib import Path
+
+import duckdb
+import pytest
+
+from apportion import ledger
+from models.config import load_config
+
+REPO = Path(__file__).resolve().parent.parent
+
+COLUMNS = [
+    "identity_line_item_id", "bill_billing_entity", "bill_billing_period_start_date", "bill_billing_period_end_date",
+    "bill_payer_account_id", "line_item_usage_account_id", "line_item_line_item_type", "line_item_usage_start_date",
+    "line_item_usage_end_date", "line_item_product_code", "line_item_usage_type", "line_item_operation",
+    "line_item_resource_id", "line_item_usage_amount", "line_item_currency_code", "line_item_unblended_cost",
+    "pricing_public_on_demand_cost", "savings_plan_savings_plan_effective_cost", "savings_plan_savings_plan_a_r_n",
+    "savings_plan_total_commitment_to_date", "savings_plan_used_commitment", "product", "resource_tags",
+]
+
+# (id, account, type, product code, product name, usage type, operation, resource, cost, extras, tags)
+ROWS = [
+    ("tagged", "222222222222", "Usage", "AmazonEC2", "Amazon Elastic Compute Cloud", "USE1-BoxUsage:p5.48xlarge",
+     "RunInstances", "i-1", "98.32", {}, {"user_team": "ML Platform ", "user_project": "llm-serving",
+                                          "user_workload": "inference"}),
+    ("slugged", "222222222222", "Usage", "AmazonEC2", "Amazon Elastic Compute Cloud", "USE1-BoxUsage:g5.xlarge",
+     "RunInstances", "i-2", "1.006", {}, {"user_Team": "ml_platform"}),
+    ("unknown", "222222222222", "Usage", "AmazonEC2", "Amazon Elastic Compute Cloud", "USE1-BoxUsage:g5.xlarge",
+     "RunInstances", "i-3", "2.50", {}, {"user_team": "growth-hacking", "aws_createdBy": "IAMUser:ABC:alice"}),
+    ("unknown-in-sandbox", "333333333333", "Usage", "AmazonEC2", "Amazon Elastic Compute Cloud",
+     "USE1-BoxUsage:g5.xlarge", "RunInstances", "i-4", "3.25", {}, {"user_team": "growth-hacking"}),
+    ("no-tags", "555555555555", "Usage", "AmazonS3", "Amazon Simple Storage Service", "USE1-TimedStorage-ByteHrs",
+     "StandardStorage", "my-bucket", "0.0000012345", {}, {}),
+    ("tax", "111111111111", "Tax", "AmazonEC2", "Amazon Elastic Compute Cloud", "", "", "", "20.01", {}, {}),
+    ("notebook", "222222222222", "Usage", "AmazonSageMaker", "Amazon SageMaker", "USE1-Notebk:ml.t3.medium",
+     "RunInstance", "arn:aws:sagemaker:us-east-1:222222222222:notebook-instance/nb", "0.05", {}, {}),
+    ("priority", "222222222222", "Usage", "AmazonEC2", "Amazon Elastic Compute Cloud", "USE1-BoxUsage:g5.xlarge",
+     "RunInstances", "i-5", "1.00", {}, {"user_owner": "search", "user_team": "research"}),
+    ("sp-covered", "222222222222", "SavingsPlanCoveredUsage", "AmazonEC2", "Amazon Elastic Compute Cloud",
+     "USE1-BoxUsage:p5.48xlarge", "RunInstances", "i-1", "98.32",
+     {"savings_plan_savings_plan_effective_cost": "70.10", "savings_plan_savings_plan_a_r_n": "arn:aws:savingsplans::1:sp/x"},
+     {"user_team": "ml-platform"}),
+    ("sp-negation", "222222222222", "SavingsPlanNegation", "AmazonEC2", "Amazon Elastic Compute Cloud",
+     "USE1-BoxUsage:p5.48xlarge", "RunInstances", "i-1", "-98.32",
+     {"savings_plan_savings_plan_a_r_n": "arn:aws:savingsplans::1:sp/x"}, {"user_team": "ml-platform"}),
+    ("sp-fee", "111111111111", "SavingsPlanRecurringFee", "ComputeSavingsPlans", "Savings Plans for AWS Compute usage",
+     "ComputeSP:1yrNoUpfront", "", "", "80.00",
+     {"savings_plan_total_commitment_to_date": "80.00", "savings_plan_used_commitment": "70.10",
+      "savings_plan_savings_plan_a_r_n": "arn:aws:savingsplans::1:sp/x"}, {}),
+]
+
+
+def write_delivery(root: Path, rows=ROWS, month: str = "2026-10") -> None:
+    data = root / "export" / "data" / f"BILLING_PERIOD={month}"
+    data.mkdir(parents=True, exist_ok=True)
+    with gzip.open(data / "export-00001.csv.gz", "wt", newline="") as fh:
+        w = csv.DictWriter(fh, COLUMNS)
+        w.writeheader()
+        for rid, acct, typ, code, name, usage, op, res, cost, extras, tags in rows:
+            row = {c: "" for c in COLUMNS}
+            row.update(
+                identity_line_item_id=rid, bill_billing_entity="AWS",
+                bill_billing_period_start_date=f"{month}-01T00:00:00Z",
+                bill_billing_period_end_date="2026-11-01T00:00:00Z", bill_payer_account_id="111111111111",
+                line_item_usage_account_id=acct, line_item_line_item_type=typ,
+                line_item_usage_start_date=f"{month}-03T00:00:00Z", line_item_usage_end_date=f"{month}-04T00:00:00Z",
+                line_item_product_code=code, line_item_usage_type=usage, line_item_operation=op,
+                line_item_resource_id=res, line_item_usage_amount="1", line_item_currency_code="USD",
+                line_item_unblended_cost=cost, pricing_public_on_demand_cost=cost if typ == "Usage" else "",
+                product=json.dumps({"product_name": name}), resource_tags=json.dumps(tags),
+            )
+            row.update(extras)
+            w.writerow(row)
+
+
+@pytest.fixture()
+def built(tmp_path):
+    write_delivery(tmp_path / "bucket")
+    shutil.copy(REPO / "demo" / "taxonomy.yaml", tmp_path / "taxonomy.yaml")
+    (tmp_path / "apportion.yaml").write_text(
+        "warehouse: data\ntaxonomy: taxonomy.yaml\nsources:\n"
+        "  - name: aws-main\n    kind: aws_cur\n    uri: bucket/export\n"
+    )
+    cfg = load_config(tmp_path / "apportion.yaml")
+    src = cfg.sources[0]
+    delivery = ledger.land(cfg, src, "2026-10")
+    stats = ledger.build_line_items(cfg, src, delivery)
+    alloc = ledger.allocate(cfg, src, "2026-10")
+    ledger.build_warehouse(cfg)
+    con = duckdb.connect(str(cfg.duckdb_path), read_only=True)
+    yield cfg, stats, alloc, con
+    con.close()
+
+
+def decided(con, rid: str) -> dict:
+    row = con.execute(
+        "SELECT a.x_Team, a.x_TeamReason, a.x_Project, a.x_ProjectReason, a.x_Workload, a.x_WorkloadReason, "
+        "a.BilledCost, a.EffectiveCost, li.Tags::VARCHAR, li.ChargeCategory "
+        "FROM allocations a JOIN line_items li USING (x_SourceName, x_BillingMonth, x_LineId) "
+        "WHERE li.x_ProviderLineItemId = ?", [rid]).fetchone()
+    keys = ("team", "team_reason", "project", "project_reason", "workload", "workload_reason", "billed", "effective",
+            "tags", "charge_category")
+    return dict(zip(keys, row))
+
+
+def test_tag_value_is_trimmed_case_folded_and_aliased(built):
+    _, _, _, con = built
+    d = decided(con, "tagged")
+    assert (d["team"], d["team_reason"]) == ("ml-platform", "tag:team")
+    assert (d["project"], d["project_reason"]) == ("llm-serving", "tag:project")
+    assert json.loads(d["tags"]) == {"team": "ML Platform ", "project": "llm-serving", "workload": "inference"}
+    d = decided(con, "slugged")
+    assert (d["team"], d["team_reason"]) == ("ml-platform", "tag:Team")
+    assert (d["project"], d["project_reason"]) == ("untagged", "untagged:key-missing")
+
+
+def test_unknown_value_is_flagged_not_accepted(built):
+    _, _, _, con = built
+    d = decided(con, "unknown")
+    assert d["team"] == "untagged"
+    assert d["team_reason"] == 'untagged:unknown-value | tag team="growth-hacking" is not an allowed team'
+    row = con.execute(
+        "SELECT reason_code, created_by, EffectiveCost FROM untagged_spend "
+        "WHERE dimension = 'team' AND ResourceId = 'i-3'").fetchone()
+    assert row == ("untagged:unknown-value", "IAMUser:ABC:alice", Decimal("2.5"))
+
+
+def test_account_mapping_decides_after_a_rejected_tag_and_says_so(built):
+    _, _, _, con = built
+    d = decided(con, "unknown-in-sandbox")
+    assert d["team"] == "research"
+    assert d["team_reason"].startswith("account:333333333333 | tag team=\"growth-hacking\" is not an allowed team")
+    assert (d["project"], d["project_reason"]) == ("research-sandbox", "rule:sandbox-account")
+
+
+def test_untagged_and_shared(built):
+    _, _, _, con = built
+    assert decided(con, "no-tags")["team_reason"] == "untagged:no-tags"
+    tax = decided(con, "tax")
+    assert (tax["team"], tax["team_reason"], tax["charge_category"]) == ("shared", "shared:Tax/Tax", "Tax")
+    fee = decided(con, "sp-fee")
+    assert fee["team"] == "shared" and fee["effective"] == Decimal("9.90")
+    # shared spend never appears as untagged
+    assert con.execute("SELECT count(*) FROM untagged_spend WHERE ResourceId IS NULL AND dimension='team'").fetchone()[0] == 0
+
+
+def test_rules_and_key_priority(built):
+    _, _, _, con = built
+    d = decided(con, "notebook")
+    assert (d["team"], d["team_reason"]) == ("research", "rule:sagemaker-notebooks-are-research")
+    d = decided(con, "priority")
+    assert (d["team"], d["team_reason"]) == ("research", "tag:team")  # `team` outranks `owner`
+
+
+def test_amortisation_and_exact_totals(built):
+    cfg, stats, alloc, con = built
+    assert decided(con, "sp-covered")["effective"] == Decimal("70.10")
+    assert decided(con, "sp-negation")["effective"] == Decimal("0")
+    expected_billed = sum(Decimal(r[8]) for r in ROWS)
+    assert stats.billed_cost == expected_billed == alloc.billed_cost
+    assert stats.effective_cost == alloc.effective_cost
+    li = con.execute("SELECT sum(BilledCost), sum(EffectiveCost) FROM line_items").fetchone()
+    al = con.execute("SELECT sum(BilledCost), sum(EffectiveCost) FROM allocations").fetchone()
+    assert li == al == (expected_billed, stats.effective_cost)
+    assert con.execute("SELECT count(*) FROM allocations WHERE x_AllocationReason IS NULL").fetchone()[0] == 0
+    assert ledger.warehouse_breaches(cfg) == []
+
+
+def test_coverage_is_spend_weighted(built):
+    _, _, _, con = built
+    cov, attributed, untagged, shared = con.execute(
+        "SELECT coverage, attributed_cost, untagged_cost, shared_cost FROM allocation_coverage "
+        "WHERE dimension = 'team'").fetchone()
+    assert shared == Decimal("20.01") + Decimal("9.90")
+    assert untagged == Decimal("2.50") + Decimal("0.0000012345")
+    assert cov == pytest.approx(float(attributed / (attributed + untagged)), abs=1e-6)
+
+
+def test_rebuilding_a_month_gives_identical_results(built):
+    cfg, stats, _, con = built
+    con.close()
+    before = duckdb.connect(str(cfg.duckdb_path), read_only=True).execute(
+        "SELECT x_LineId, x_Team, x_TeamReason, BilledCost, EffectiveCost FROM allocations ORDER BY 1").fetchall()
+    src = cfg.sources[0]
+    for _ in range(2):
+        ledger.build_line_items(cfg, src, ledger.land(cfg, src, "2026-10"))
+        ledger.allocate(cfg, src, "2026-10")
+        ledger.build_warehouse(cfg)
+    after = duckdb.connect(str(cfg.duckdb_path), read_only=True).execute(
+        "SELECT x_LineId, x_Team, x_TeamReason, BilledCost, EffectiveCost FROM allocations ORDER BY 1").fetchall()
+    assert before == after

@@ -38,6 +38,7 @@ import hashlib
 import json
 import sys
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
@@ -76,15 +77,15 @@ SP_COMMITMENT_PER_P5 = 71.25   # $/hour of commitment bought per covered p5.48xl
 RI_RATE_G5 = 3.572             # g5.12xlarge 1yr No Upfront RI effective hourly rate
 
 _EC2_INSTANCES: dict[str, dict] = {
-    "p5.48xlarge": dict(price=98.32, family="GPU instance", vcpu="192", memory="2048 GiB", gpu="8", gpu_memory="640 GB"),
-    "p4d.24xlarge": dict(price=32.7726, family="GPU instance", vcpu="96", memory="1152 GiB", gpu="8", gpu_memory="320 GB"),
-    "g5.12xlarge": dict(price=5.672, family="GPU instance", vcpu="48", memory="192 GiB", gpu="4", gpu_memory="96 GB"),
-    "g5.2xlarge": dict(price=1.212, family="GPU instance", vcpu="8", memory="32 GiB", gpu="1", gpu_memory="24 GB"),
-    "g5.xlarge": dict(price=1.006, family="GPU instance", vcpu="4", memory="16 GiB", gpu="1", gpu_memory="24 GB"),
-    "m6i.2xlarge": dict(price=0.384, family="General purpose", vcpu="8", memory="32 GiB"),
-    "m6i.xlarge": dict(price=0.192, family="General purpose", vcpu="4", memory="16 GiB"),
-    "r6i.4xlarge": dict(price=1.008, family="Memory optimized", vcpu="16", memory="128 GiB"),
-    "c6i.4xlarge": dict(price=0.68, family="Compute optimized", vcpu="16", memory="32 GiB"),
+    "p5.48xlarge": dict(price=98.32, family="GPU instance", gpu="8", gpu_memory="640 GB"),
+    "p4d.24xlarge": dict(price=32.7726, family="GPU instance", gpu="8", gpu_memory="320 GB"),
+    "g5.12xlarge": dict(price=5.672, family="GPU instance", gpu="4", gpu_memory="96 GB"),
+    "g5.2xlarge": dict(price=1.212, family="GPU instance", gpu="1", gpu_memory="24 GB"),
+    "g5.xlarge": dict(price=1.006, family="GPU instance", gpu="1", gpu_memory="24 GB"),
+    "m6i.2xlarge": dict(price=0.384, family="General purpose"),
+    "m6i.xlarge": dict(price=0.192, family="General purpose"),
+    "r6i.4xlarge": dict(price=1.008, family="Memory optimized"),
+    "c6i.4xlarge": dict(price=0.68, family="Compute optimized"),
 }
 _REGION_PREFIX = {"us-east-1": "USE1", "us-west-2": "USW2"}
 _REGION_NAME = {"us-east-1": "US East (N. Virginia)", "us-west-2": "US West (Oregon)"}
@@ -161,6 +162,7 @@ _WRITE_SCHEMA = pa.schema([
              else _DICT_MAP if f.type == _MAP else f.type)
     for f in SCHEMA
 ])
+_DICTIONARY_COLUMNS = [f.name for f in _WRITE_SCHEMA if f.type in (_DICT, _DICT_MAP)]
 _CSV_SCHEMA = pa.schema([pa.field(f.name, _F64 if f.type == _F64 else _STR) for f in SCHEMA])
 _MANIFEST_TYPES = {_STR: "string", _F64: "double", _TS: "timestamp", _MAP: "map<string,string>"}
 
@@ -246,10 +248,9 @@ _SM_ROLE = "AssumedRole:AROA3XFRBF535SAGEMAKER1:SageMaker"
 def _ec2_product(itype: str, region: str) -> dict[str, str]:
     spec = _EC2_INSTANCES[itype]
     prod = {"product_name": "Amazon Elastic Compute Cloud", "region": region, "instance_type": itype,
-            "instance_family": spec["family"], "vcpu": spec["vcpu"], "memory": spec["memory"]}
+            "instance_family": spec["family"]}
     if "gpu" in spec:
         prod.update(gpu=spec["gpu"], gpu_memory=spec["gpu_memory"])
-    prod["operating_system"] = "Linux"
     return prod
 
 
@@ -335,8 +336,7 @@ def _nova(account: str, resource_id: str, tags: dict[str, str], tokens: tuple[fl
     return [_Line(account=account, product_code="AmazonBedrock", usage_type=f"USE1-NovaPro-{suffix}",
                   operation="InvokeModelInference", resource_id=resource_id, unit="tokens", rate=rate,
                   daily=amount, pattern=TRAFFIC, service_code="AmazonBedrock", family="Amazon Bedrock",
-                  product={"product_name": "Amazon Bedrock", "region": "us-east-1", "model": "Nova Pro",
-                           "usagetype_detail": label},
+                  product={"product_name": "Amazon Bedrock", "region": "us-east-1", "model": "Nova Pro"},
                   tags=tags, description=f"${rate * 1000:g} per 1K {label} for Nova Pro in US East (N. Virginia)")
             for (suffix, rate, label), amount in zip(_NOVA_TOKENS, tokens)]
 
@@ -1170,13 +1170,13 @@ class _RotatingWriter:
         if self.fmt == "parquet":
             self._writer = pq.ParquetWriter(
                 str(path), _WRITE_SCHEMA, compression="snappy", store_schema=False,
-                use_dictionary=[f.name for f in _WRITE_SCHEMA if f.name != "identity_line_item_id"])
+                use_dictionary=_DICTIONARY_COLUMNS)
         else:
             self._sink = pa.CompressedOutputStream(str(path), "gzip")
             self._writer = pacsv.CSVWriter(self._sink, _CSV_SCHEMA)
         self._rows_in_file = 0
 
-    def write(self, table: pa.Table) -> None:
+    def write(self, table: pa.Table) -> int:
         if self._writer is None or self._rows_in_file >= ROWS_PER_FILE:
             self.close()
             self._open()
@@ -1185,6 +1185,7 @@ class _RotatingWriter:
         else:
             self._writer.write_table(table)
         self._rows_in_file += table.num_rows
+        return table.num_rows
 
     def close(self) -> None:
         if self._writer is not None:
@@ -1239,13 +1240,20 @@ def _write_period(out_dir: Path, month: str, *, seed: int, rows_per_month: int |
     writer = _RotatingWriter(data_dir, export_name, fmt)
     rows = 0
     try:
-        for clone, line, day in _chunks(segments, CHUNK_ROWS):
-            table = builder.usage_table(clone, line, day)
-            writer.write(table)
-            rows += table.num_rows
+        # Build the next chunk while the current one is encoded: both numpy and the
+        # Parquet writer release the GIL, so this nearly halves wall time on 2+ cores.
+        # Chunks are still built one after another, in order, so output is unchanged.
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            pending = None
+            for index in _chunks(segments, CHUNK_ROWS):
+                future = pool.submit(builder.usage_table, *index)
+                if pending is not None:
+                    rows += writer.write(pending.result())
+                pending = future
+            if pending is not None:
+                rows += writer.write(pending.result())
         table = builder.monthly_table(_covered_slots(cat, segments, "is_sp"), _covered_slots(cat, segments, "is_ri"))
-        writer.write(table)
-        rows += table.num_rows
+        rows += writer.write(table)
     finally:
         writer.close()
 

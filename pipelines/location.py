@@ -6,7 +6,6 @@ import dagster as dg
 
 from models.config import ApportionConfig
 from pipelines.assets import ledger_assets
-from pipelines.partitions import billing_months
 from pipelines.resources import ApportionResource
 from pipelines.schedules import nightly_schedule
 
@@ -16,7 +15,6 @@ def build_definitions(cfg: ApportionConfig) -> dg.Definitions:
     nightly = dg.define_asset_job(
         "nightly",
         selection=dg.AssetSelection.assets(*assets),
-        partitions_def=billing_months,
         description="Land, normalise and allocate every source for one billing month; publish warehouse and exports.",
         # One machine by default; on Kubernetes/ECS swap in their executors, the assets stay the same.
         executor_def=dg.multiprocess_executor.configured({"max_concurrent": 2}),

@@ -1,0 +1,848 @@
+"""AWS cost-export connector against a real S3 API: moto's S3 server, spoken to over HTTP by boto3.
+
+Layouts follow the AWS user guides (see field notes §1.1-1.2): CUR 2.0 (Data Exports) in overwrite
+mode with its metadata manifest and in create-new-version mode, and the legacy CUR with several
+assemblies per period and a top-level manifest naming the current one. The legacy CSV samples from
+project-koku (tests/fixtures/aws) are built from a local folder.
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import hashlib
+import io
+import json
+import shutil
+import urllib.request
+import uuid
+from datetime import datetime, timedelta, timezone
+from decimal import Decimal
+from pathlib import Path
+
+import duckdb
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from apportion import ledger
+from connectors.aws_cur import AwsCurConnector
+from connectors.base import SourceError, safe_dirname
+from connectors.registry import connector_for
+from models.config import load_config
+
+REPO = Path(__file__).resolve().parent.parent
+FIXTURES = REPO / "tests" / "fixtures" / "aws"
+TAXONOMY = REPO / "demo" / "taxonomy.yaml"
+Q = Decimal("0.000000000001")  # DECIMAL(38,12)
+
+TEAMS = ("ml-platform", "research", "search", "data-eng")
+PROJECTS = ("llm-serving", "recsys", "fraud-detection", "data-lake")
+
+
+# ============================================================================ synthetic CUR rows
+def make_rows(month: str, costs: list, *, tag: str = "li", currency: str = "USD") -> list[dict]:
+    """Logical CUR rows: one EC2 GPU usage line per cost, tagged round-robin with team/project."""
+    y, m = map(int, month.split("-"))
+    start = datetime(y, m, 1, tzinfo=timezone.utc)
+    end = datetime(y + (m == 12), m % 12 + 1, 1, tzinfo=timezone.utc)
+    rows = []
+    for i, cost in enumerate(costs):
+        tags = {"team": TEAMS[i % len(TEAMS)], "project": PROJECTS[i % len(PROJECTS)], "createdBy": f"user{i % 2}"}
+        if i % 5 == 4:  # an untagged resource: empty strings, as CUR delivers them
+            tags = {"team": "", "project": "", "createdBy": ""}
+        rows.append({
+            "id": f"{tag}-{i:04d}",
+            "period_start": start,
+            "period_end": end,
+            "account": "222222222222",
+            "type": "Usage",
+            "product_code": "AmazonEC2",
+            "usage_type": "USE1-BoxUsage:g5.xlarge",
+            "operation": "RunInstances",
+            "resource": f"i-{tag}{i:06d}",
+            "amount": 1.0,
+            "currency": currency,
+            "rate": cost,
+            "cost": cost,
+            "start": start + timedelta(hours=i),
+            "end": start + timedelta(hours=i + 1),
+            "product_name": "Amazon Elastic Compute Cloud",
+            "region": "us-east-1",
+            "instance_type": "g5.xlarge",
+            "tags": tags,
+        })
+    return rows
+
+
+def expected_sum(costs) -> Decimal:
+    return sum((Decimal(str(c)).quantize(Q) for c in costs), Decimal(0)).quantize(Q)
+
+
+def iso(ts: datetime) -> str:
+    return ts.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+# ---- CUR 2.0: snake_case columns, MAP columns (JSON text in CSV), costs as double
+def _cur2_record(r: dict) -> dict:
+    return {
+        "identity_line_item_id": r["id"],
+        "identity_time_interval": f"{iso(r['start'])}/{iso(r['end'])}",
+        "bill_bill_type": "Anniversary",
+        "bill_billing_entity": "AWS",
+        "bill_billing_period_start_date": r["period_start"],
+        "bill_billing_period_end_date": r["period_end"],
+        "bill_invoice_id": None,
+        "bill_payer_account_id": "111111111111",
+        "line_item_usage_account_id": r["account"],
+        "line_item_line_item_type": r["type"],
+        "line_item_usage_start_date": r["start"],
+        "line_item_usage_end_date": r["end"],
+        "line_item_product_code": r["product_code"],
+        "line_item_usage_type": r["usage_type"],
+        "line_item_operation": r["operation"],
+        "line_item_resource_id": r["resource"],
+        "line_item_usage_amount": r["amount"],
+        "line_item_currency_code": r["currency"],
+        "line_item_unblended_rate": r["rate"],
+        "line_item_unblended_cost": r["cost"],
+        "pricing_public_on_demand_cost": r["cost"],
+        "product": {"product_name": r["product_name"], "region_code": r["region"], "instance_type": r["instance_type"]},
+        "product_servicecode": r["product_code"],
+        "resource_tags": {f"user_{k}" if k != "createdBy" else "aws_createdBy": v for k, v in r["tags"].items()},
+        "cost_category": {},
+    }
+
+
+CUR2_SCHEMA = pa.schema([
+    ("identity_line_item_id", pa.string()), ("identity_time_interval", pa.string()),
+    ("bill_bill_type", pa.string()), ("bill_billing_entity", pa.string()),
+    ("bill_billing_period_start_date", pa.timestamp("ms")), ("bill_billing_period_end_date", pa.timestamp("ms")),
+    ("bill_invoice_id", pa.string()), ("bill_payer_account_id", pa.string()),
+    ("line_item_usage_account_id", pa.string()), ("line_item_line_item_type", pa.string()),
+    ("line_item_usage_start_date", pa.timestamp("ms")), ("line_item_usage_end_date", pa.timestamp("ms")),
+    ("line_item_product_code", pa.string()), ("line_item_usage_type", pa.string()),
+    ("line_item_operation", pa.string()), ("line_item_resource_id", pa.string()),
+    ("line_item_usage_amount", pa.float64()), ("line_item_currency_code", pa.string()),
+    ("line_item_unblended_rate", pa.float64()), ("line_item_unblended_cost", pa.float64()),
+    ("pricing_public_on_demand_cost", pa.float64()),
+    ("product", pa.map_(pa.string(), pa.string())), ("product_servicecode", pa.string()),
+    ("resource_tags", pa.map_(pa.string(), pa.string())), ("cost_category", pa.map_(pa.string(), pa.string())),
+])
+
+
+def cur2_parquet(rows: list[dict]) -> bytes:
+    recs = []
+    for r in rows:
+        rec = _cur2_record(r)
+        for k in ("bill_billing_period_start_date", "bill_billing_period_end_date",
+                  "line_item_usage_start_date", "line_item_usage_end_date"):
+            rec[k] = rec[k].replace(tzinfo=None)
+        for k in ("product", "resource_tags", "cost_category"):
+            rec[k] = list(rec[k].items())
+        recs.append(rec)
+    buf = io.BytesIO()
+    pq.write_table(pa.Table.from_pylist(recs, schema=CUR2_SCHEMA), buf, compression="snappy")
+    return buf.getvalue()
+
+
+def cur2_csv_gz(rows: list[dict]) -> bytes:
+    out = io.StringIO()
+    writer = None
+    for r in rows:
+        rec = _cur2_record(r)
+        for k, v in rec.items():
+            if isinstance(v, datetime):
+                rec[k] = iso(v)
+            elif isinstance(v, dict):
+                rec[k] = json.dumps(v) if v else ""
+            elif v is None:
+                rec[k] = ""
+            else:
+                rec[k] = str(v)
+        if writer is None:
+            writer = csv.DictWriter(out, fieldnames=list(rec), lineterminator="\n")
+            writer.writeheader()
+        writer.writerow(rec)
+    return gzip.compress(out.getvalue().encode(), mtime=0)
+
+
+def cur2_file(rows: list[dict], fmt: str) -> bytes:
+    return cur2_parquet(rows) if fmt == "parquet" else cur2_csv_gz(rows)
+
+
+def cur2_suffix(fmt: str) -> str:
+    return ".snappy.parquet" if fmt == "parquet" else ".csv.gz"
+
+
+# ---- legacy CUR: `category/Name` columns in CSV; Athena-style snake_case in Parquet
+def _legacy_record(r: dict) -> dict:
+    return {
+        "identity/LineItemId": r["id"],
+        "identity/TimeInterval": f"{iso(r['start'])}/{iso(r['end'])}",
+        "bill/InvoiceId": "",
+        "bill/BillingEntity": "AWS",
+        "bill/BillType": "Anniversary",
+        "bill/PayerAccountId": "111111111111",
+        "bill/BillingPeriodStartDate": iso(r["period_start"]),
+        "bill/BillingPeriodEndDate": iso(r["period_end"]),
+        "lineItem/UsageAccountId": r["account"],
+        "lineItem/LineItemType": r["type"],
+        "lineItem/UsageStartDate": iso(r["start"]),
+        "lineItem/UsageEndDate": iso(r["end"]),
+        "lineItem/ProductCode": r["product_code"],
+        "lineItem/UsageType": r["usage_type"],
+        "lineItem/Operation": r["operation"],
+        "lineItem/ResourceId": r["resource"],
+        "lineItem/UsageAmount": str(r["amount"]),
+        "lineItem/CurrencyCode": r["currency"],
+        "lineItem/UnblendedRate": str(r["rate"]),
+        "lineItem/UnblendedCost": str(r["cost"]),
+        "product/ProductName": r["product_name"],
+        "product/instanceType": r["instance_type"],
+        "product/region": r["region"],
+        "product/servicecode": r["product_code"],
+        "pricing/publicOnDemandCost": str(r["cost"]),
+        "resourceTags/aws:createdBy": r["tags"]["createdBy"],
+        "resourceTags/user:project": r["tags"]["project"],
+        "resourceTags/user:team": r["tags"]["team"],
+    }
+
+
+def legacy_csv_gz(rows: list[dict]) -> bytes:
+    out = io.StringIO()
+    recs = [_legacy_record(r) for r in rows]
+    writer = csv.DictWriter(out, fieldnames=list(recs[0]), lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(recs)
+    return gzip.compress(out.getvalue().encode(), mtime=0)
+
+
+def legacy_parquet(rows: list[dict]) -> bytes:
+    """Legacy CUR in Parquet (Athena flavour): lower snake_case names, one column per activated tag."""
+    recs = []
+    for r in rows:
+        rec = {}
+        for name, value in _legacy_record(r).items():
+            cat, col = name.split("/", 1)
+            if cat == "resourceTags":
+                key = "resource_tags_" + col.replace(":", "_").replace("createdBy", "created_by")
+            else:
+                key = _athena(cat, col)
+            rec[key] = value
+        for k in ("line_item_usage_amount", "line_item_unblended_rate", "line_item_unblended_cost",
+                  "pricing_public_on_demand_cost"):
+            rec[k] = float(rec[k])
+        recs.append(rec)
+    buf = io.BytesIO()
+    pq.write_table(pa.Table.from_pylist(recs), buf, compression="snappy")
+    return buf.getvalue()
+
+
+def _athena(cat: str, col: str) -> str:
+    from connectors.aws_cur import canonical_column
+
+    return canonical_column(f"{cat}/{col}")
+
+
+# ============================================================================ S3 layouts
+class Cur2Export:
+    """`<prefix>/<export>/data/BILLING_PERIOD=YYYY-MM/...` + `metadata/.../<export>-Manifest.json`."""
+
+    def __init__(self, bucket, prefix: str = "exports", export: str = "cur2-main"):
+        self.bucket, self.prefix, self.export = bucket, prefix, export
+        self.root = f"{prefix}/{export}"
+        self.uri = f"s3://{bucket.name}/{self.root}"
+
+    def data_key(self, month: str, n: int, fmt: str = "parquet", execution: str | None = None) -> str:
+        folder = f"data/BILLING_PERIOD={month}/" + (f"{execution}/" if execution else "")
+        return f"{folder}{self.export}-{n:05d}{cur2_suffix(fmt)}"  # relative to the export root
+
+    def put(self, rel_key: str, body: bytes) -> str:
+        return self.bucket.put(f"{self.root}/{rel_key}", body)
+
+    def manifest(self, month: str, data_keys: list[str], execution_id: str, execution_folder: str | None = None) -> str:
+        rel = f"metadata/BILLING_PERIOD={month}/" + (f"{execution_folder}/" if execution_folder else "")
+        rel += f"{self.export}-Manifest.json"
+        body = {
+            "executionId": execution_id,
+            "exportArn": f"arn:aws:bcm-data-exports:us-east-1:111111111111:export/{self.export}-{uuid.uuid4()}",
+            "billingPeriod": {"start": f"{month}-01T00:00:00.000Z"},
+            "columns": [{"name": f.name, "type": str(f.type)} for f in CUR2_SCHEMA],
+            "dataFiles": [f"s3://{self.bucket.name}/{self.root}/{k}" for k in data_keys],
+            "additionalOutputFiles": [],
+        }
+        self.put(rel, json.dumps(body).encode())
+        return rel
+
+
+class LegacyReport:
+    """`<prefix>/<report>/<yyyymmdd-yyyymmdd>/<assemblyId>/<report>-<n>.csv.gz` + top-level manifest."""
+
+    def __init__(self, bucket, prefix: str = "cur", report: str = "legacy-report"):
+        self.bucket, self.prefix, self.report = bucket, prefix, report
+        self.root = f"{prefix}/{report}"
+        self.uri = f"s3://{bucket.name}/{self.root}"
+
+    @staticmethod
+    def period(month: str) -> str:
+        y, m = map(int, month.split("-"))
+        return f"{y:04d}{m:02d}01-{y + (m == 12):04d}{m % 12 + 1:02d}01"
+
+    def deliver(self, month: str, files: list[bytes], fmt: str = "csv.gz", assembly: str | None = None,
+                leading_slash: bool = True, extra_keys: list[str] = (), top_manifest: bool = True) -> dict:
+        """Upload one assembly and (by default) point the top-level manifest at it, as AWS does."""
+        assembly = assembly or str(uuid.uuid4())
+        period = self.period(month)
+        suffix = ".snappy.parquet" if fmt == "parquet" else ".csv.gz"
+        rel_keys = []
+        for n, body in enumerate(files, start=1):
+            rel = f"{period}/{assembly}/{self.report}-{n}{suffix}"
+            self.bucket.put(f"{self.root}/{rel}", body)
+            rel_keys.append(rel)
+        report_keys = [("/" if leading_slash else "") + f"{self.root}/{k}" for k in rel_keys + list(extra_keys)]
+        manifest = {
+            "assemblyId": assembly,
+            "account": "111111111111",
+            "columns": [{"category": "lineItem", "name": "UnblendedCost", "type": "OptionalBigDecimal"}],
+            "charset": "UTF-8",
+            "compression": "Parquet" if fmt == "parquet" else "GZIP",
+            "contentType": "application/parquet" if fmt == "parquet" else "text/csv",
+            "reportId": hashlib.sha256(self.report.encode()).hexdigest(),
+            "reportName": self.report,
+            "billingPeriod": {"start": f"{period[:8]}T000000.000Z", "end": f"{period[9:]}T000000.000Z"},
+            "bucket": self.bucket.name,
+            "reportKeys": report_keys,
+            "additionalArtifactKeys": [],
+        }
+        body = json.dumps(manifest).encode()
+        self.bucket.put(f"{self.root}/{period}/{assembly}/{self.report}-Manifest.json", body)
+        if top_manifest:
+            self.bucket.put(f"{self.root}/{period}/{self.report}-Manifest.json", body)
+        return {"assembly": assembly, "keys": rel_keys, "manifest_key": f"{period}/{self.report}-Manifest.json"}
+
+
+# ============================================================================ config + lake helpers
+def make_config(tmp_path: Path, uri: str, options: dict | None = None, name: str = "aws-main"):
+    tax = tmp_path / "taxonomy.yaml"
+    if not tax.exists():
+        shutil.copy(TAXONOMY, tax)
+    lines = ["warehouse: data", "taxonomy: taxonomy.yaml", "sources:", f"  - name: {name}",
+             "    kind: aws_cur", f"    uri: {uri}"]
+    if options:
+        lines.append("    options:")
+        lines += [f"      {k}: {json.dumps(v)}" for k, v in options.items()]
+    (tmp_path / "apportion.yaml").write_text("\n".join(lines) + "\n")
+    cfg = load_config(tmp_path / "apportion.yaml")
+    return cfg, cfg.source(name)
+
+
+def s3_config(tmp_path: Path, bucket, uri: str):
+    return make_config(tmp_path, uri, {"endpoint_url": bucket.endpoint_url})
+
+
+def lake_totals(cfg, table: str, source: str, month: str) -> tuple[int, Decimal, Decimal]:
+    d = ledger.partition_dir(cfg, table, source, month)
+    n, billed, effective = duckdb.sql(
+        f"SELECT count(*), sum(BilledCost), sum(EffectiveCost) FROM read_parquet('{d}/*.parquet')"
+    ).fetchone()
+    return n, billed, effective
+
+
+def line_items(cfg, source: str, month: str, columns: str = "*") -> list[dict]:
+    d = ledger.partition_dir(cfg, ledger.LINE_ITEMS, source, month)
+    rel = duckdb.sql(f"SELECT {columns} FROM read_parquet('{d}/*.parquet') ORDER BY x_LineId")
+    return [dict(zip(rel.columns, row)) for row in rel.fetchall()]
+
+
+def run_month(cfg, source, month: str):
+    """land -> line items -> allocations; returns (delivery, line item stats, allocation stats)."""
+    delivery = ledger.land(cfg, source, month)
+    stats = ledger.build_line_items(cfg, source, delivery)
+    alloc = ledger.allocate(cfg, source, month)
+    return delivery, stats, alloc
+
+
+def landed_files(delivery) -> dict[str, bytes]:
+    base = Path(delivery.local_dir)
+    return {p.relative_to(base).as_posix(): p.read_bytes() for p in sorted(base.rglob("*"))
+            if p.is_file() and p.name != "delivery.json"}
+
+
+# ============================================================================ the S3 server itself
+def test_s3_server_is_real_http(s3_bucket, tmp_path):
+    """The connector's boto3 client talks HTTP to the moto server (no in-process patching)."""
+    s3_bucket.put("exports/cur2-main/data/BILLING_PERIOD=2025-01/x.csv.gz", b"hello")
+    with urllib.request.urlopen(f"{s3_bucket.endpoint_url}/{s3_bucket.name}/exports/cur2-main/data/"
+                                "BILLING_PERIOD=2025-01/x.csv.gz", timeout=10) as resp:
+        assert resp.read() == b"hello"
+    _, source = s3_config(tmp_path, s3_bucket, f"s3://{s3_bucket.name}/exports/cur2-main")
+    connector = connector_for(source)
+    assert connector.store.client.meta.endpoint_url == s3_bucket.endpoint_url
+    assert connector.months() == ["2025-01"]
+
+
+def test_endpoint_from_environment(s3_bucket, tmp_path, monkeypatch):
+    """Without the `endpoint_url` option, boto3's AWS_ENDPOINT_URL_S3 is honoured."""
+    exp = Cur2Export(s3_bucket)
+    exp.put(exp.data_key("2025-04", 1), cur2_parquet(make_rows("2025-04", [1.5, 2.5])))
+    monkeypatch.setenv("AWS_ENDPOINT_URL_S3", s3_bucket.endpoint_url)
+    cfg, source = make_config(tmp_path, exp.uri)
+    assert source.options == {}
+    delivery, stats, _ = run_month(cfg, source, "2025-04")
+    assert delivery.layout == "cur2-overwrite"
+    assert (stats.rows, stats.billed_cost) == (2, Decimal("4.000000000000"))
+
+
+# ============================================================================ 1. CUR 2.0 overwrite + manifest
+def test_cur2_overwrite_with_manifest(s3_bucket, tmp_path):
+    exp = Cur2Export(s3_bucket)
+    jan_a = make_rows("2025-01", [1.25, 2.5, 3.75, 0.0001, 10.0], tag="a")
+    jan_b = make_rows("2025-01", [100.0, 0.3333], tag="b")
+    stale = make_rows("2025-01", [999.0], tag="stale")  # left over from an earlier, bigger refresh
+    uploaded = {
+        exp.data_key("2025-01", 1): cur2_parquet(jan_a),
+        exp.data_key("2025-01", 2): cur2_parquet(jan_b),
+        exp.data_key("2025-01", 3): cur2_parquet(stale),
+        exp.data_key("2025-02", 1): cur2_parquet(make_rows("2025-02", [7.0])),
+    }
+    for k, body in uploaded.items():
+        exp.put(k, body)
+    jan_keys = [exp.data_key("2025-01", 1), exp.data_key("2025-01", 2)]
+    man_key = exp.manifest("2025-01", jan_keys, "exec-2025-01-a")
+    exp.manifest("2025-02", [exp.data_key("2025-02", 1)], "exec-2025-02-a")
+
+    cfg, source = s3_config(tmp_path, s3_bucket, exp.uri)
+    connector = connector_for(source)
+    assert connector.months() == ["2025-01", "2025-02"]
+    plan = connector.plan("2025-01")
+    assert (plan.layout, plan.delivery_id, plan.manifest_key) == ("cur2", "exec-2025-01-a", man_key)
+    assert [o.key for o in plan.objects] == jan_keys
+
+    delivery = ledger.land(cfg, source, "2025-01")
+    assert not delivery.reused
+    month_dir = cfg.raw / "aws-main" / "2025-01"
+    assert Path(delivery.local_dir) == month_dir / safe_dirname("exec-2025-01-a")
+    # Exactly the manifest's files (plus the manifest itself), byte for byte.
+    files = landed_files(delivery)
+    assert set(files) == set(jan_keys) | {man_key}
+    for k in jan_keys:
+        assert files[k] == uploaded[k]
+    assert json.loads(files[man_key])["executionId"] == "exec-2025-01-a"
+    assert [k for k, _ in delivery.files] == jan_keys
+
+    record = json.loads((Path(delivery.local_dir) / "delivery.json").read_text())
+    assert record["delivery_id"] == "exec-2025-01-a"
+    assert record["source"] == "aws-main" and record["kind"] == "aws_cur" and record["month"] == "2025-01"
+    assert record["layout"] == "cur2" and record["manifest_key"] == man_key
+    assert [(o["key"], o["size"], o["etag"]) for o in record["objects"]] == [
+        (k, len(uploaded[k]), hashlib.md5(uploaded[k]).hexdigest()) for k in jan_keys
+    ]
+    fetched = datetime.fromisoformat(record["fetched_at"])
+    assert fetched.tzinfo is not None and abs(datetime.now(timezone.utc) - fetched) < timedelta(minutes=5)
+    log = (month_dir / "deliveries.jsonl").read_text().splitlines()
+    assert len(log) == 1 and json.loads(log[0])["delivery_id"] == "exec-2025-01-a"
+    assert (month_dir / "CURRENT").read_text().strip() == Path(delivery.local_dir).name
+
+    # Landing the same delivery again reuses it: same record, nothing downloaded or logged.
+    again = ledger.land(cfg, source, "2025-01")
+    assert again.reused and again.fetched_at == delivery.fetched_at and again.local_dir == delivery.local_dir
+    assert len((month_dir / "deliveries.jsonl").read_text().splitlines()) == 1
+    assert landed_files(again) == files
+
+    stats = ledger.build_line_items(cfg, source, again)
+    assert stats.rows == 7 and stats.quarantined_rows == 0
+    assert stats.billed_cost == expected_sum([1.25, 2.5, 3.75, 0.0001, 10.0, 100.0, 0.3333])
+    assert stats.effective_cost == stats.billed_cost
+    rows = line_items(cfg, "aws-main", "2025-01")
+    assert {r["x_SourceFile"] for r in rows} == set(jan_keys)
+    first = rows[0]
+    assert first["x_ProviderLineItemId"] == "a-0000" and first["x_SourceRow"] == 1
+    assert first["BilledCost"] == Decimal("1.250000000000") and first["BillingCurrency"] == "USD"
+    # CUR 2.0 keeps product scalars in the `product` map; tags arrive as `user_*` / `aws_*` keys.
+    assert (first["ServiceName"], first["RegionId"], first["x_InstanceType"]) == (
+        "Amazon Elastic Compute Cloud", "us-east-1", "g5.xlarge")
+    assert first["ServiceCategory"] == "Compute" and first["ChargeCategory"] == "Usage"
+    assert json.loads(first["Tags"]) == {"team": "ml-platform", "project": "llm-serving", "aws:createdBy": "user0"}
+    assert rows[4]["Tags"] is None  # every tag value empty -> no tags
+    assert first["BillingPeriodStart"] == datetime(2025, 1, 1, tzinfo=timezone.utc)
+    assert first["x_DeliveryId"] == "exec-2025-01-a"
+
+    alloc = ledger.allocate(cfg, source, "2025-01")
+    assert (alloc.billed_cost, alloc.effective_cost) == (stats.billed_cost, stats.effective_cost)
+
+
+def test_cur2_doubled_export_name(s3_bucket, tmp_path):
+    """`<prefix>/<export>/<export>/data/...` (prefix set to the export name) is found by listing."""
+    exp = Cur2Export(s3_bucket, prefix="exports/cur2-main", export="cur2-main")
+    k = exp.data_key("2025-05", 1)
+    exp.put(k, cur2_parquet(make_rows("2025-05", [4.0, 5.0])))
+    exp.manifest("2025-05", [k], "exec-doubled")
+    cfg, source = s3_config(tmp_path, s3_bucket, f"s3://{s3_bucket.name}/exports/cur2-main")
+    assert connector_for(source).months() == ["2025-05"]
+    delivery, stats, _ = run_month(cfg, source, "2025-05")
+    assert delivery.delivery_id == "exec-doubled"
+    assert [key for key, _ in delivery.files] == ["cur2-main/" + k]
+    assert stats.billed_cost == Decimal("9.000000000000")
+
+
+# ============================================================================ 2. CUR 2.0 create-new-version
+@pytest.mark.parametrize("fmt", ["parquet", "csv.gz"])
+@pytest.mark.parametrize("with_manifests", [False, True], ids=["no-manifest", "per-execution-manifests"])
+def test_cur2_versioned_loads_only_newest_execution(s3_bucket, tmp_path, fmt, with_manifests):
+    exp = Cur2Export(s3_bucket)
+    old_exec = "2025-03-01T06:12:40.118Z-3695a728-d559-40bd-ac30-ffc97b552489"
+    new_exec = "2025-03-02T06:15:02.907Z-9c1f0e55-0b7e-4a51-8a43-1d2f7c4be5aa"
+    old_costs = [50.0, 60.0, 70.0]
+    new_costs_1, new_costs_2 = [1.1, 2.2, 3.3], [4.4, 0.05]
+    uploads = [
+        (new_exec, 1, make_rows("2025-03", new_costs_1, tag="n1")),
+        (new_exec, 2, make_rows("2025-03", new_costs_2, tag="n2")),
+        (old_exec, 1, make_rows("2025-03", old_costs, tag="o1")),
+    ]
+    if with_manifests:  # AWS writes each execution's manifest after its data, oldest execution first
+        uploads = uploads[2:] + uploads[:2]
+    keys: dict[str, list[str]] = {old_exec: [], new_exec: []}
+    for execution, n, rows in uploads:
+        key = exp.data_key("2025-03", n, fmt, execution)
+        exp.put(key, cur2_file(rows, fmt))
+        keys[execution].append(key)
+        if with_manifests and (execution, n) in ((old_exec, 1), (new_exec, 2)):
+            exp.manifest("2025-03", keys[execution], execution.split("Z-", 1)[1], execution_folder=execution)
+
+    cfg, source = s3_config(tmp_path, s3_bucket, exp.uri)
+    connector = connector_for(source)
+    assert connector.months() == ["2025-03"]
+    plan = connector.plan("2025-03")
+    assert sorted(o.key for o in plan.objects) == sorted(keys[new_exec])
+    if with_manifests:
+        assert plan.layout == "cur2" and plan.delivery_id == "9c1f0e55-0b7e-4a51-8a43-1d2f7c4be5aa"
+    else:
+        assert plan.layout == "cur2-versioned" and plan.delivery_id == new_exec
+        assert plan.notes == ["2 executions found; loaded the newest"]
+
+    delivery, stats, alloc = run_month(cfg, source, "2025-03")
+    assert set(landed_files(delivery)) - {plan.manifest_key} == set(keys[new_exec])
+    assert stats.rows == 5 and stats.quarantined_rows == 0
+    assert stats.billed_cost == expected_sum(new_costs_1 + new_costs_2)
+    assert lake_totals(cfg, "line_items", "aws-main", "2025-03") == (5, stats.billed_cost, stats.effective_cost)
+    rows = line_items(cfg, "aws-main", "2025-03", "x_ProviderLineItemId, x_SourceFile, Tags")
+    assert not any(r["x_ProviderLineItemId"].startswith("o1-") for r in rows)
+    assert all(new_exec in r["x_SourceFile"] for r in rows)
+    assert json.loads(rows[1]["Tags"]) == {"team": "research", "project": "recsys", "aws:createdBy": "user1"}
+    assert alloc.billed_cost == stats.billed_cost
+
+
+# ============================================================================ 3. legacy CUR, two assemblies
+@pytest.mark.parametrize("fmt", ["csv.gz", "parquet"])
+def test_legacy_current_assembly_only(s3_bucket, tmp_path, fmt):
+    rep = LegacyReport(s3_bucket)
+    build = legacy_parquet if fmt == "parquet" else legacy_csv_gz
+    old = rep.deliver("2025-01", [build(make_rows("2025-01", [500.0, 600.0], tag="old"))], fmt,
+                      assembly="0a1b2c3d-old0-4000-8000-000000000001", leading_slash=fmt == "csv.gz")
+    new_costs = ([12.5, 7.25, 0.125], [3.0, 0.0, 2.5])
+    new = rep.deliver("2025-01", [build(make_rows("2025-01", c, tag=f"new{i}")) for i, c in enumerate(new_costs)],
+                      fmt, assembly="0a1b2c3d-new0-4000-8000-000000000002", leading_slash=fmt == "csv.gz")
+    rep.deliver("2025-02", [build(make_rows("2025-02", [1.0]))], fmt)
+
+    cfg, source = s3_config(tmp_path, s3_bucket, rep.uri)
+    connector = connector_for(source)
+    assert connector.months() == ["2025-01", "2025-02"]
+    plan = connector.plan("2025-01")
+    assert plan.layout == "legacy" and plan.delivery_id == new["assembly"]
+    assert plan.manifest_key == "20250101-20250201/legacy-report-Manifest.json"
+    assert [o.key for o in plan.objects] == new["keys"]
+    assert plan.notes == ["ignored 1 older assemblies"]
+
+    delivery, stats, alloc = run_month(cfg, source, "2025-01")
+    files = landed_files(delivery)
+    assert set(files) == set(new["keys"]) | {plan.manifest_key}
+    assert not any(old["assembly"] in k for k in files)
+    for k in new["keys"]:
+        assert files[k] == s3_bucket.client.get_object(Bucket=s3_bucket.name, Key=f"{rep.root}/{k}")["Body"].read()
+
+    assert stats.rows == 6 and stats.quarantined_rows == 0
+    assert stats.billed_cost == expected_sum(new_costs[0] + new_costs[1])
+    rows = line_items(cfg, "aws-main", "2025-01")
+    assert not any(r["x_ProviderLineItemId"].startswith("old-") for r in rows)
+    assert {r["x_SourceFile"] for r in rows} == set(new["keys"])
+    created_by = "aws:created_by" if fmt == "parquet" else "aws:createdBy"
+    assert json.loads(rows[0]["Tags"]) == {"team": "ml-platform", "project": "llm-serving", created_by: "user0"}
+    assert json.loads(rows[2]["Tags"]) == {"team": "search", "project": "fraud-detection", created_by: "user0"}
+    assert (rows[0]["ServiceName"], rows[0]["RegionId"], rows[0]["x_InstanceType"]) == (
+        "Amazon Elastic Compute Cloud", "us-east-1", "g5.xlarge")
+    assert rows[0]["x_DeliveryId"] == new["assembly"]
+
+    # The normalised key is what the taxonomy matches on.
+    d = ledger.partition_dir(cfg, ledger.ALLOCATIONS, "aws-main", "2025-01")
+    teams = duckdb.sql(f"SELECT x_Team, x_TeamReason, sum(BilledCost) FROM read_parquet('{d}/*.parquet') "
+                       "WHERE x_Team = 'ml-platform' GROUP BY ALL").fetchall()
+    assert teams == [("ml-platform", "tag:team", expected_sum([12.5, 3.0]))]
+    assert alloc.billed_cost == stats.billed_cost
+
+
+# ============================================================================ 4. re-delivery + idempotence
+def test_redelivered_month_replaces_previous_and_reruns_are_identical(s3_bucket, tmp_path):
+    rep = LegacyReport(s3_bucket)
+    first_costs = [10.0, 20.0, 30.0]
+    first = rep.deliver("2025-06", [legacy_csv_gz(make_rows("2025-06", first_costs, tag="d1"))])
+    cfg, source = s3_config(tmp_path, s3_bucket, rep.uri)
+    month_dir = cfg.raw / "aws-main" / "2025-06"
+
+    d1, s1, a1 = run_month(cfg, source, "2025-06")
+    assert d1.delivery_id == first["assembly"]
+    assert s1.billed_cost == a1.billed_cost == expected_sum(first_costs)
+
+    # AWS re-delivers the whole month-to-date with a new assembly and different numbers.
+    second_costs = ([11.11, 19.99, 30.0, 0.01], [5.5, 1.234567891234])
+    second = rep.deliver("2025-06", [legacy_csv_gz(make_rows("2025-06", c, tag=f"d2{i}"))
+                                     for i, c in enumerate(second_costs)])
+    want = expected_sum(second_costs[0] + second_costs[1])
+    totals = []
+    tables = []
+    for run in range(3):
+        delivery, stats, alloc = run_month(cfg, source, "2025-06")
+        assert delivery.delivery_id == second["assembly"]
+        assert delivery.reused is (run > 0)
+        li = lake_totals(cfg, "line_items", "aws-main", "2025-06")
+        al = lake_totals(cfg, "allocations", "aws-main", "2025-06")
+        assert li == (6, want, want)
+        assert (al[1], al[2]) == (li[1], li[2])  # exact Decimal equality, no tolerance
+        assert (stats.billed_cost, alloc.billed_cost, alloc.effective_cost) == (want, want, want)
+        totals.append((stats.rows, stats.billed_cost, stats.effective_cost, alloc.pieces, alloc.billed_cost))
+        tables.append(line_items(cfg, "aws-main", "2025-06"))
+    assert totals[0] == totals[1] == totals[2]
+    assert tables[0] == tables[1] == tables[2]  # same rows, same lineage, same ingest time
+
+    # The older delivery is recorded but no longer on disk; CURRENT names the new one.
+    log = [json.loads(line) for line in (month_dir / "deliveries.jsonl").read_text().splitlines()]
+    assert [d["delivery_id"] for d in log] == [first["assembly"], second["assembly"]]
+    assert sorted(p.name for p in month_dir.iterdir() if p.is_dir()) == [safe_dirname(second["assembly"])]
+    assert (month_dir / "CURRENT").read_text().strip() == safe_dirname(second["assembly"])
+
+    counts = ledger.build_warehouse(cfg)
+    assert counts["line_items"] == 6 and counts["deliveries"] == 2
+    con = duckdb.connect(str(cfg.duckdb_path), read_only=True)
+    try:
+        assert con.execute("SELECT sum(BilledCost) FROM line_items WHERE x_BillingMonth = '2025-06'").fetchone()[0] == want
+        assert con.execute("SELECT sum(BilledCost) FROM allocations WHERE x_BillingMonth = '2025-06'").fetchone()[0] == want
+        assert con.execute("SELECT delivery_id, is_current FROM deliveries ORDER BY fetched_at, is_current").fetchall() == [
+            (first["assembly"], False), (second["assembly"], True)]
+    finally:
+        con.close()
+    out = ledger.export_month(cfg, "2025-06")
+    with open(out / "control_totals.csv", newline="") as f:
+        control = list(csv.DictReader(f))
+    assert len(control) == 1
+    assert Decimal(control[0]["line_items_billed_cost"]) == want == Decimal(control[0]["allocated_billed_cost"])
+    assert control[0]["ties_out"] == "true" and control[0]["quarantined_rows"] == "0"
+
+
+# ============================================================================ 5. bad input
+def test_legacy_manifest_names_missing_object_keeps_previous_build(s3_bucket, tmp_path):
+    rep = LegacyReport(s3_bucket)
+    rep.deliver("2025-07", [legacy_csv_gz(make_rows("2025-07", [1.0, 2.0]))])
+    cfg, source = s3_config(tmp_path, s3_bucket, rep.uri)
+    good, stats, _ = run_month(cfg, source, "2025-07")
+    li_file = ledger.partition_dir(cfg, ledger.LINE_ITEMS, "aws-main", "2025-07") / "data.parquet"
+    before = li_file.read_bytes()
+
+    missing = f"{rep.root}/{rep.period('2025-07')}/feedface-0000/legacy-report-2.csv.gz"
+    broken = rep.deliver("2025-07", [legacy_csv_gz(make_rows("2025-07", [99.0]))], assembly="feedface-0000",
+                         extra_keys=[missing])
+    with pytest.raises(SourceError) as err:
+        ledger.land(cfg, source, "2025-07")
+    rel_missing = f"{rep.period('2025-07')}/feedface-0000/legacy-report-2.csv.gz"
+    assert err.value.file == rel_missing
+    assert rel_missing in str(err.value) and broken["manifest_key"] in str(err.value)
+
+    month_dir = cfg.raw / "aws-main" / "2025-07"
+    assert li_file.read_bytes() == before
+    assert lake_totals(cfg, "line_items", "aws-main", "2025-07") == (2, Decimal("3.000000000000"), Decimal("3.000000000000"))
+    assert (month_dir / "CURRENT").read_text().strip() == safe_dirname(good.delivery_id)
+    assert ledger.current_delivery(cfg, source, "2025-07").delivery_id == good.delivery_id
+    assert [p.name for p in month_dir.iterdir() if p.is_dir()] == [safe_dirname(good.delivery_id)]
+    assert len((month_dir / "deliveries.jsonl").read_text().splitlines()) == 1
+
+
+def test_cur2_manifest_names_missing_object(s3_bucket, tmp_path):
+    exp = Cur2Export(s3_bucket)
+    present = exp.data_key("2025-08", 1)
+    exp.put(present, cur2_parquet(make_rows("2025-08", [1.0])))
+    exp.manifest("2025-08", [present], "exec-good")
+    cfg, source = s3_config(tmp_path, s3_bucket, exp.uri)
+    run_month(cfg, source, "2025-08")
+
+    absent = exp.data_key("2025-08", 2)
+    exp.manifest("2025-08", [present, absent], "exec-bad")
+    with pytest.raises(SourceError) as err:
+        ledger.land(cfg, source, "2025-08")
+    assert err.value.file == absent and absent in str(err.value)
+    assert lake_totals(cfg, "line_items", "aws-main", "2025-08") == (1, Decimal("1.000000000000"), Decimal("1.000000000000"))
+    assert ledger.current_delivery(cfg, source, "2025-08").delivery_id == "exec-good"
+
+
+def test_object_vanishing_during_download(s3_bucket, tmp_path, monkeypatch):
+    """Listed when planned, gone when fetched: SourceError naming it, no half-landed delivery."""
+    rep = LegacyReport(s3_bucket)
+    d = rep.deliver("2025-09", [legacy_csv_gz(make_rows("2025-09", [1.0])), legacy_csv_gz(make_rows("2025-09", [2.0]))])
+    cfg, source = s3_config(tmp_path, s3_bucket, rep.uri)
+    original = AwsCurConnector.plan
+
+    def plan_then_delete(self, month):
+        plan = original(self, month)
+        s3_bucket.delete(f"{rep.root}/{d['keys'][1]}")
+        return plan
+
+    monkeypatch.setattr(AwsCurConnector, "plan", plan_then_delete)
+    with pytest.raises(SourceError) as err:
+        ledger.land(cfg, source, "2025-09")
+    assert err.value.file == d["keys"][1] and d["keys"][1] in str(err.value)
+    month_dir = cfg.raw / "aws-main" / "2025-09"
+    assert not (month_dir / "CURRENT").exists()
+    assert not [p for p in month_dir.iterdir() if p.is_dir()]
+
+
+def _truncated_gzip(rows) -> bytes:
+    body = legacy_csv_gz(rows * 40)  # big enough that the cut lands after the header block
+    return body[: len(body) // 2]
+
+
+@pytest.mark.parametrize("corruption", ["not-gzip", "truncated"])
+def test_corrupt_gzip_is_named_and_quarantined(s3_bucket, tmp_path, corruption):
+    rep = LegacyReport(s3_bucket)
+    rep.deliver("2025-10", [legacy_csv_gz(make_rows("2025-10", [4.0, 6.0]))])
+    cfg, source = s3_config(tmp_path, s3_bucket, rep.uri)
+    run_month(cfg, source, "2025-10")
+    before = lake_totals(cfg, "line_items", "aws-main", "2025-10")
+    assert before == (2, Decimal("10.000000000000"), Decimal("10.000000000000"))
+
+    rows = make_rows("2025-10", [1.0, 2.0, 3.0], tag="c")
+    bad_bytes = b"\x1f\x8bnot really gzip at all" if corruption == "not-gzip" else _truncated_gzip(rows)
+    second = rep.deliver("2025-10", [legacy_csv_gz(rows), bad_bytes])
+    bad_key = second["keys"][1]
+    delivery = ledger.land(cfg, source, "2025-10")  # bytes are bytes: landing succeeds
+    assert landed_files(delivery)[bad_key] == bad_bytes
+
+    with pytest.raises(SourceError) as err:
+        ledger.build_line_items(cfg, source, delivery)
+    assert err.value.file == bad_key
+    assert bad_key in str(err.value)
+    # The previous build of the month is untouched.
+    assert lake_totals(cfg, "line_items", "aws-main", "2025-10") == before
+    assert not list(ledger.partition_dir(cfg, ledger.LINE_ITEMS, "aws-main", "2025-10").parent.glob("*.tmp-*"))
+
+    record_path = ledger.quarantine_file(cfg, source, "2025-10", err.value)
+    record = json.loads(record_path.read_text())
+    assert record["file"] == bad_key and record["month"] == "2025-10" and record["source"] == "aws-main"
+    assert bad_key in record["reason"]
+    assert Path(record["copy"]).read_bytes() == bad_bytes
+    assert record_path.parent == cfg.lake / "quarantine" / "files" / "aws-main" / "2025-10"
+
+
+def test_bad_rows_are_quarantined_with_file_row_and_reason(s3_bucket, tmp_path):
+    exp = Cur2Export(s3_bucket)
+    costs = [1.5, 2.5, 3.5, 4.5, 5.5, 6.5]
+    rows = make_rows("2025-11", costs)
+    rows[2]["cost"] = "12,5O"  # row 3: not a number
+    rows[4]["currency"] = "XXQ"  # row 5: not an ISO 4217 code
+    key = exp.data_key("2025-11", 1, "csv.gz")
+    exp.put(key, cur2_csv_gz(rows))
+    exp.manifest("2025-11", [key], "exec-bad-rows")
+    cfg, source = s3_config(tmp_path, s3_bucket, exp.uri)
+
+    delivery, stats, alloc = run_month(cfg, source, "2025-11")
+    good = expected_sum([1.5, 2.5, 4.5, 6.5])
+    assert (stats.rows, stats.quarantined_rows) == (4, 2)
+    assert stats.billed_cost == good == alloc.billed_cost
+    assert stats.quarantined_billed_cost == Decimal("5.500000000000")  # the unparseable cost is never a zero
+    assert stats.quarantine_reasons == {"non-numeric line_item_unblended_cost": 1, "unknown currency": 1}
+
+    qfile = cfg.warehouse / "lake" / "quarantine" / "x_SourceName=aws-main" / "x_BillingMonth=2025-11" / "rows.parquet"
+    q = duckdb.sql(f"SELECT * FROM read_parquet('{qfile}') ORDER BY x_SourceRow")
+    got = [dict(zip(q.columns, r)) for r in q.fetchall()]
+    assert [(r["x_SourceFile"], r["x_SourceRow"], r["reason"]) for r in got] == [
+        (key, 3, "non-numeric line_item_unblended_cost 12,5O"),
+        (key, 5, "unknown currency XXQ"),
+    ]
+    assert all(r["x_DeliveryId"] == "exec-bad-rows" and r["x_BillingMonth"] == "2025-11" for r in got)
+    ids = [r["x_ProviderLineItemId"] for r in line_items(cfg, "aws-main", "2025-11", "x_ProviderLineItemId, x_LineId")]
+    assert ids == ["li-0000", "li-0001", "li-0003", "li-0005"]
+
+    counts = ledger.build_warehouse(cfg)
+    assert counts["quarantined_rows"] == 2 and counts["line_items"] == 4
+
+
+# ============================================================================ 6. koku legacy CSV samples (local path)
+KOKU = {
+    # file: (period folder, month, rows, BilledCost, EffectiveCost, currency, line item type, invoice id)
+    "test_cur.csv": ("20180601-20180701", "2018-06", 19, "0.082749984125", "0.082749984125", "USD", "Usage", None),
+    "2023-06-01.csv": ("20230601-20230701", "2023-06", 3, "30", "0.3", "NOK", "SavingsPlanCoveredUsage", "987654321"),
+    "2023-06-01-not-final.csv": ("20230601-20230701", "2023-06", 3, "30", "0.3", "NOK", "SavingsPlanCoveredUsage", None),
+    "2022-07-01-alt-columns.csv": ("20220701-20220801", "2022-07", 2, "0", "0", "USD", "Usage", "1"),
+}
+
+
+def _local_report(tmp_path: Path, name: str, period: str, filename: str, body: bytes):
+    root = tmp_path / "exports" / name
+    (root / period).mkdir(parents=True)
+    (root / period / filename).write_bytes(body)
+    return make_config(tmp_path, f"exports/{name}", name=name)
+
+
+@pytest.mark.parametrize("filename", list(KOKU))
+def test_koku_legacy_samples_build(tmp_path, filename):
+    period, month, n, billed, effective, currency, lit, invoice = KOKU[filename]
+    raw = (FIXTURES / filename).read_bytes()
+    cfg, source = _local_report(tmp_path, "koku", period, filename, raw)
+    connector = connector_for(source)
+    assert connector.months() == [month]
+
+    delivery, stats, alloc = run_month(cfg, source, month)
+    assert delivery.layout == "legacy-overwrite"
+    assert landed_files(delivery) == {f"{period}/{filename}": raw}
+    assert (stats.rows, stats.quarantined_rows) == (n, 0)
+    assert (stats.billed_cost, stats.effective_cost) == (Decimal(billed).quantize(Q), Decimal(effective).quantize(Q))
+    assert (alloc.billed_cost, alloc.effective_cost) == (stats.billed_cost, stats.effective_cost)
+
+    rows = line_items(cfg, "koku", month)
+    assert {r["BillingCurrency"] for r in rows} == {currency}
+    assert {r["x_LineItemType"] for r in rows} == {lit}
+    assert {r["InvoiceId"] for r in rows} == {invoice}
+    assert all(r["BillingPeriodStart"] == datetime(int(month[:4]), int(month[5:]), 1, tzinfo=timezone.utc) for r in rows)
+    assert [r["x_SourceRow"] for r in rows] == list(range(1, n + 1))
+    if filename.startswith("2023-06-01"):
+        # Savings-plan-covered usage: billed at on-demand, effective = savingsPlan/SavingsPlanEffectiveCost.
+        assert all(r["BilledCost"] == Decimal("10").quantize(Q) and r["EffectiveCost"] == Decimal("0.1").quantize(Q)
+                   for r in rows)
+        assert {(r["ChargeCategory"], r["PricingCategory"], r["CommitmentDiscountStatus"]) for r in rows} == {
+            ("Usage", "Committed", "Used")}
+    if filename == "test_cur.csv":
+        assert {r["ServiceName"] for r in rows} == {"Amazon Elastic Compute Cloud"}
+        assert all(r["Tags"] is None for r in rows)  # the sample has no resourceTags/ columns
+    if filename == "2022-07-01-alt-columns.csv":
+        assert {r["Tags"] for r in rows} == {'{"aws:created_by":"IAMUser:fake:and"}'}
+        assert {r["x_BillingEntity"] for r in rows} == {"AWS Marketplace"}
+        assert {r["PublisherName"] for r in rows} == {"Red Hat, Inc."}
+
+
+def test_koku_alt_columns_user_tags_normalised(tmp_path):
+    """Athena-style `resource_tags_user_*` columns (empty in the sample) become bare tag keys."""
+    text = (FIXTURES / "2022-07-01-alt-columns.csv").read_text(encoding="utf-8")
+    table = list(csv.reader(io.StringIO(text)))
+    header = table[0]
+    table[1][header.index("resource_tags_user_insights_project")] = "fraud-detection"
+    table[1][header.index("resource_tags_user_c25_key")] = "c25"
+    table[2][header.index("resource_tags_user_insights_project")] = "recsys"
+    out = io.StringIO()
+    csv.writer(out, lineterminator="\n").writerows(table)
+    body = gzip.compress(out.getvalue().encode(), mtime=0)
+    cfg, source = _local_report(tmp_path, "koku-alt", "20220701-20220801", "alt.csv.gz", body)
+
+    _, stats, _ = run_month(cfg, source, "2022-07")
+    assert (stats.rows, stats.quarantined_rows) == (2, 0)
+    tags = [json.loads(r["Tags"]) for r in line_items(cfg, "koku-alt", "2022-07", "Tags, x_LineId")]
+    assert tags == [
+        {"aws:created_by": "IAMUser:fake:and", "c25_key": "c25", "insights_project": "fraud-detection"},
+        {"aws:created_by": "IAMUser:fake:and", "insights_project": "recsys"},
+    ]

@@ -22,7 +22,7 @@ from pathlib import Path
 import duckdb
 import pyarrow as pa
 
-from connectors.base import Delivery, SourceError
+from connectors.base import Delivery, SourceError, landed_delivery, promote
 from connectors.registry import connector_for
 from models.config import ApportionConfig, SourceConfig
 from models.focus import LINE_ITEM_COLUMNS, dimension_column, select_list
@@ -99,13 +99,12 @@ def land(cfg: ApportionConfig, source: SourceConfig, month: str) -> Delivery:
     return connector_for(source).land(month, cfg.raw)
 
 
-def current_delivery(cfg: ApportionConfig, source: SourceConfig, month: str) -> Delivery:
-    month_dir = cfg.raw / source.name / month
-    current = month_dir / "CURRENT"
-    if not current.exists():
+def current_delivery(cfg: ApportionConfig, source: SourceConfig, month: str, pointer: str = "LANDED") -> Delivery:
+    """The newest landed delivery (LANDED) or the one the current line items were built from (CURRENT)."""
+    delivery = landed_delivery(cfg.raw / source.name / month, pointer)
+    if delivery is None:
         raise SourceError(f"{source.name} {month}: nothing landed yet")
-    record = json.loads((month_dir / current.read_text().strip() / "delivery.json").read_text())
-    return Delivery(**record)
+    return delivery
 
 
 # ------------------------------------------------------------------ step 2: line items
@@ -173,6 +172,7 @@ def build_line_items(cfg: ApportionConfig, source: SourceConfig, delivery: Deliv
         )
         replace_partition(tmp, final)
         replace_partition(qtmp, qdir)
+        promote(delivery)
         return LineItemStats(source.name, month, delivery.delivery_id, rows, billed, effective, qrows, qbilled, reasons)
     finally:
         con.close()

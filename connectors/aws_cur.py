@@ -19,13 +19,14 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import shutil
 from pathlib import Path
 
 from connectors.base import Connector, Delivery, DeliveryPlan, SourceError
 
 PERIOD_PARTITION = re.compile(r"billing_period=(\d{4}-\d{2})", re.I)
 LEGACY_PERIOD = re.compile(r"^(\d{4})(\d{2})01-(\d{8})$")
-DATA_SUFFIXES = (".parquet", ".csv.gz", ".csv", ".gz")
+DATA_SUFFIXES = (".parquet", ".csv.gz", ".csv", ".gz", ".csv.zip", ".zip")
 
 # Canonical staging columns (CUR 2.0 snake_case names). Legacy `category/Name` columns map here.
 STAGE_COLUMNS = (
@@ -61,12 +62,21 @@ def snake(name: str) -> str:
     return re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower()
 
 
+# Spellings seen in the wild for the same column (AWS writes ARN; some generators write Arn).
+COLUMN_ALIASES = {
+    "savings_plan_savings_plan_arn": "savings_plan_savings_plan_a_r_n",
+    "reservation_reservation_arn": "reservation_reservation_a_r_n",
+}
+
+
 def canonical_column(raw: str) -> str:
     """`lineItem/UnblendedCost` -> `line_item_unblended_cost`; snake_case names pass through."""
     if "/" in raw:
         category, name = raw.split("/", 1)
-        return snake(category) + "_" + snake(name)
-    return raw.lower()
+        canon = snake(category) + "_" + snake(name)
+    else:
+        canon = raw.lower()
+    return COLUMN_ALIASES.get(canon, canon)
 
 
 class AwsCurConnector(Connector):
@@ -214,6 +224,8 @@ class AwsCurConnector(Connector):
         return "stg_aws_cur"
 
     def _file_select(self, con, key: str, path: Path, file_idx: int) -> str:
+        if path.name.lower().endswith(".zip"):
+            path = _unzipped(path, key)
         reader = _reader(path)
         try:
             described = con.execute(f"DESCRIBE SELECT * FROM {reader}").fetchall()
@@ -272,6 +284,26 @@ def _map_expr(types: dict[str, str], map_col: str | None, n_flat: int, flat_rege
         # *COLUMNS keeps the tag keys out of the SQL text: they arrive as struct field names.
         return f"CAST(to_json(struct_pack(*COLUMNS('{flat_regex}'))) AS MAP(VARCHAR, VARCHAR))"
     return "MAP {}::MAP(VARCHAR, VARCHAR)"
+
+
+def _unzipped(path: Path, key: str) -> Path:
+    """Legacy CUR may be ZIP-compressed; DuckDB reads gzip only, so extract beside the raw file once."""
+    import zipfile
+
+    out = path.with_name(path.name + ".extracted.csv")
+    if out.exists():
+        return out
+    try:
+        with zipfile.ZipFile(path) as zf:
+            members = [m for m in zf.namelist() if not m.endswith("/")]
+            if len(members) != 1:
+                raise SourceError(f"{key}: expected one CSV in the ZIP, found {len(members)}", file=key)
+            with zf.open(members[0]) as src, open(out.with_suffix(".part"), "wb") as dst:
+                shutil.copyfileobj(src, dst)
+    except zipfile.BadZipFile as exc:
+        raise SourceError(f"cannot read {key}: {exc}", file=key) from None
+    out.with_suffix(".part").replace(out)
+    return out
 
 
 def _reader(path: Path) -> str:

@@ -95,7 +95,7 @@ class Connector:
             same = {o["key"]: o["etag"] for o in old["objects"]} == {o.key: o.etag for o in plan.objects}
             if same and all((target / o.key).exists() for o in plan.objects):
                 delivery = Delivery(**{**old, "reused": True})
-                self._make_current(month_dir, target)
+                _point(month_dir, "LANDED", target.name)
                 return delivery
         staging = month_dir / (safe_dirname(plan.delivery_id) + ".landing")
         if staging.exists():
@@ -126,18 +126,8 @@ class Connector:
         staging.rename(target)
         with open(month_dir / "deliveries.jsonl", "a") as log:
             log.write(json.dumps({k: v for k, v in asdict(delivery).items() if k != "reused"}) + "\n")
-        self._make_current(month_dir, target)
+        _point(month_dir, "LANDED", target.name)
         return delivery
-
-    @staticmethod
-    def _make_current(month_dir: Path, target: Path) -> None:
-        """Point CURRENT at the delivery and drop superseded ones (their record stays in deliveries.jsonl)."""
-        tmp = month_dir / "CURRENT.tmp"
-        tmp.write_text(target.name + "\n")
-        tmp.replace(month_dir / "CURRENT")
-        for p in month_dir.iterdir():
-            if p.is_dir() and p != target and not p.name.endswith(".landing"):
-                shutil.rmtree(p)
 
     def stage_sql(self, con, delivery: Delivery) -> str:
         """Register the delivery's rows in `con` and return the name of the staging relation."""
@@ -145,6 +135,35 @@ class Connector:
 
     # Name of the SQL file (under sql/line_items/) that maps the staging relation to line items.
     line_items_sql: str = ""
+
+
+def _point(month_dir: Path, name: str, target: str) -> None:
+    tmp = month_dir / f"{name}.tmp"
+    tmp.write_text(target + "\n")
+    tmp.replace(month_dir / name)
+
+
+def landed_delivery(month_dir: Path, pointer: str = "LANDED") -> Delivery | None:
+    """The delivery a pointer names: LANDED (newest landed) or CURRENT (newest that built)."""
+    ref = month_dir / pointer
+    if not ref.exists():
+        return None
+    record = month_dir / ref.read_text().strip() / "delivery.json"
+    return Delivery(**json.loads(record.read_text())) if record.exists() else None
+
+
+def promote(delivery: Delivery) -> None:
+    """The delivery built: make it CURRENT and drop superseded ones (deliveries.jsonl keeps their record).
+
+    Until then the previous CURRENT delivery stays on disk, so a delivery that fails to build never
+    costs the raw files the last good build came from.
+    """
+    target = Path(delivery.local_dir)
+    month_dir = target.parent
+    _point(month_dir, "CURRENT", target.name)
+    for p in month_dir.iterdir():
+        if p.is_dir() and p != target and not p.name.endswith(".landing"):
+            shutil.rmtree(p)
 
 
 def safe_dirname(delivery_id: str) -> str:

@@ -80,10 +80,10 @@ class LocalStore(ObjectStore):
         if not src.is_file():
             raise FileNotFoundError(key)
         dest.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            os.link(src, dest)  # same filesystem: no copy, and the raw bytes stay unchanged
-        except OSError:
-            shutil.copyfile(src, dest)
+        # A copy, not a hard link: an export rewritten in place must not change what was landed.
+        tmp = dest.with_name(dest.name + ".part")
+        shutil.copyfile(src, tmp)
+        os.replace(tmp, dest)
 
     def read_bytes(self, key: str) -> bytes:
         try:

@@ -218,31 +218,38 @@ def legacy_csv_gz(rows: list[dict]) -> bytes:
     return gzip.compress(out.getvalue().encode(), mtime=0)
 
 
+# Athena/Parquet flavour of the legacy column names, written out (not derived from the code under test).
+ATHENA_NAMES = {
+    "identity/LineItemId": "identity_line_item_id", "identity/TimeInterval": "identity_time_interval",
+    "bill/InvoiceId": "bill_invoice_id", "bill/BillingEntity": "bill_billing_entity", "bill/BillType": "bill_bill_type",
+    "bill/PayerAccountId": "bill_payer_account_id", "bill/BillingPeriodStartDate": "bill_billing_period_start_date",
+    "bill/BillingPeriodEndDate": "bill_billing_period_end_date", "lineItem/UsageAccountId": "line_item_usage_account_id",
+    "lineItem/LineItemType": "line_item_line_item_type", "lineItem/UsageStartDate": "line_item_usage_start_date",
+    "lineItem/UsageEndDate": "line_item_usage_end_date", "lineItem/ProductCode": "line_item_product_code",
+    "lineItem/UsageType": "line_item_usage_type", "lineItem/Operation": "line_item_operation",
+    "lineItem/ResourceId": "line_item_resource_id", "lineItem/UsageAmount": "line_item_usage_amount",
+    "lineItem/CurrencyCode": "line_item_currency_code", "lineItem/UnblendedRate": "line_item_unblended_rate",
+    "lineItem/UnblendedCost": "line_item_unblended_cost", "product/ProductName": "product_product_name",
+    "product/instanceType": "product_instance_type", "product/region": "product_region",
+    "product/servicecode": "product_servicecode", "pricing/publicOnDemandCost": "pricing_public_on_demand_cost",
+    "resourceTags/aws:createdBy": "resource_tags_aws_created_by", "resourceTags/user:project": "resource_tags_user_project",
+    "resourceTags/user:team": "resource_tags_user_team",
+}
+ATHENA_DOUBLES = ("line_item_usage_amount", "line_item_unblended_rate", "line_item_unblended_cost",
+                  "pricing_public_on_demand_cost")
+
+
 def legacy_parquet(rows: list[dict]) -> bytes:
     """Legacy CUR in Parquet (Athena flavour): lower snake_case names, one column per activated tag."""
     recs = []
     for r in rows:
-        rec = {}
-        for name, value in _legacy_record(r).items():
-            cat, col = name.split("/", 1)
-            if cat == "resourceTags":
-                key = "resource_tags_" + col.replace(":", "_").replace("createdBy", "created_by")
-            else:
-                key = _athena(cat, col)
-            rec[key] = value
-        for k in ("line_item_usage_amount", "line_item_unblended_rate", "line_item_unblended_cost",
-                  "pricing_public_on_demand_cost"):
+        rec = {ATHENA_NAMES[name]: value for name, value in _legacy_record(r).items()}
+        for k in ATHENA_DOUBLES:
             rec[k] = float(rec[k])
         recs.append(rec)
     buf = io.BytesIO()
     pq.write_table(pa.Table.from_pylist(recs), buf, compression="snappy")
     return buf.getvalue()
-
-
-def _athena(cat: str, col: str) -> str:
-    from connectors.aws_cur import canonical_column
-
-    return canonical_column(f"{cat}/{col}")
 
 
 # ============================================================================ S3 layouts
@@ -341,18 +348,27 @@ def s3_config(tmp_path: Path, bucket, uri: str):
     return make_config(tmp_path, uri, {"endpoint_url": bucket.endpoint_url})
 
 
+def query(sql: str) -> list[dict]:
+    """Rows of a query over lake files, as dicts (fresh in-memory DuckDB, UTC)."""
+    con = duckdb.connect()
+    try:
+        con.execute("SET TimeZone = 'UTC'")
+        cur = con.execute(sql)
+        names = [d[0] for d in cur.description]
+        return [dict(zip(names, row)) for row in cur.fetchall()]
+    finally:
+        con.close()
+
+
 def lake_totals(cfg, table: str, source: str, month: str) -> tuple[int, Decimal, Decimal]:
     d = ledger.partition_dir(cfg, table, source, month)
-    n, billed, effective = duckdb.sql(
-        f"SELECT count(*), sum(BilledCost), sum(EffectiveCost) FROM read_parquet('{d}/*.parquet')"
-    ).fetchone()
-    return n, billed, effective
+    r = query(f"SELECT count(*) AS n, sum(BilledCost) AS b, sum(EffectiveCost) AS e FROM read_parquet('{d}/*.parquet')")[0]
+    return r["n"], r["b"], r["e"]
 
 
 def line_items(cfg, source: str, month: str, columns: str = "*") -> list[dict]:
     d = ledger.partition_dir(cfg, ledger.LINE_ITEMS, source, month)
-    rel = duckdb.sql(f"SELECT {columns} FROM read_parquet('{d}/*.parquet') ORDER BY x_LineId")
-    return [dict(zip(rel.columns, row)) for row in rel.fetchall()]
+    return query(f"SELECT {columns} FROM read_parquet('{d}/*.parquet') ORDER BY x_LineId")
 
 
 def run_month(cfg, source, month: str):
@@ -373,8 +389,10 @@ def landed_files(delivery) -> dict[str, bytes]:
 def test_s3_server_is_real_http(s3_bucket, tmp_path):
     """The connector's boto3 client talks HTTP to the moto server (no in-process patching)."""
     s3_bucket.put("exports/cur2-main/data/BILLING_PERIOD=2025-01/x.csv.gz", b"hello")
-    with urllib.request.urlopen(f"{s3_bucket.endpoint_url}/{s3_bucket.name}/exports/cur2-main/data/"
-                                "BILLING_PERIOD=2025-01/x.csv.gz", timeout=10) as resp:
+    url = s3_bucket.client.generate_presigned_url("get_object", Params={
+        "Bucket": s3_bucket.name, "Key": "exports/cur2-main/data/BILLING_PERIOD=2025-01/x.csv.gz"})
+    assert url.startswith(s3_bucket.endpoint_url + "/")
+    with urllib.request.urlopen(url, timeout=10) as resp:  # a plain HTTP GET, no boto3 involved
         assert resp.read() == b"hello"
     _, source = s3_config(tmp_path, s3_bucket, f"s3://{s3_bucket.name}/exports/cur2-main")
     connector = connector_for(source)
@@ -442,7 +460,7 @@ def test_cur2_overwrite_with_manifest(s3_bucket, tmp_path):
     assert fetched.tzinfo is not None and abs(datetime.now(timezone.utc) - fetched) < timedelta(minutes=5)
     log = (month_dir / "deliveries.jsonl").read_text().splitlines()
     assert len(log) == 1 and json.loads(log[0])["delivery_id"] == "exec-2025-01-a"
-    assert (month_dir / "CURRENT").read_text().strip() == Path(delivery.local_dir).name
+    assert (month_dir / "LANDED").read_text().strip() == Path(delivery.local_dir).name
 
     # Landing the same delivery again reuses it: same record, nothing downloaded or logged.
     again = ledger.land(cfg, source, "2025-01")
@@ -526,10 +544,15 @@ def test_cur2_versioned_loads_only_newest_execution(s3_bucket, tmp_path, fmt, wi
     assert stats.rows == 5 and stats.quarantined_rows == 0
     assert stats.billed_cost == expected_sum(new_costs_1 + new_costs_2)
     assert lake_totals(cfg, "line_items", "aws-main", "2025-03") == (5, stats.billed_cost, stats.effective_cost)
-    rows = line_items(cfg, "aws-main", "2025-03", "x_ProviderLineItemId, x_SourceFile, Tags")
-    assert not any(r["x_ProviderLineItemId"].startswith("o1-") for r in rows)
+    rows = line_items(cfg, "aws-main", "2025-03")
+    assert [r["x_ProviderLineItemId"] for r in rows] == ["n1-0000", "n1-0001", "n1-0002", "n2-0000", "n2-0001"]
     assert all(new_exec in r["x_SourceFile"] for r in rows)
     assert json.loads(rows[1]["Tags"]) == {"team": "research", "project": "recsys", "aws:createdBy": "user1"}
+    # The `product` map (JSON text in CSV exports) still yields the product scalars.
+    assert {(r["ServiceName"], r["RegionId"], r["x_InstanceType"]) for r in rows} == {
+        ("Amazon Elastic Compute Cloud", "us-east-1", "g5.xlarge")}
+    assert rows[0]["ChargePeriodStart"] == datetime(2025, 3, 1, tzinfo=timezone.utc)
+    assert rows[0]["BillingPeriodEnd"] == datetime(2025, 4, 1, tzinfo=timezone.utc)
     assert alloc.billed_cost == stats.billed_cost
 
 
@@ -575,9 +598,9 @@ def test_legacy_current_assembly_only(s3_bucket, tmp_path, fmt):
 
     # The normalised key is what the taxonomy matches on.
     d = ledger.partition_dir(cfg, ledger.ALLOCATIONS, "aws-main", "2025-01")
-    teams = duckdb.sql(f"SELECT x_Team, x_TeamReason, sum(BilledCost) FROM read_parquet('{d}/*.parquet') "
-                       "WHERE x_Team = 'ml-platform' GROUP BY ALL").fetchall()
-    assert teams == [("ml-platform", "tag:team", expected_sum([12.5, 3.0]))]
+    teams = query(f"SELECT x_Team, x_TeamReason, sum(BilledCost) AS cost FROM read_parquet('{d}/*.parquet') "
+                  "WHERE x_Team = 'ml-platform' GROUP BY ALL")
+    assert teams == [{"x_Team": "ml-platform", "x_TeamReason": "tag:team", "cost": expected_sum([12.5, 3.0])}]
     assert alloc.billed_cost == stats.billed_cost
 
 
@@ -703,41 +726,64 @@ def test_object_vanishing_during_download(s3_bucket, tmp_path, monkeypatch):
     assert not [p for p in month_dir.iterdir() if p.is_dir()]
 
 
-def _truncated_gzip(rows) -> bytes:
-    body = legacy_csv_gz(rows * 40)  # big enough that the cut lands after the header block
-    return body[: len(body) // 2]
+def _corrupt(kind: str, rows: list[dict]) -> bytes:
+    if kind == "not-gzip":
+        return b"\x1f\x8bnot really gzip at all"
+    if kind == "truncated-parquet":
+        body = legacy_parquet(rows)
+        return body[: len(body) // 2]  # footer gone
+    # A partial upload of a gzip CSV. "early": the cut is inside what the CSV sniffer reads, so
+    # staging fails; "late": staging succeeds and the full read fails while building line items.
+    text = gzip.decompress(legacy_csv_gz(rows)).decode()
+    header, body = text.split("\n", 1)
+    repeat = 4 if kind == "truncated-early" else 60_000  # ~60 MB: past the sniffer's buffer
+    data = gzip.compress((header + "\n" + body * repeat).encode(), compresslevel=1, mtime=0)
+    return data[: int(len(data) * 0.9)]
 
 
-@pytest.mark.parametrize("corruption", ["not-gzip", "truncated"])
-def test_corrupt_gzip_is_named_and_quarantined(s3_bucket, tmp_path, corruption):
+@pytest.mark.parametrize("corruption", ["not-gzip", "truncated-early", "truncated-late", "truncated-parquet"])
+def test_corrupt_file_is_named_and_quarantined(s3_bucket, tmp_path, monkeypatch, corruption):
+    fmt = "parquet" if corruption.endswith("parquet") else "csv.gz"
+    build = legacy_parquet if fmt == "parquet" else legacy_csv_gz
     rep = LegacyReport(s3_bucket)
-    rep.deliver("2025-10", [legacy_csv_gz(make_rows("2025-10", [4.0, 6.0]))])
+    rep.deliver("2025-10", [build(make_rows("2025-10", [4.0, 6.0]))], fmt)
     cfg, source = s3_config(tmp_path, s3_bucket, rep.uri)
     run_month(cfg, source, "2025-10")
     before = lake_totals(cfg, "line_items", "aws-main", "2025-10")
     assert before == (2, Decimal("10.000000000000"), Decimal("10.000000000000"))
 
     rows = make_rows("2025-10", [1.0, 2.0, 3.0], tag="c")
-    bad_bytes = b"\x1f\x8bnot really gzip at all" if corruption == "not-gzip" else _truncated_gzip(rows)
-    second = rep.deliver("2025-10", [legacy_csv_gz(rows), bad_bytes])
+    bad_bytes = _corrupt(corruption, rows)
+    second = rep.deliver("2025-10", [build(rows), bad_bytes], fmt)
     bad_key = second["keys"][1]
     delivery = ledger.land(cfg, source, "2025-10")  # bytes are bytes: landing succeeds
     assert landed_files(delivery)[bad_key] == bad_bytes
 
+    located = []
+    original = ledger._locate_bad_file
+    monkeypatch.setattr(ledger, "_locate_bad_file", lambda *a: located.append(1) or original(*a))
     with pytest.raises(SourceError) as err:
         ledger.build_line_items(cfg, source, delivery)
+    assert located == ([1] if corruption == "truncated-late" else [])
     assert err.value.file == bad_key
-    assert bad_key in str(err.value)
-    # The previous build of the month is untouched.
+    assert str(err.value).startswith(f"cannot read {bad_key}: ")
+    # The previous build of the month is untouched and no temporary partition is left behind.
     assert lake_totals(cfg, "line_items", "aws-main", "2025-10") == before
-    assert not list(ledger.partition_dir(cfg, ledger.LINE_ITEMS, "aws-main", "2025-10").parent.glob("*.tmp-*"))
+    for table in (ledger.LINE_ITEMS, ledger.QUARANTINE):
+        assert not list(ledger.partition_dir(cfg, table, "aws-main", "2025-10").parent.glob("*.tmp-*"))
 
     record_path = ledger.quarantine_file(cfg, source, "2025-10", err.value)
     record = json.loads(record_path.read_text())
     assert record["file"] == bad_key and record["month"] == "2025-10" and record["source"] == "aws-main"
-    assert bad_key in record["reason"]
+    assert record["reason"] == str(err.value)
     assert Path(record["copy"]).read_bytes() == bad_bytes
     assert record_path.parent == cfg.lake / "quarantine" / "files" / "aws-main" / "2025-10"
+    # The delivery that failed to build is LANDED but not CURRENT; the last good delivery's raw files stay.
+    month_dir = cfg.raw / "aws-main" / "2025-10"
+    current = ledger.current_delivery(cfg, source, "2025-10", pointer="CURRENT")
+    assert current.delivery_id != delivery.delivery_id
+    assert all(path.exists() for _, path in current.files)
+    assert (month_dir / "LANDED").read_text().strip() == Path(delivery.local_dir).name
 
 
 def test_bad_rows_are_quarantined_with_file_row_and_reason(s3_bucket, tmp_path):
@@ -759,8 +805,7 @@ def test_bad_rows_are_quarantined_with_file_row_and_reason(s3_bucket, tmp_path):
     assert stats.quarantine_reasons == {"non-numeric line_item_unblended_cost": 1, "unknown currency": 1}
 
     qfile = cfg.warehouse / "lake" / "quarantine" / "x_SourceName=aws-main" / "x_BillingMonth=2025-11" / "rows.parquet"
-    q = duckdb.sql(f"SELECT * FROM read_parquet('{qfile}') ORDER BY x_SourceRow")
-    got = [dict(zip(q.columns, r)) for r in q.fetchall()]
+    got = query(f"SELECT * FROM read_parquet('{qfile}') ORDER BY x_SourceRow")
     assert [(r["x_SourceFile"], r["x_SourceRow"], r["reason"]) for r in got] == [
         (key, 3, "non-numeric line_item_unblended_cost 12,5O"),
         (key, 5, "unknown currency XXQ"),
@@ -817,6 +862,8 @@ def test_koku_legacy_samples_build(tmp_path, filename):
                    for r in rows)
         assert {(r["ChargeCategory"], r["PricingCategory"], r["CommitmentDiscountStatus"]) for r in rows} == {
             ("Usage", "Committed", "Used")}
+        # costCategory/* columns (one with a space in its name) become x_CostCategories; empty ones are dropped.
+        assert {r["x_CostCategories"] for r in rows} == {'{"cost_env":"prod","name":"compute","qe_source":"aws-single"}'}
     if filename == "test_cur.csv":
         assert {r["ServiceName"] for r in rows} == {"Amazon Elastic Compute Cloud"}
         assert all(r["Tags"] is None for r in rows)  # the sample has no resourceTags/ columns

@@ -25,12 +25,18 @@ create or replace macro apportion_aws_tag_key(k) as
         '^aws_', 'aws:');
 
 -- A raw tag map -> FOCUS Tags JSON object: normalised keys, empty values dropped, null when empty.
+-- When two raw keys normalise to the same key (`team` and `user_team`), the first one wins.
+create or replace macro apportion_aws_tag_entries(m) as
+    list_transform(
+        list_filter(map_entries(m), lambda e: coalesce(trim(e.value), '') <> ''),
+        lambda e: struct_pack(key := apportion_aws_tag_key(e.key), value := e.value));
+
 create or replace macro apportion_aws_tags_json(m) as
     case
         when m is null then null
         else nullif(
-            to_json(map_from_entries(list_transform(
-                list_filter(map_entries(m), lambda e: coalesce(trim(e.value), '') <> ''),
-                lambda e: struct_pack(key := apportion_aws_tag_key(e.key), value := e.value)))),
+            to_json(map_from_entries(list_filter(
+                apportion_aws_tag_entries(m),
+                lambda e, i: list_position(list_transform(apportion_aws_tag_entries(m), lambda x: x.key), e.key) = i))),
             '{}')
     end;

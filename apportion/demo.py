@@ -28,6 +28,13 @@ negation row sees exactly the same usage amount as the covered usage it cancels.
 Scaling: ``rows_per_month`` above the natural size of the demo clones the fleet (new
 instance ids, bucket names, ARNs; same tags and prices) until the requested row count is
 reached exactly. Rows are produced and written in chunks so memory stays flat.
+
+Conventions, following AWS: a string that does not apply to a row is ``""``, a number that
+does not apply is null (``line_item_net_unblended_cost`` is always null: no private
+pricing). Per-period rows (fees, tax, credit, refund) have no resource id. Bedrock usage
+is counted in tokens with per-token rates. In CSV, timestamps are ISO-8601, map columns
+are JSON objects (``{}`` when empty) and nulls are empty fields. "Today" is the UTC date
+from ``_utc_today()``, which tests patch.
 """
 
 from __future__ import annotations
@@ -35,6 +42,7 @@ from __future__ import annotations
 import argparse
 import calendar
 import hashlib
+import itertools
 import json
 import sys
 import uuid
@@ -46,13 +54,15 @@ from typing import Iterator
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 __all__ = ["generate_cur2", "demo_months", "main", "ACCOUNTS", "PAYER_ACCOUNT_ID"]
 
-CHUNK_ROWS = 500_000
+CHUNK_ROWS = 250_000
 ROWS_PER_FILE = 2_000_000
+WRITE_LANES = 2
 
 PAYER_ACCOUNT_ID = "111111111111"
 ACCOUNTS: dict[str, str] = {
@@ -162,7 +172,12 @@ _WRITE_SCHEMA = pa.schema([
              else _DICT_MAP if f.type == _MAP else f.type)
     for f in SCHEMA
 ])
-_DICTIONARY_COLUMNS = [f.name for f in _WRITE_SCHEMA if f.type in (_DICT, _DICT_MAP)]
+# Parquet addresses nested columns by leaf path; a map's own name would not select them.
+_DICTIONARY_COLUMNS = [f.name for f in _WRITE_SCHEMA if f.type == _DICT] + [
+    f"{f.name}.key_value.{leaf}" for f in _WRITE_SCHEMA if f.type == _DICT_MAP for leaf in ("key", "value")]
+# Min/max statistics on every top-level column except the random line item id; map keys
+# and values get none (costly to compute, useless for pruning).
+_STATISTICS_COLUMNS = [f.name for f in SCHEMA if f.type != _MAP and f.name != "identity_line_item_id"]
 _CSV_SCHEMA = pa.schema([pa.field(f.name, _F64 if f.type == _F64 else _STR) for f in SCHEMA])
 _MANIFEST_TYPES = {_STR: "string", _F64: "double", _TS: "timestamp", _MAP: "map<string,string>"}
 
@@ -419,9 +434,11 @@ def _catalog(seed: int, year: int, month: int) -> list[_Line]:
     ym = f"{year:04d}{month:02d}"
     sp_arn = f"arn:aws:savingsplans::{PAYER_ACCOUNT_ID}:savingsplan/{_stable_uuid(seed, 'savings-plan')}"
     ri_arn = f"arn:aws:ec2:us-east-1:555555555555:reserved-instances/{_stable_uuid(seed, 'ri-g5')}"
-    n = lambda name: f"{seed}-{name}"  # noqa: E731 - instance ids must change with the seed
-    ml, ri, dl, sr, sh = "222222222222", "333333333333", "444444444444", "555555555555", PAYER_ACCOUNT_ID
-    L: list[_Line] = []
+    ml, rs, dl, sr, sh = "222222222222", "333333333333", "444444444444", "555555555555", PAYER_ACCOUNT_ID
+    lines: list[_Line] = []
+
+    def n(name: str) -> str:
+        return f"{seed}-{name}"  # instance and volume ids change with the seed
 
     # EC2 GPU fleets -------------------------------------------------------------------
     p5_tags = [
@@ -431,7 +448,7 @@ def _catalog(seed: int, year: int, month: int) -> list[_Line]:
         {},  # launched by hand from the console: the biggest untagged line of the bill
     ]
     for i, tags in enumerate(p5_tags):
-        L += _ec2(ml, "p5.48xlarge", n(f"p5-train-{i}"), tags, az=f"us-east-1{'abcd'[i]}",
+        lines += _ec2(ml, "p5.48xlarge", n(f"p5-train-{i}"), tags, az=f"us-east-1{'abcd'[i]}",
                   savings_plan_arn=sp_arn, volume_gb=4000)
     g5_ml_tags = [
         _tags("ml-platform", "chatbot", "inference", "prod", created_by=_KARPENTER),
@@ -442,115 +459,116 @@ def _catalog(seed: int, year: int, month: int) -> list[_Line]:
         _tags("ml-platform", "llm-serving", "inference", "staging"),
     ]
     for i, tags in enumerate(g5_ml_tags):
-        L += _ec2(ml, "g5.12xlarge", n(f"g5-serve-{i}"), tags, az=f"us-east-1{'ab'[i % 2]}", volume_gb=500)
+        lines += _ec2(ml, "g5.12xlarge", n(f"g5-serve-{i}"), tags, az=f"us-east-1{'ab'[i % 2]}", volume_gb=500)
     for i in range(4):
-        L += _ec2(sr, "g5.12xlarge", n(f"g5-search-{i}"), _tags("search", "recsys", "inference", "prod"),
+        lines += _ec2(sr, "g5.12xlarge", n(f"g5-search-{i}"), _tags("search", "recsys", "inference", "prod"),
                   reservation_arn=ri_arn, volume_gb=300)
-    L += _ec2(sr, "g5.12xlarge", n("g5-search-dev"), _tags("search", None, "inference", "dev"), volume_gb=300)
-    L += _ec2(sr, "g5.2xlarge", n("g5-growth-0"), _tags("growth-hacking", "chatbot", "inference", "dev"))
+    lines += _ec2(sr, "g5.12xlarge", n("g5-search-dev"), _tags("search", None, "inference", "dev"), volume_gb=300)
+    lines += _ec2(sr, "g5.2xlarge", n("g5-growth-0"), _tags("growth-hacking", "chatbot", "inference", "dev"))
     spot_tags = [{}, {}, {}, {}, {}, {},
                  _tags("Research ", None, "batch-scoring", "dev"),
                  _tags(None, "recsys", None, None, Team="research")]
     for i, tags in enumerate(spot_tags):
-        L += _ec2(ri, "g5.xlarge", n(f"spot-research-{i}"), tags, region="us-west-2",
+        lines += _ec2(rs, "g5.xlarge", n(f"spot-research-{i}"), tags, region="us-west-2",
                   az=f"us-west-2{'abc'[i % 3]}", spot_rate=0.4036, pattern=SPOT, volume_gb=200 if i < 4 else 0)
-    L += _ec2(ri, "p5.48xlarge", n("p5-research-0"), {}, pattern=JOB, first_day=3, last_day=13)
-    L += _ec2(ri, "p4d.24xlarge", n("p4d-research-0"), {}, pattern=JOB, first_day=14, last_day=29)
+    lines += _ec2(rs, "p5.48xlarge", n("p5-research-0"), {}, pattern=JOB, first_day=3, last_day=13)
+    lines += _ec2(rs, "p4d.24xlarge", n("p4d-research-0"), {}, pattern=JOB, first_day=14, last_day=29)
 
     # CPU fleets -----------------------------------------------------------------------
     for i in range(4):
-        L += _ec2(dl, "m6i.2xlarge", n(f"etl-{i}"), _tags("data-eng", "data-lake", "etl", "prod"), volume_gb=200)
+        lines += _ec2(dl, "m6i.2xlarge", n(f"etl-{i}"), _tags("data-eng", "data-lake", "etl", "prod"), volume_gb=200)
     for i in range(3):
-        L += _ec2(sr, "r6i.4xlarge", n(f"search-node-{i}"), _tags("search", "recsys", "inference", "prod"),
+        lines += _ec2(sr, "r6i.4xlarge", n(f"search-node-{i}"), _tags("search", "recsys", "inference", "prod"),
                   volume_gb=1000)
     for i in range(2):
-        L += _ec2(ml, "c6i.4xlarge", n(f"fraud-batch-{i}"),
+        lines += _ec2(ml, "c6i.4xlarge", n(f"fraud-batch-{i}"),
                   _tags("ml_platform", "fraud-detection", "batch-scoring", "prod"))
     for i in range(2):
-        L += _ec2(sh, "m6i.xlarge", n(f"bastion-{i}"), _tags(env="prod"))
+        lines += _ec2(sh, "m6i.xlarge", n(f"bastion-{i}"), _tags(env="prod"))
 
     # SageMaker ------------------------------------------------------------------------
-    L.append(_sagemaker(ml, "train", "ml.p4d.24xlarge", f"llm-sft-{ym}-a", 37.688,
+    lines.append(_sagemaker(ml, "train", "ml.p4d.24xlarge", f"llm-sft-{ym}-a", 37.688,
                         _tags("ml-platform", "llm-serving", "training", "prod", created_by=_SM_ROLE),
                         count=2, pattern=JOB, first_day=1, last_day=8))
     for week, start in enumerate((3, 10, 17, 24)):
-        L.append(_sagemaker(ml, "train", "ml.p4d.24xlarge", f"recsys-retrain-{ym}-w{week + 1}", 37.688,
+        lines.append(_sagemaker(ml, "train", "ml.p4d.24xlarge", f"recsys-retrain-{ym}-w{week + 1}", 37.688,
                             _tags("ML Platform", "recsys", "training", "prod"),
                             pattern=JOB, first_day=start, last_day=start + 1))
-    L.append(_sagemaker(ml, "train", "ml.g5.12xlarge", f"fraud-xgb-{ym}", 7.09,
+    lines.append(_sagemaker(ml, "train", "ml.g5.12xlarge", f"fraud-xgb-{ym}", 7.09,
                         _tags("ml_platform", "fraud-detection", "training", "prod"),
                         pattern=JOB, first_day=8, last_day=13))
-    L.append(_sagemaker(ri, "train", "ml.p4d.24xlarge", f"exp-moe-ablation-{ym}", 37.688, {},
+    lines.append(_sagemaker(rs, "train", "ml.p4d.24xlarge", f"exp-moe-ablation-{ym}", 37.688, {},
                         pattern=JOB, first_day=11, last_day=17))
-    L.append(_sagemaker(ri, "train", "ml.p4d.24xlarge", f"exp-distill-{ym}", 37.688,
+    lines.append(_sagemaker(rs, "train", "ml.p4d.24xlarge", f"exp-distill-{ym}", 37.688,
                         _tags("research", None, "training", "dev"), pattern=JOB, first_day=19, last_day=27))
-    L.append(_sagemaker(ml, "host", "ml.g5.12xlarge", "chatbot-llm-prod", 7.09,
+    lines.append(_sagemaker(ml, "host", "ml.g5.12xlarge", "chatbot-llm-prod", 7.09,
                         _tags("ml-platform", "chatbot", "inference", "prod", created_by=_SM_ROLE), count=2))
-    L.append(_sagemaker(ml, "host", "ml.g5.12xlarge", "recsys-ranker-prod", 7.09,
+    lines.append(_sagemaker(ml, "host", "ml.g5.12xlarge", "recsys-ranker-prod", 7.09,
                         _tags("ml-platform", "recsys", "inference", "prod")))
-    L.append(_sagemaker(ml, "host", "ml.g5.12xlarge", "fraud-scoring-prod", 7.09,
+    lines.append(_sagemaker(ml, "host", "ml.g5.12xlarge", "fraud-scoring-prod", 7.09,
                         _tags("ml_platform", "fraud-detection", "inference", "prod")))
-    L.append(_sagemaker(ml, "host", "ml.g5.12xlarge", "chatbot-llm-staging", 7.09,
+    lines.append(_sagemaker(ml, "host", "ml.g5.12xlarge", "chatbot-llm-staging", 7.09,
                         _tags("ml-platform", "chatbot", "inference", "staging")))
     for i in range(2):
-        L.append(_sagemaker(ml, "notebook", "ml.t3.medium", f"mlp-dev-{i}", 0.05,
+        lines.append(_sagemaker(ml, "notebook", "ml.t3.medium", f"mlp-dev-{i}", 0.05,
                             _tags("ml-platform", None, "notebooks", "dev"), pattern=INTERACTIVE))
     for i, tags in enumerate([{}, {}, {}, _tags("Research ", None, "notebooks", "dev")]):
-        L.append(_sagemaker(ri, "notebook", "ml.t3.medium", f"research-nb-{i}", 0.05, tags, pattern=INTERACTIVE))
-    L.append(_sagemaker(ri, "notebook", "ml.g5.xlarge", "research-gpu-nb", 1.408, {}, pattern=INTERACTIVE))
+        lines.append(_sagemaker(rs, "notebook", "ml.t3.medium", f"research-nb-{i}", 0.05, tags, pattern=INTERACTIVE))
+    lines.append(_sagemaker(rs, "notebook", "ml.g5.xlarge", "research-gpu-nb", 1.408, {}, pattern=INTERACTIVE))
 
     # Bedrock --------------------------------------------------------------------------
     chatbot_tags = _tags("ml-platform", "chatbot", "inference", "prod")
-    L += _nova(ml, _inference_profile(ml, f"{seed}-chatbot-nova"), chatbot_tags, (400e6, 60e6, 300e6))
-    L += _nova(sr, _inference_profile(sr, f"{seed}-search-rerank"), _tags("search", "recsys", "inference", "prod"),
+    lines += _nova(ml, _inference_profile(ml, f"{seed}-chatbot-nova"), chatbot_tags, (400e6, 60e6, 300e6))
+    lines += _nova(sr, _inference_profile(sr, f"{seed}-search-rerank"), _tags("search", "recsys", "inference", "prod"),
                (80e6, 6e6, 20e6))
-    L += _nova(ri, "", {}, (50e6, 8e6, 10e6))
-    L += _claude(ml, _inference_profile(ml, f"{seed}-chatbot-claude"), chatbot_tags, (150e6, 12e6, 500e6, 40e6))
-    L += _claude(ri, "", {}, (20e6, 3e6, 10e6, 2e6))
+    lines += _nova(rs, "", {}, (50e6, 8e6, 10e6))
+    lines += _claude(ml, _inference_profile(ml, f"{seed}-chatbot-claude"), chatbot_tags, (150e6, 12e6, 500e6, 40e6))
+    lines += _claude(rs, "", {}, (20e6, 3e6, 10e6, 2e6))
 
     # S3, data transfer, CloudWatch, EKS ------------------------------------------------
     lake = _tags("data-eng", "data-lake", "etl", "prod")
-    L.append(_s3(dl, f"apportion-datalake-raw-{seed}", 900, lake, rate=0.021))
-    L.append(_s3(dl, f"apportion-datalake-curated-{seed}", 150, _tags("data-eng", "data-lake")))
-    L.append(_s3(dl, f"apportion-athena-results-{seed}", 2, {}))
-    L.append(_s3(ml, f"apportion-ml-training-data-{seed}", 400, _tags("ml-platform", "llm-serving", "training", "prod")))
-    L.append(_s3(ml, f"apportion-model-artifacts-{seed}", 60, _tags("ML Platform", "llm-serving")))
-    L.append(_s3(ml, f"apportion-feature-store-{seed}", 30, _tags("ml_platform", "recsys", None, "prod")))
-    L.append(_s3(ri, f"research-scratch-datasets-{seed}", 120, {}))
-    L.append(_s3(ri, f"research-notebook-exports-{seed}", 5, _tags(Team="research")))
-    L.append(_s3(sh, f"apportion-cur-exports-{seed}", 1, _tags(env="prod")))
-    L.append(_s3(sh, f"apportion-cloudtrail-logs-{seed}", 20, {}))
-    L.append(_s3_requests(dl, f"apportion-datalake-raw-{seed}", 1, 20e6, lake))
-    L.append(_s3_requests(ml, f"apportion-ml-training-data-{seed}", 2, 300e6,
+    lines.append(_s3(dl, f"apportion-datalake-raw-{seed}", 900, lake, rate=0.021))
+    lines.append(_s3(dl, f"apportion-datalake-curated-{seed}", 150, _tags("data-eng", "data-lake")))
+    lines.append(_s3(dl, f"apportion-athena-results-{seed}", 2, {}))
+    lines.append(_s3(ml, f"apportion-ml-training-data-{seed}", 400,
+                     _tags("ml-platform", "llm-serving", "training", "prod")))
+    lines.append(_s3(ml, f"apportion-model-artifacts-{seed}", 60, _tags("ML Platform", "llm-serving")))
+    lines.append(_s3(ml, f"apportion-feature-store-{seed}", 30, _tags("ml_platform", "recsys", None, "prod")))
+    lines.append(_s3(rs, f"research-scratch-datasets-{seed}", 120, {}))
+    lines.append(_s3(rs, f"research-notebook-exports-{seed}", 5, _tags(Team="research")))
+    lines.append(_s3(sh, f"apportion-cur-exports-{seed}", 1, _tags(env="prod")))
+    lines.append(_s3(sh, f"apportion-cloudtrail-logs-{seed}", 20, {}))
+    lines.append(_s3_requests(dl, f"apportion-datalake-raw-{seed}", 1, 20e6, lake))
+    lines.append(_s3_requests(ml, f"apportion-ml-training-data-{seed}", 2, 300e6,
                           _tags("ml-platform", "llm-serving", "training", "prod")))
 
     for i in range(2):
-        L.append(_transfer(ml, _instance_id(n(f"g5-serve-{i}")), 300, g5_ml_tags[i]))
+        lines.append(_transfer(ml, _instance_id(n(f"g5-serve-{i}")), 300, g5_ml_tags[i]))
     for i in range(2):
-        L.append(_transfer(sr, _instance_id(n(f"search-node-{i}")), 800,
+        lines.append(_transfer(sr, _instance_id(n(f"search-node-{i}")), 800,
                            _tags("search", "recsys", "inference", "prod")))
-    L.append(_transfer(dl, f"apportion-datalake-raw-{seed}", 1500, lake, operation="GetObject"))
+    lines.append(_transfer(dl, f"apportion-datalake-raw-{seed}", 1500, lake, operation="GetObject"))
     for i, tags in enumerate(p5_tags):
-        L.append(_transfer(ml, _instance_id(n(f"p5-train-{i}")), 2000, tags, regional=True))
+        lines.append(_transfer(ml, _instance_id(n(f"p5-train-{i}")), 2000, tags, regional=True))
 
-    L.append(_Line(account=sh, product_code="AmazonCloudWatch", usage_type="USE1-CW:MetricMonitorUsage",
+    lines.append(_Line(account=sh, product_code="AmazonCloudWatch", usage_type="USE1-CW:MetricMonitorUsage",
                    operation="MetricStorage", resource_id="", unit="Metrics", rate=0.30, daily=5000,
                    pattern=STORAGE, service_code="AmazonCloudWatch", family="Metric",
                    product={"product_name": "AmazonCloudWatch", "region": "us-east-1"},
                    description="$0.30 per metric-month - first 10,000 metrics"))
-    L += _log_group(ml, "/aws/sagemaker/Endpoints/chatbot-llm-prod", 150, 4000, chatbot_tags)
-    L += _log_group(dl, "/aws/eks/datalake-etl/cluster", 80, 2500, {})
-    L += _log_group(sh, "/aws/lambda/org-guardrails", 20, 600, _tags(env="prod"))
+    lines += _log_group(ml, "/aws/sagemaker/Endpoints/chatbot-llm-prod", 150, 4000, chatbot_tags)
+    lines += _log_group(dl, "/aws/eks/datalake-etl/cluster", 80, 2500, {})
+    lines += _log_group(sh, "/aws/lambda/org-guardrails", 20, 600, _tags(env="prod"))
 
-    L.append(_eks(ml, "ml-inference", _tags("ml-platform", "llm-serving", "inference", "prod")))
-    L.append(_eks(sr, "search-prod", _tags("search", "recsys", "inference", "prod")))
-    L.append(_eks(dl, "datalake-etl", lake))
-    L.append(_eks(ri, "research-dev", {}))
+    lines.append(_eks(ml, "ml-inference", _tags("ml-platform", "llm-serving", "inference", "prod")))
+    lines.append(_eks(sr, "search-prod", _tags("search", "recsys", "inference", "prod")))
+    lines.append(_eks(dl, "datalake-etl", lake))
+    lines.append(_eks(rs, "research-dev", {}))
 
-    for i, line in enumerate(L):
+    for i, line in enumerate(lines):
         if line.line_type == "SavingsPlanNegation":
-            line.mirror = i - 1
-    return L
+            line.mirror = i - 1  # _ec2 emits each negation right after its covered usage
+    return lines
 
 
 # --------------------------------------------------------------------------------------
@@ -866,23 +884,46 @@ _B32 = np.frombuffer(b"abcdefghijklmnopqrstuvwxyz234567", dtype=np.uint8)
 _ID_LEN = 52
 
 
-def _line_item_ids(keys: np.ndarray) -> pa.Array:
-    """52-character lowercase base32 ids, the shape of CUR ``identity_line_item_id``."""
-    n = len(keys)
-    words = np.empty((n, 7), dtype=np.uint64)
-    for w in range(7):
-        words[:, w] = _mix64(keys ^ _U64(0x5851F42D4C957F2D * (w + 1) % 2**64))
-    chars = _B32[words.view(np.uint8).reshape(n, 56)[:, :_ID_LEN] & 31]
-    offsets = np.arange(0, (n + 1) * _ID_LEN, _ID_LEN, dtype=np.int32)
+def _fixed_width(chars: np.ndarray) -> pa.StringArray:
+    """Arrow strings from an (n, width) uint8 matrix of ASCII characters, without copying
+    through Python objects."""
+    n, width = chars.shape
+    offsets = np.arange(0, (n + 1) * width, width, dtype=np.int32)
     return pa.StringArray.from_buffers(n, pa.py_buffer(offsets), pa.py_buffer(np.ascontiguousarray(chars)))
 
 
-def _clone_resource_id(base: str, clone: int) -> str:
-    """Resource id of the clone-th copy of a resource: a fresh EC2-style id, else a suffix."""
-    for prefix in ("i-0", "vol-0"):
-        if base.startswith(prefix):
-            return prefix + _hexdigest(base, clone)
-    return f"{base}-{clone:05d}"
+def _line_item_ids(keys: np.ndarray) -> pa.StringArray:
+    """52-character lowercase base32 ids, the shape of CUR ``identity_line_item_id``:
+    256 hashed bits, the low five bits of each byte then the high five of the first 20."""
+    n = len(keys)
+    words = np.empty((n, 4), dtype=np.uint64)
+    for w in range(4):
+        words[:, w] = _mix64(keys ^ _U64(0x5851F42D4C957F2D * (w + 1) % 2**64))
+    raw = words.view(np.uint8).reshape(n, 32)
+    codes = np.empty((n, _ID_LEN), dtype=np.uint8)
+    np.bitwise_and(raw, 31, out=codes[:, :32])
+    np.right_shift(raw[:, :_ID_LEN - 32], 3, out=codes[:, 32:])
+    return _fixed_width(_B32[codes])
+
+
+_HEX = np.frombuffer(b"0123456789abcdef", dtype=np.uint8)
+_ID_PREFIXES = ("i-0", "vol-0")  # EC2 instance and EBS volume ids get fresh hex ids when cloned
+
+
+def _clone_resource_ids(bases: pa.Array, base_hashes: np.ndarray, kinds: np.ndarray,
+                        clones: np.ndarray) -> pa.Array:
+    """Resource ids of fleet clones: a fresh 16-hex-digit id for EC2 instances and volumes
+    (derived from the original id, so an instance and its data-transfer line stay paired),
+    ``<original>-<clone:05d>`` for buckets and ARNs."""
+    digits = _mix64(base_hashes ^ _mix64(clones.astype(np.uint64))).view(np.uint8).reshape(-1, 8)
+    hexchars = np.stack([_HEX[digits >> 4], _HEX[digits & 15]], axis=2).reshape(-1, 16)
+    suffix = pc.utf8_lpad(pa.array(clones).cast(_STR), 5, "0")
+    out = pc.binary_join_element_wise(bases, suffix, "-")
+    for kind, prefix in enumerate(_ID_PREFIXES, start=1):
+        head = np.broadcast_to(np.frombuffer(prefix.encode(), dtype=np.uint8), (len(clones), len(prefix)))
+        fresh = _fixed_width(np.concatenate([head, hexchars], axis=1))
+        out = pc.if_else(pa.array(kinds == kind), fresh, out)
+    return out
 
 
 class _Builder:
@@ -900,9 +941,12 @@ class _Builder:
         self.day_end_iso = pa.array([_iso(d) for d in day_ends], _STR)
         self.intervals = pa.array([f"{_iso(a)}/{_iso(b)}" for a, b in zip(day_starts, day_ends)], _STR)
         self.weekend = np.array([d.weekday() >= 5 for d in day_starts])
+        resource_ids = cat.strings["line_item_resource_id"][0].to_pylist()
+        self.rid_hash = np.array([_key64("resource", r) for r in resource_ids], dtype=np.uint64)
+        self.rid_kind = np.array([next((k for k, p in enumerate(_ID_PREFIXES, start=1) if r.startswith(p)), 0)
+                                  for r in resource_ids], dtype=np.int8)
         self.combo_cost = np.zeros(len(cat.combos))
         self.sp_used = 0.0
-        self.sp_covered_hours = 0.0
         self.ri_used = 0.0
         self.constants = {
             "bill_bill_type": "Anniversary",
@@ -945,7 +989,6 @@ class _Builder:
         is_ri, is_sp = num["is_ri"][line], num["is_sp"][line]
         self.combo_cost += np.bincount(num["combo"][line], weights=unblended, minlength=len(cat.combos))
         self.sp_used += float(effective[is_sp].sum())
-        self.sp_covered_hours += float(amount[is_sp].sum())
         self.ri_used += float(effective[is_ri].sum())
 
         line32 = line.astype(np.int32)
@@ -991,18 +1034,23 @@ class _Builder:
         idx = codes[line].astype(np.int32)
         cloned = clone > 0
         if cloned.any():
-            n_lines = len(self.cat.lines)
-            uniq, inverse = np.unique(clone[cloned] * n_lines + line[cloned], return_inverse=True)
-            extra = [_clone_resource_id(self.cat.lines[u % n_lines].resource_id, int(u // n_lines)) for u in uniq]
+            # Keyed by (clone, original id): an instance and its data-transfer line share
+            # one entry. Parquet output is only reproducible with a duplicate-free dictionary.
+            uniq, inverse = np.unique(clone[cloned] * len(values) + idx[cloned], return_inverse=True)
+            base = (uniq % len(values)).astype(np.int32)
+            extra = _clone_resource_ids(values.take(pa.array(base)), self.rid_hash[base], self.rid_kind[base],
+                                        uniq // len(values))
             idx[cloned] = len(values) + inverse.astype(np.int32)
-            values = pa.concat_arrays([values, pa.array(extra, _STR)])
+            values = pa.concat_arrays([values, extra])
         return pa.DictionaryArray.from_arrays(pa.array(idx), values)
 
     def _assemble(self, cols: dict[str, pa.Array]) -> pa.Table:
         schema = _CSV_SCHEMA if self.fmt == "csv" else _WRITE_SCHEMA
-        arrays = [cols[f.name] for f in schema]
         if self.fmt == "csv":
-            arrays = [a.dictionary_decode() if pa.types.is_dictionary(a.type) else a for a in arrays]
+            arrays = [cols[f.name].dictionary_decode() if pa.types.is_dictionary(cols[f.name].type) else cols[f.name]
+                      for f in schema]
+        else:
+            arrays = [cols[f.name].cast(f.type) for f in schema]  # a no-op for the per-chunk columns
         return pa.Table.from_arrays(arrays, schema=schema)
 
     # -- monthly rows ----------------------------------------------------------------------
@@ -1080,10 +1128,9 @@ class _Builder:
                 elif f.type == _MAP:
                     columns[f.name] = [json.dumps(v, separators=(",", ":")) for v in columns[f.name]]
             return pa.Table.from_pydict(columns, schema=_CSV_SCHEMA)
-        maps = {f.name: _MapColumn(columns.pop(f.name)).rows(np.arange(len(rows))) for f in SCHEMA if f.type == _MAP}
-        table = pa.Table.from_pydict(columns, schema=pa.schema([f for f in SCHEMA if f.type != _MAP]))
-        arrays = {**dict(zip(table.column_names, table.columns)), **maps}
-        return pa.Table.from_arrays([arrays[f.name] for f in SCHEMA], schema=SCHEMA).cast(_WRITE_SCHEMA)
+        arrays = {f.name: _MapColumn(columns[f.name]).rows(np.arange(len(rows))) if f.type == _MAP
+                  else pa.array(columns[f.name], f.type) for f in SCHEMA}
+        return self._assemble(arrays)
 
 
 def _first(lines: list[_Line], attr: str) -> str:
@@ -1143,7 +1190,7 @@ def _row(account: str, line_type: str, product_code: str, usage_type: str, cost:
 # Writing a delivery
 # --------------------------------------------------------------------------------------
 @dataclass
-class PeriodDelivery:
+class _PeriodDelivery:
     """What one billing period's delivery consists of."""
 
     billing_period: str
@@ -1153,11 +1200,13 @@ class PeriodDelivery:
 
 
 class _RotatingWriter:
-    """Writes tables into ``<export>-00001...``, starting a new file every ROWS_PER_FILE
-    rows, as AWS splits large exports."""
+    """Writes tables into ``<export>-NNNNN`` files, starting a new file every ROWS_PER_FILE
+    rows, as AWS splits large exports. Writer ``lane`` of ``lanes`` numbers its files
+    lane+1, lane+1+lanes, ... so that lanes writing concurrently never collide."""
 
-    def __init__(self, folder: Path, export_name: str, fmt: str):
+    def __init__(self, folder: Path, export_name: str, fmt: str, lane: int = 0, lanes: int = 1):
         self.folder, self.export_name, self.fmt = folder, export_name, fmt
+        self.lane, self.lanes = lane, lanes
         self.files: list[Path] = []
         self._writer = None
         self._sink = None
@@ -1165,19 +1214,22 @@ class _RotatingWriter:
 
     def _open(self) -> None:
         ext = "snappy.parquet" if self.fmt == "parquet" else "csv.gz"
-        path = self.folder / f"{self.export_name}-{len(self.files) + 1:05d}.{ext}"
+        number = self.lane + 1 + self.lanes * len(self.files)
+        path = self.folder / f"{self.export_name}-{number:05d}.{ext}"
         self.files.append(path)
         if self.fmt == "parquet":
             self._writer = pq.ParquetWriter(
                 str(path), _WRITE_SCHEMA, compression="snappy", store_schema=False,
-                use_dictionary=_DICTIONARY_COLUMNS)
+                use_dictionary=_DICTIONARY_COLUMNS, write_statistics=_STATISTICS_COLUMNS,
+                write_batch_size=65_536)
         else:
             self._sink = pa.CompressedOutputStream(str(path), "gzip")
-            self._writer = pacsv.CSVWriter(self._sink, _CSV_SCHEMA)
+            self._writer = pacsv.CSVWriter(self._sink, _CSV_SCHEMA,
+                                           write_options=pacsv.WriteOptions(quoting_style="needed"))
         self._rows_in_file = 0
 
-    def write(self, table: pa.Table) -> int:
-        if self._writer is None or self._rows_in_file >= ROWS_PER_FILE:
+    def write(self, table: pa.Table, *, rotate: bool = True) -> int:
+        if self._writer is None or (rotate and self._rows_in_file >= ROWS_PER_FILE):
             self.close()
             self._open()
         if self.fmt == "parquet":
@@ -1210,13 +1262,36 @@ def _chunks(segments: list[_Segment], chunk_rows: int) -> Iterator[tuple[np.ndar
         yield tuple(np.concatenate(cols) for cols in zip(*parts))
 
 
+def _write_chunks(builder: "_Builder", segments: list[_Segment], writers: list[_RotatingWriter]) -> int:
+    """Build chunks one after another in a background thread while the previous ones are
+    encoded by one thread per writer lane (chunk i goes to lane i % lanes). numpy and the
+    Parquet/CSV writers release the GIL, so this keeps two cores busy. Assignment and order
+    are fixed, so the output does not depend on thread timing."""
+    rows = 0
+    with ThreadPoolExecutor(max_workers=1) as build_pool, ThreadPoolExecutor(max_workers=len(writers)) as write_pool:
+        in_flight: list = [None] * len(writers)
+        chunks = _chunks(segments, CHUNK_ROWS)
+        next_table = build_pool.submit(builder.usage_table, *next(chunks))
+        for i, index in enumerate(itertools.chain(chunks, [None])):
+            table = next_table.result()
+            if index is not None:
+                next_table = build_pool.submit(builder.usage_table, *index)
+            lane = i % len(writers)
+            if in_flight[lane] is not None:
+                rows += in_flight[lane].result()
+            in_flight[lane] = write_pool.submit(writers[lane].write, table)
+            del table  # let the chunk be freed as soon as its lane is done with it
+        rows += sum(f.result() for f in in_flight if f is not None)
+    return rows
+
+
 def _covered_slots(cat: _Catalog, segments: list[_Segment], flag: str) -> int:
     """Number of covered instance copies in the plan (clones x covered lines)."""
     return sum(int(cat.num[flag][np.unique(s.lines)].sum()) * s.count for s in segments)
 
 
 def _write_period(out_dir: Path, month: str, *, seed: int, rows_per_month: int | None, fmt: str,
-                  export_name: str, prefix: str, versioned: bool, today: date) -> PeriodDelivery:
+                  export_name: str, prefix: str, versioned: bool, today: date) -> _PeriodDelivery:
     period = _Period.of(month, seed, today)
     cat = _Catalog.build(_catalog(seed, *_parse_month(month)), period.invoice_ids())
     builder = _Builder(cat, period, fmt)
@@ -1237,25 +1312,15 @@ def _write_period(out_dir: Path, month: str, *, seed: int, rows_per_month: int |
         for stale in (*data_dir.glob(f"{export_name}-*.snappy.parquet"), *data_dir.glob(f"{export_name}-*.csv.gz")):
             stale.unlink()
 
-    writer = _RotatingWriter(data_dir, export_name, fmt)
-    rows = 0
+    writers = [_RotatingWriter(data_dir, export_name, fmt, lane, WRITE_LANES) for lane in range(WRITE_LANES)]
     try:
-        # Build the next chunk while the current one is encoded: both numpy and the
-        # Parquet writer release the GIL, so this nearly halves wall time on 2+ cores.
-        # Chunks are still built one after another, in order, so output is unchanged.
-        with ThreadPoolExecutor(max_workers=1) as pool:
-            pending = None
-            for index in _chunks(segments, CHUNK_ROWS):
-                future = pool.submit(builder.usage_table, *index)
-                if pending is not None:
-                    rows += writer.write(pending.result())
-                pending = future
-            if pending is not None:
-                rows += writer.write(pending.result())
+        rows = _write_chunks(builder, segments, writers)
         table = builder.monthly_table(_covered_slots(cat, segments, "is_sp"), _covered_slots(cat, segments, "is_ri"))
-        rows += writer.write(table)
+        rows += writers[0].write(table, rotate=False)
     finally:
-        writer.close()
+        for writer in writers:
+            writer.close()
+    data_files = sorted(f for writer in writers for f in writer.files)
 
     manifest_dir = root / "metadata" / f"BILLING_PERIOD={month}"
     manifest_dir.mkdir(parents=True, exist_ok=True)
@@ -1267,16 +1332,16 @@ def _write_period(out_dir: Path, month: str, *, seed: int, rows_per_month: int |
         "exportName": export_name,
         "billingPeriod": {"start": period.start.strftime("%Y-%m-%dT%H:%M:%S.000Z"),
                           "end": period.end.strftime("%Y-%m-%dT%H:%M:%S.000Z")},
-        "dataFiles": [f.relative_to(out_dir).as_posix() for f in writer.files],
+        "dataFiles": [f.relative_to(out_dir).as_posix() for f in data_files],
         "columns": [{"name": f.name, "type": _MANIFEST_TYPES[f.type]} for f in SCHEMA],
         "exportTime": period.export_time,
     }
     manifest_path.write_text(json.dumps(manifest, indent=2) + "\n")
-    return PeriodDelivery(month, writer.files, manifest_path, rows)
+    return _PeriodDelivery(month, data_files, manifest_path, rows)
 
 
 def _deliver(out_dir: str | Path, months: list[str], *, seed: int, rows_per_month: int | None, fmt: str,
-             export_name: str, prefix: str, versioned: bool) -> list[PeriodDelivery]:
+             export_name: str, prefix: str, versioned: bool) -> list[_PeriodDelivery]:
     if fmt not in ("parquet", "csv"):
         raise ValueError(f"fmt must be 'parquet' or 'csv', got {fmt!r}")
     today = _utc_today()

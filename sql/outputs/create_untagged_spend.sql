@@ -30,7 +30,7 @@ select
     any_value(SubAccountName) as SubAccountName,
     ServiceName,
     ResourceId,
-    any_value(Tags ->> '$."aws:createdBy"') as created_by,
+    any_value(coalesce(Tags ->> '$."aws:createdBy"', Tags ->> '$."aws:created_by"')) as created_by,
     BillingCurrency,
     count(*) as line_items,
     sum(BilledCost) as BilledCost,

@@ -146,8 +146,9 @@ def build_line_items(cfg: ApportionConfig, source: SourceConfig, delivery: Deliv
             shutil.rmtree(tmp, ignore_errors=True)
             shutil.rmtree(qtmp, ignore_errors=True)
             raise _locate_bad_file(con, connector, delivery, exc) from None
+        produced = {r[0] for r in con.execute("DESCRIBE checked").fetchall()}
         con.execute(
-            f"COPY (SELECT {select_list()} FROM checked WHERE x_QuarantineReason IS NULL ORDER BY x_LineId) "
+            f"COPY (SELECT {select_list(available=produced)} FROM checked WHERE x_QuarantineReason IS NULL ORDER BY x_LineId) "
             f"TO '{tmp / 'data.parquet'}' (FORMAT parquet, COMPRESSION zstd, ROW_GROUP_SIZE 250000)"
         )
         con.execute(
@@ -312,8 +313,13 @@ def build_warehouse(cfg: ApportionConfig, tax: Taxonomy | None = None) -> dict:
         empty = f"SELECT {select_list()} FROM (SELECT NULL) WHERE false"
         li_files = list(cfg.lake.glob(f"{LINE_ITEMS}/x_SourceName=*/x_BillingMonth=????-??/*.parquet"))
         al_files = list(cfg.lake.glob(f"{ALLOCATIONS}/x_SourceName=*/x_BillingMonth=????-??/*.parquet"))
-        src_li = f"read_parquet({_list_literal(li_files)}, union_by_name = true)" if li_files else f"({empty})"
-        con.execute(f"CREATE TABLE line_items AS SELECT {select_list()} FROM {src_li} ORDER BY x_SourceName, x_BillingMonth, x_LineId")
+        if li_files:
+            src_li = f"read_parquet({_list_literal(li_files)}, union_by_name = true)"
+            produced = {r[0] for r in con.execute(f"DESCRIBE SELECT * FROM {src_li}").fetchall()}
+        else:
+            src_li, produced = f"({empty})", None
+        con.execute(f"CREATE TABLE line_items AS SELECT {select_list(available=produced)} FROM {src_li} "
+                    "ORDER BY x_SourceName, x_BillingMonth, x_LineId")
         if al_files:
             con.execute(
                 f"CREATE TABLE allocations AS SELECT * FROM read_parquet({_list_literal(al_files)}, union_by_name = true) "

@@ -100,6 +100,10 @@ X_COLUMNS: tuple[Column, ...] = (
     Column("x_InstanceType", "VARCHAR", "Instance type where the charge is for an instance."),
     Column("x_CostCategories", "JSON", "AWS cost categories as a JSON object."),
     Column("x_HasResource", "BOOLEAN", "False for charges that no resource can own (tax, credits, fees): allocated as shared.", False),
+    Column("x_CostBasis", "VARCHAR", "invoice: the row is billed money (BilledCost/EffectiveCost count in totals); "
+           "usage: the row only measures usage (logs, schedulers) and carries zero BilledCost/EffectiveCost; "
+           "its priced estimate is x_PricedCost and it attributes invoice lines through split rules."),
+    Column("x_PricedCost", MONEY, "Usage priced at catalogue, negotiated or rate-card prices (not billed money)."),
 )
 
 LINE_ITEM_COLUMNS: tuple[Column, ...] = FOCUS_COLUMNS + X_COLUMNS
@@ -117,6 +121,18 @@ def dimension_column(dimension: str) -> str:
     return "x_" + "".join(part.capitalize() for part in dimension.split("_"))
 
 
-def select_list(columns: tuple[Column, ...] = LINE_ITEM_COLUMNS) -> str:
-    """Column list in contract order, each cast to its contract type."""
-    return ",\n    ".join(f'CAST("{c.name}" AS {c.type}) AS "{c.name}"' for c in columns)
+def select_list(columns: tuple[Column, ...] = LINE_ITEM_COLUMNS, available: set[str] | None = None) -> str:
+    """Column list in contract order, each cast to its contract type.
+
+    With `available`, a nullable column the source SQL does not produce becomes a typed NULL, so a
+    new `x_` column does not require editing every source; a missing non-nullable column is an error.
+    """
+    parts = []
+    for c in columns:
+        if available is None or c.name in available:
+            parts.append(f'CAST("{c.name}" AS {c.type}) AS "{c.name}"')
+        elif c.nullable:
+            parts.append(f'CAST(NULL AS {c.type}) AS "{c.name}"')
+        else:
+            raise ValueError(f"line-item SQL does not produce required column {c.name}")
+    return ",\n    ".join(parts)

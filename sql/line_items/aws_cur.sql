@@ -43,6 +43,27 @@ service_map as (
     ) as c on true
 ),
 
+-- Tags repeat for every hour and day of a resource: normalise each distinct tag map once.
+tag_sets as (
+    select distinct resource_tags as m
+    from src
+),
+
+tag_json as (
+    select m, apportion_aws_tags_json(m) as tags
+    from tag_sets
+),
+
+cost_category_sets as (
+    select distinct cost_category as m
+    from src
+),
+
+cost_category_json as (
+    select m, apportion_aws_tags_json(m) as cost_categories
+    from cost_category_sets
+),
+
 typed as (
     select
         src._file,
@@ -91,8 +112,8 @@ typed as (
         apportion_money(src.savings_plan_savings_plan_effective_cost) as sp_effective_cost,
         apportion_money(src.savings_plan_total_commitment_to_date) as sp_commitment_to_date,
         apportion_money(src.savings_plan_used_commitment) as sp_used_commitment,
-        apportion_aws_tags_json(src.resource_tags) as tags,
-        apportion_aws_tags_json(src.cost_category) as cost_categories,
+        tj.tags,
+        cj.cost_categories,
         sm.ServiceCategory as service_category,
         sm.ServiceSubcategory as service_subcategory,
         -- Quarantine reasons, first problem wins. A bad row never becomes a zero.
@@ -130,6 +151,8 @@ typed as (
         and sm.product_product_name is not distinct from src.product_product_name
         and sm.product_servicecode is not distinct from src.product_servicecode
         and sm.bill_billing_entity is not distinct from src.bill_billing_entity
+    left join tag_json as tj on tj.m is not distinct from src.resource_tags
+    left join cost_category_json as cj on cj.m is not distinct from src.cost_category
 ),
 
 focus as (
@@ -258,6 +281,7 @@ select
     f.instance_type as x_InstanceType,
     f.cost_categories as x_CostCategories,
     not (f.resource_id is null and f.charge_category in ('Tax', 'Credit', 'Purchase', 'Adjustment')) as x_HasResource,
+    'invoice' as x_CostBasis,
     f.quarantine_reason as x_QuarantineReason
 from focus as f
 cross join ctx;

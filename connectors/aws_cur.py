@@ -46,6 +46,19 @@ STAGE_COLUMNS = (
     "savings_plan_savings_plan_a_r_n", "savings_plan_savings_plan_effective_cost",
     "savings_plan_total_commitment_to_date", "savings_plan_used_commitment",
 )
+# Typed at staging, with a per-row problem report instead of a silent NULL.
+MONEY_COLUMNS = frozenset({
+    "line_item_usage_amount", "line_item_unblended_rate", "line_item_unblended_cost", "line_item_net_unblended_cost",
+    "pricing_public_on_demand_cost", "pricing_public_on_demand_rate", "reservation_effective_cost",
+    "reservation_unused_amortized_upfront_fee_for_billing_period", "reservation_unused_recurring_fee",
+    "savings_plan_savings_plan_effective_cost", "savings_plan_total_commitment_to_date", "savings_plan_used_commitment",
+})
+TIMESTAMP_COLUMNS = frozenset({
+    "bill_billing_period_start_date", "bill_billing_period_end_date", "line_item_usage_start_date",
+    "line_item_usage_end_date",
+})
+NUMERIC_TYPES = ("DOUBLE", "FLOAT", "DECIMAL", "BIGINT", "INTEGER", "HUGEINT", "SMALLINT", "TINYINT", "UBIGINT", "UINTEGER")
+
 # Scalars CUR 2.0 keeps only inside its `product` map.
 PRODUCT_MAP_KEYS = {
     "product_product_name": "product_name",
@@ -245,10 +258,6 @@ class AwsCurConnector(Connector):
         if "line_item_unblended_cost" not in by_canon:
             raise SourceError(f"{key} has no unblended cost column: not a CUR file?", file=key)
 
-        def col(canon: str) -> str:
-            raw = by_canon.get(canon)
-            return quote_ident(raw) if raw else "NULL"
-
         product_map = by_canon.get("product") if types.get(by_canon.get("product", ""), "").startswith("MAP") else None
         product_json = by_canon.get("product") if product_map is None else None
         parts = [f"{quote_literal(key)} AS _file", f"{int(file_idx)} AS _file_idx"]
@@ -256,15 +265,37 @@ class AwsCurConnector(Connector):
             parts.append("file_row_number + 1 AS _row")
         else:
             parts.append("row_number() OVER () AS _row")
+        problems = []
         for canon in STAGE_COLUMNS:
-            expr = col(canon)
-            if canon in PRODUCT_MAP_KEYS:
-                mk = quote_literal(PRODUCT_MAP_KEYS[canon])
-                if product_map:
-                    expr = f"coalesce({expr}, {quote_ident(product_map)}[{mk}])"
-                elif product_json:
-                    expr = f"coalesce({expr}, json_extract_string(try_cast({quote_ident(product_json)} AS JSON), {quote_literal('$.' + PRODUCT_MAP_KEYS[canon])}))"
+            raw = by_canon.get(canon)
+            typ = types.get(raw, "VARCHAR") if raw else "VARCHAR"
+            ref = quote_ident(raw) if raw else None
+            if canon in MONEY_COLUMNS:
+                expr = f"TRY_CAST({ref} AS DECIMAL(38, 12))" if ref else "CAST(NULL AS DECIMAL(38, 12))"
+                if ref:
+                    blank = "" if typ.startswith(NUMERIC_TYPES) else f" AND {ref} <> ''"
+                    problems.append((f"{ref} IS NOT NULL{blank} AND {expr} IS NULL",
+                                     f"'non-numeric {canon} ' || CAST({ref} AS VARCHAR)"))
+            elif canon in TIMESTAMP_COLUMNS:
+                expr = f"TRY_CAST({ref} AS TIMESTAMPTZ)" if ref else "CAST(NULL AS TIMESTAMPTZ)"
+                if ref and not typ.startswith("TIMESTAMP"):
+                    problems.append((f"{ref} IS NOT NULL AND {ref} <> '' AND {expr} IS NULL",
+                                     f"'unparseable {canon} ' || CAST({ref} AS VARCHAR)"))
+            else:
+                expr = f"nullif(CAST({ref} AS VARCHAR), '')" if ref else "CAST(NULL AS VARCHAR)"
+                if canon in PRODUCT_MAP_KEYS:
+                    mk = quote_literal(PRODUCT_MAP_KEYS[canon])
+                    if product_map:
+                        expr = f"coalesce({expr}, nullif({quote_ident(product_map)}[{mk}], ''))"
+                    elif product_json:
+                        path_lit = quote_literal("$." + PRODUCT_MAP_KEYS[canon])
+                        expr = (f"coalesce({expr}, nullif(json_extract_string(TRY_CAST({quote_ident(product_json)} "
+                                f"AS JSON), {path_lit}), ''))")
             parts.append(f"{expr} AS {canon}")
+        if problems:
+            parts.append("CASE " + " ".join(f"WHEN {cond} THEN {msg}" for cond, msg in problems) + " END AS _bad")
+        else:
+            parts.append("CAST(NULL AS VARCHAR) AS _bad")
         parts.append(f"{_map_expr(types, by_canon.get('resource_tags'), tag_cols, '^(resourceTags/|resource_tags_)')} AS resource_tags")
         parts.append(f"{_map_expr(types, by_canon.get('cost_category'), cc_cols, '^(costCategory/|cost_category_)')} AS cost_category")
         raw_tags = by_canon.get("resource_tags")

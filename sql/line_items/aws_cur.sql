@@ -69,83 +69,69 @@ typed as (
         src._file,
         src._row,
         src._file_idx,
-        apportion_blank(src.identity_line_item_id) as line_item_id,
-        apportion_blank(src.bill_invoice_id) as invoice_id,
-        coalesce(apportion_blank(src.bill_billing_entity), 'AWS') as billing_entity,
-        apportion_blank(src.bill_payer_account_id) as payer_account_id,
-        apportion_blank(src.bill_payer_account_name) as payer_account_name,
-        try_cast(src.bill_billing_period_start_date as timestamptz) as period_start,
-        try_cast(src.bill_billing_period_end_date as timestamptz) as period_end,
-        apportion_blank(src.bill_invoicing_entity) as invoicing_entity,
-        apportion_blank(src.line_item_usage_account_id) as usage_account_id,
-        apportion_blank(src.line_item_usage_account_name) as usage_account_name,
-        apportion_blank(src.line_item_line_item_type) as line_item_type,
-        try_cast(src.line_item_usage_start_date as timestamptz) as usage_start,
-        try_cast(src.line_item_usage_end_date as timestamptz) as usage_end,
-        apportion_blank(src.line_item_product_code) as product_code,
-        apportion_blank(src.line_item_usage_type) as usage_type,
-        apportion_blank(src.line_item_operation) as operation,
-        apportion_blank(src.line_item_availability_zone) as availability_zone,
-        apportion_blank(src.line_item_resource_id) as resource_id,
-        apportion_money(src.line_item_usage_amount) as usage_amount,
-        upper(apportion_blank(src.line_item_currency_code)) as currency,
-        apportion_money(src.line_item_unblended_rate) as unblended_rate,
-        apportion_money(src.line_item_unblended_cost) as unblended_cost,
-        apportion_money(src.line_item_net_unblended_cost) as net_unblended_cost,
-        apportion_blank(src.line_item_line_item_description) as description,
-        apportion_blank(src.line_item_legal_entity) as legal_entity,
-        apportion_money(src.pricing_public_on_demand_cost) as public_on_demand_cost,
-        apportion_money(src.pricing_public_on_demand_rate) as public_on_demand_rate,
-        apportion_blank(src.pricing_unit) as pricing_unit,
-        apportion_blank(src.pricing_term) as pricing_term,
-        apportion_blank(src.product_product_name) as product_name,
-        coalesce(apportion_blank(src.product_region_code), apportion_blank(src.product_region)) as region_id,
-        apportion_blank(src.product_location) as region_name,
-        apportion_blank(src.product_instance_type) as instance_type,
-        apportion_blank(src.product_sku) as sku,
-        try_cast(apportion_blank(src.product_gpu) as integer) as gpu_count,
-        apportion_blank(src.reservation_reservation_a_r_n) as reservation_arn,
-        apportion_money(src.reservation_effective_cost) as ri_effective_cost,
-        apportion_money(src.reservation_unused_amortized_upfront_fee_for_billing_period) as ri_unused_upfront,
-        apportion_money(src.reservation_unused_recurring_fee) as ri_unused_recurring,
-        apportion_blank(src.savings_plan_savings_plan_a_r_n) as savings_plan_arn,
-        apportion_money(src.savings_plan_savings_plan_effective_cost) as sp_effective_cost,
-        apportion_money(src.savings_plan_total_commitment_to_date) as sp_commitment_to_date,
-        apportion_money(src.savings_plan_used_commitment) as sp_used_commitment,
+        src.identity_line_item_id as line_item_id,
+        src.bill_invoice_id as invoice_id,
+        coalesce(src.bill_billing_entity, 'AWS') as billing_entity,
+        src.bill_payer_account_id as payer_account_id,
+        src.bill_payer_account_name as payer_account_name,
+        src.bill_billing_period_start_date as period_start,
+        src.bill_billing_period_end_date as period_end,
+        src.bill_invoicing_entity as invoicing_entity,
+        src.line_item_usage_account_id as usage_account_id,
+        src.line_item_usage_account_name as usage_account_name,
+        src.line_item_line_item_type as line_item_type,
+        src.line_item_usage_start_date as usage_start,
+        src.line_item_usage_end_date as usage_end,
+        src.line_item_product_code as product_code,
+        src.line_item_usage_type as usage_type,
+        src.line_item_operation as operation,
+        src.line_item_availability_zone as availability_zone,
+        src.line_item_resource_id as resource_id,
+        src.line_item_usage_amount as usage_amount,
+        upper(src.line_item_currency_code) as currency,
+        src.line_item_unblended_rate as unblended_rate,
+        src.line_item_unblended_cost as unblended_cost,
+        src.line_item_net_unblended_cost as net_unblended_cost,
+        src.line_item_line_item_description as description,
+        src.line_item_legal_entity as legal_entity,
+        src.pricing_public_on_demand_cost as public_on_demand_cost,
+        src.pricing_public_on_demand_rate as public_on_demand_rate,
+        src.pricing_unit,
+        src.pricing_term,
+        src.product_product_name as product_name,
+        coalesce(src.product_region_code, src.product_region) as region_id,
+        src.product_location as region_name,
+        src.product_instance_type as instance_type,
+        src.product_sku as sku,
+        try_cast(src.product_gpu as integer) as gpu_count,
+        src.reservation_reservation_a_r_n as reservation_arn,
+        src.reservation_effective_cost as ri_effective_cost,
+        src.reservation_unused_amortized_upfront_fee_for_billing_period as ri_unused_upfront,
+        src.reservation_unused_recurring_fee as ri_unused_recurring,
+        src.savings_plan_savings_plan_a_r_n as savings_plan_arn,
+        src.savings_plan_savings_plan_effective_cost as sp_effective_cost,
+        src.savings_plan_total_commitment_to_date as sp_commitment_to_date,
+        src.savings_plan_used_commitment as sp_used_commitment,
         tj.tags,
         cj.cost_categories,
         sm.ServiceCategory as service_category,
         sm.ServiceSubcategory as service_subcategory,
         -- Quarantine reasons, first problem wins. A bad row never becomes a zero.
         case
-            when apportion_blank(src.line_item_unblended_cost) is null then 'missing line_item_unblended_cost'
-            when apportion_not_numeric(src.line_item_unblended_cost)
-                then 'non-numeric line_item_unblended_cost ' || cast(src.line_item_unblended_cost as varchar)
-            when apportion_not_numeric(src.line_item_usage_amount)
-                then 'non-numeric line_item_usage_amount ' || cast(src.line_item_usage_amount as varchar)
-            when apportion_not_numeric(src.pricing_public_on_demand_cost)
-                then 'non-numeric pricing_public_on_demand_cost ' || cast(src.pricing_public_on_demand_cost as varchar)
-            when apportion_not_numeric(src.savings_plan_savings_plan_effective_cost)
-                then 'non-numeric savings_plan_savings_plan_effective_cost'
-            when apportion_not_numeric(src.reservation_effective_cost) then 'non-numeric reservation_effective_cost'
-            when apportion_blank(src.line_item_currency_code) is null then 'missing line_item_currency_code'
-            when upper(apportion_blank(src.line_item_currency_code)) not in (select currency_code from ref_currencies)
-                then 'unknown currency ' || cast(src.line_item_currency_code as varchar)
-            when apportion_not_timestamp(src.line_item_usage_start_date)
-                then 'unparseable line_item_usage_start_date ' || cast(src.line_item_usage_start_date as varchar)
-            when apportion_not_timestamp(src.line_item_usage_end_date)
-                then 'unparseable line_item_usage_end_date ' || cast(src.line_item_usage_end_date as varchar)
-            when apportion_not_timestamp(src.bill_billing_period_start_date)
-                then 'unparseable bill_billing_period_start_date'
-            when try_cast(src.bill_billing_period_start_date as timestamptz) is not null
-                 and strftime(try_cast(src.bill_billing_period_start_date as timestamptz), '%Y-%m') <> (select billing_month from ctx)
-                then 'row belongs to billing period '
-                     || strftime(try_cast(src.bill_billing_period_start_date as timestamptz), '%Y-%m')
-                     || ', delivered in ' || (select billing_month from ctx)
-            when src.resource_tags is null and apportion_blank(src.resource_tags_raw) is not null
+            when src._bad is not null then src._bad
+            when src.line_item_unblended_cost is null then 'missing line_item_unblended_cost'
+            when src.line_item_currency_code is null then 'missing line_item_currency_code'
+            when cur.currency_code is null then 'unknown currency ' || src.line_item_currency_code
+            when src.bill_billing_period_start_date is not null
+                 and src.bill_billing_period_start_date <> ctx.period_start
+                then 'row belongs to billing period ' || strftime(src.bill_billing_period_start_date, '%Y-%m')
+                     || ', delivered in ' || ctx.billing_month
+            when src.resource_tags is null and nullif(trim(src.resource_tags_raw), '') is not null
                 then 'malformed resource_tags JSON'
         end as quarantine_reason
     from src
+    cross join (select billing_month, cast(billing_month || '-01 00:00:00+00' as timestamptz) as period_start from run_context) as ctx
+    left join ref_currencies as cur on cur.currency_code = upper(src.line_item_currency_code)
     left join service_map as sm
         on sm.line_item_product_code is not distinct from src.line_item_product_code
         and sm.product_product_name is not distinct from src.product_product_name

@@ -262,23 +262,51 @@ def register_taxonomy(con: duckdb.DuckDBPyConnection, tax: Taxonomy) -> None:
         con.unregister(f"{name}_arrow")
 
 
-def allocate(cfg: ApportionConfig, source: SourceConfig, month: str, tax: Taxonomy | None = None) -> AllocationStats:
-    """Attribute every line item of the month; verify exactness before replacing the partition."""
+def allocate(cfg: ApportionConfig, source: SourceConfig, month: str, tax: Taxonomy | None = None,
+             lake: Path | None = None) -> AllocationStats:
+    """Attribute every line item of the month, apply split rules; verify exactness, then replace the partition.
+
+    Split weights may come from other sources of the same month (gateway logs attributing an LLM
+    invoice, GPU-hours attributing a cluster's instances), so the month's line items of every source
+    are visible here; only this source's pieces are written. `lake` redirects the output (taxonomy diff).
+    """
+    from apportion.split_rules import apply_splits, apply_workload_classes, spread_rules
+
     tax = tax or load_taxonomy(cfg.taxonomy)
     li_dir = partition_dir(cfg, LINE_ITEMS, source.name, month)
     if not li_dir.exists():
         raise SourceError(f"{source.name} {month}: no line items built")
+    needs_basis = bool(tax.splits or spread_rules(tax))
+    needs_table = needs_basis or any(d.workload_classes for d in tax.dimensions.values())
     con = connect(cfg)
     try:
         register_taxonomy(con, tax)
-        con.execute(f"CREATE TEMP VIEW month_line_items AS SELECT * FROM read_parquet({_lit(str(li_dir / '*.parquet'))})")
+        files = [li_dir / "data.parquet"]
+        if needs_basis:
+            files = sorted(cfg.lake.glob(f"{LINE_ITEMS}/x_SourceName=*/x_BillingMonth={month}/*.parquet"))
+        reader = f"read_parquet({_list_literal(files)}, union_by_name = true)"
+        produced = {r[0] for r in con.execute(f"DESCRIBE SELECT * FROM {reader}").fetchall()}
+        con.execute(f"CREATE TEMP VIEW month_all_line_items AS SELECT {select_list(available=produced)} FROM {reader}")
+        con.execute("CREATE TEMP VIEW month_line_items AS SELECT * FROM month_all_line_items "
+                    f"WHERE x_SourceName = {_lit(source.name)}")
         parts = _taxonomy_sql(tax)
-        con.execute(sql_text("allocation/create_attribution.sql").format(**parts))
-        con.execute(sql_text("allocation/allocate.sql").format(**parts))
-        final = partition_dir(cfg, ALLOCATIONS, source.name, month)
+        con.execute(sql_text("allocation/create_attribution.sql").format(
+            line_items="month_all_line_items" if needs_basis else "month_line_items", **parts))
+        con.execute(sql_text("allocation/allocate.sql").format(view="allocations_month", line_items="month_line_items", **parts))
+        result = "allocations_month"
+        if needs_table:
+            con.execute("CREATE TEMP TABLE alloc AS SELECT * FROM allocations_month")
+            apply_workload_classes(con, tax)
+            if needs_basis:
+                con.execute(sql_text("allocation/allocate.sql").format(view="basis", line_items="month_all_line_items", **parts))
+                con.execute("CREATE TEMP VIEW basis_line_items AS SELECT * FROM month_all_line_items")
+                apply_splits(con, tax)
+            result = "alloc"
+        final = partition_dir(cfg, ALLOCATIONS, source.name, month) if lake is None else \
+            lake / ALLOCATIONS / f"x_SourceName={source.name}" / f"x_BillingMonth={month}"
         tmp = new_tmp_dir(final)
         con.execute(
-            f"COPY (SELECT * FROM allocations_month ORDER BY x_LineId, x_PieceId) TO '{tmp / 'data.parquet'}' "
+            f"COPY (SELECT * FROM {result} ORDER BY x_LineId, x_PieceId) TO '{tmp / 'data.parquet'}' "
             "(FORMAT parquet, COMPRESSION zstd, ROW_GROUP_SIZE 250000)"
         )
         con.execute(f"CREATE TEMP VIEW month_allocations AS SELECT * FROM read_parquet({_lit(str(tmp / 'data.parquet'))})")
@@ -342,6 +370,10 @@ def build_warehouse(cfg: ApportionConfig, tax: Taxonomy | None = None) -> dict:
         con.execute(sql_text("outputs/create_allocation_coverage.sql").format(
             dimension_union=_dimension_union(dims, untagged_only=False)))
         _comment(con, dims)
+        from apportion import analyst_views  # analyst views + a COMMENT ON for every table/view column
+
+        analyst_views.create_views(con)
+        analyst_views.document(con, dims)
         counts = {t: con.execute(f"SELECT count(*) FROM {t}").fetchone()[0] for t in WAREHOUSE_TABLES}
         con.execute("CHECKPOINT")
     finally:
@@ -358,7 +390,8 @@ def _dimension_union(dims: list[str], untagged_only: bool) -> str:
     parts = []
     for d in dims:
         col = dimension_column(d)
-        where = f"WHERE {col} = 'untagged'" if untagged_only else ""
+        # spread pieces stay listed: spreading makes them attributed, never invisible
+        where = f"WHERE {col} = 'untagged' OR {col}Reason LIKE 'spread:%'" if untagged_only else ""
         parts.append(f"SELECT '{d}' AS dimension, {col} AS value, {col}Reason AS reason, a.* FROM allocations AS a {where}")
     return "\n        UNION ALL BY NAME\n        ".join(parts)
 
@@ -419,7 +452,8 @@ COLUMN_DOCS = {
         "attributed_cost": "EffectiveCost attributed by a tag, rule, account mapping or default.",
         "shared_cost": "EffectiveCost with no resource to own it (tax, credits, fees); split by later rules.",
         "untagged_cost": "EffectiveCost that could have been attributed but was not.",
-        "coverage": "attributed_cost / (attributed_cost + untagged_cost), spend-weighted on absolute EffectiveCost.",
+        "spread_cost": "EffectiveCost that was untagged and spread over known values (marked spread:, not attributed).",
+        "coverage": "attributed / (attributed + untagged + spread), spend-weighted on absolute EffectiveCost.",
     },
 }
 
@@ -450,10 +484,12 @@ def _lit(s: str) -> str:
 
 
 # ------------------------------------------------------------------ step 5: exports
-EXPORT_FILES = (
-    "allocation_by_team.csv", "allocation_by_project.csv", "allocation_by_workload.csv",
-    "allocation_lines.csv", "untagged_spend.csv", "control_totals.csv",
+EXPORT_TABLES = (
+    "allocation_by_team", "allocation_by_project", "allocation_by_workload", "allocation_by_value_class",
+    "allocation_lines", "shared_cost_splits", "untagged_spend", "control_totals",
 )
+# Every table as CSV and as its Parquet twin (same columns; money stays DECIMAL(38,12)).
+EXPORT_FILES = tuple(f"{t}.{ext}" for t in EXPORT_TABLES for ext in ("csv", "parquet"))
 
 
 def export_month(cfg: ApportionConfig, month: str, out_dir: Path | None = None) -> Path:
@@ -468,6 +504,11 @@ def export_month(cfg: ApportionConfig, month: str, out_dir: Path | None = None) 
             col = dimension_column(name)
             _copy_csv(con, sql_text("outputs/export_allocation_by_dimension.sql").format(column=col, name=name),
                       tmp / f"allocation_by_{name}.csv", month)
+        value_class = "coalesce(x_ValueClass, 'unclassified')" if "x_ValueClass" in {
+            r[0] for r in con.execute("DESCRIBE allocations").fetchall()} else "'unclassified'"
+        _copy_csv(con, sql_text("outputs/export_allocation_by_dimension.sql").format(column=value_class, name="value_class"),
+                  tmp / "allocation_by_value_class.csv", month)
+        _copy_csv(con, sql_text("outputs/export_shared_cost_splits.sql"), tmp / "shared_cost_splits.csv", month)
         _copy_csv(con, sql_text("outputs/export_allocation_lines.sql"), tmp / "allocation_lines.csv", month)
         _copy_csv(con, sql_text("outputs/export_untagged_spend.sql"), tmp / "untagged_spend.csv", month)
         _copy_csv(con, sql_text("outputs/export_control_totals.sql"), tmp / "control_totals.csv", month)
@@ -483,6 +524,7 @@ def export_month(cfg: ApportionConfig, month: str, out_dir: Path | None = None) 
 def _copy_csv(con, query: str, dest: Path, month: str) -> None:
     con.execute("SET VARIABLE export_month = ?", [month])
     con.execute(f"COPY ({query}) TO {_lit(str(dest))} (HEADER, DELIMITER ',')")
+    con.execute(f"COPY ({query}) TO {_lit(str(dest.with_suffix('.parquet')))} (FORMAT parquet, COMPRESSION zstd)")
 
 
 # ------------------------------------------------------------------ warehouse-level checks

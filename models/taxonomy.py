@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from decimal import Decimal
 from typing import Any
 
 import pyarrow as pa
@@ -76,24 +77,105 @@ class Rule(BaseModel):
     name: str
     match: dict[str, Any] = Field(description="field -> glob; `tag` takes a mapping of tag key -> glob.")
     value: str
+    override: bool = Field(False, description="Virtual tag: decide before the line's own tags (overrides them).")
 
     @field_validator("match")
     @classmethod
     def _fields(cls, v: dict[str, Any]) -> dict[str, Any]:
-        if not v:
-            raise ValueError("a rule needs at least one condition (use `default` to match everything)")
-        for field, pattern in v.items():
-            if field == "tag":
-                if not isinstance(pattern, dict) or not pattern:
-                    raise ValueError("`tag` takes a mapping of tag key -> glob, e.g. {environment: prod}")
-                for k, p in pattern.items():
-                    if not isinstance(p, (str, int)):
-                        raise ValueError(f"tag {k!r}: pattern must be a string")
-            elif field not in RULE_FIELDS:
-                raise ValueError(f"unknown match field {field!r} (known: tag, {', '.join(RULE_FIELDS)})")
-            elif not isinstance(pattern, (str, int)):
-                raise ValueError(f"{field}: pattern must be a string")
-        return {k: ({tk: str(tv) for tk, tv in p.items()} if k == "tag" else str(p)) for k, p in v.items()}
+        return validate_match(v)
+
+
+def validate_match(v: dict[str, Any], allow_empty: bool = False) -> dict[str, Any]:
+    """Check a `match:` mapping (field -> glob, `tag` -> {key: glob}); return it with string patterns."""
+    if not v:
+        if allow_empty:
+            return v
+        raise ValueError("a rule needs at least one condition (use `default` to match everything)")
+    for field, pattern in v.items():
+        if field == "tag":
+            if not isinstance(pattern, dict) or not pattern:
+                raise ValueError("`tag` takes a mapping of tag key -> glob, e.g. {environment: prod}")
+            for k, p in pattern.items():
+                if not isinstance(p, (str, int)):
+                    raise ValueError(f"tag {k!r}: pattern must be a string")
+        elif field not in RULE_FIELDS:
+            raise ValueError(f"unknown match field {field!r} (known: tag, {', '.join(RULE_FIELDS)})")
+        elif not isinstance(pattern, (str, int)):
+            raise ValueError(f"{field}: pattern must be a string")
+    return {k: ({tk: str(tv) for tk, tv in p.items()} if k == "tag" else str(p)) for k, p in v.items()}
+
+
+class SplitWeights(BaseModel):
+    """Which line items of the month weigh the split, and by what measure."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    match: dict[str, Any] = Field(default_factory=dict, description="Filter over the month's line items (rule syntax).")
+    sources: list[str] = Field(default_factory=list, description="Only these sources (default: all).")
+    measure: str = Field("EffectiveCost", description="Numeric line-item column summed per target.")
+
+    @field_validator("match")
+    @classmethod
+    def _match(cls, v: dict[str, Any]) -> dict[str, Any]:
+        return validate_match(v, allow_empty=True)
+
+
+class SplitRule(BaseModel):
+    """Shares one kind of cost (tax, support, a platform account...) across targets, exactly.
+
+    even: equal shares of `targets`; fixed: `shares` in percent (total 100); proportional: the targets'
+    own spend (`weights.measure`, default EffectiveCost) over `weights.match`; metric: any usage measure
+    (tokens, GPU-hours, requests, x_PricedCost...) of `weights`. `by` are the dimensions the pieces
+    receive from their target; `partition_by` computes the weights separately per value of the parent's
+    field (e.g. environment).
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    match: dict[str, Any] = Field(default_factory=dict, description="Line items to split (rule syntax).")
+    dimensions: dict[str, str] = Field(default_factory=dict, description="...and their decided values, e.g. {team: shared}.")
+    method: str
+    by: list[str] = Field(default_factory=lambda: ["team"])
+    targets: list[str] = Field(default_factory=list, description="Values of by[0] to split over.")
+    shares: dict[str, Decimal] = Field(default_factory=dict, description="fixed: value of by[0] -> percent.")
+    weights: SplitWeights = Field(default_factory=SplitWeights)
+    partition_by: list[str] = Field(default_factory=list)
+    precision: Decimal = Field(Decimal("0.000000000001"), description="Smallest piece unit, e.g. 0.01.")
+
+    @field_validator("match")
+    @classmethod
+    def _match(cls, v: dict[str, Any]) -> dict[str, Any]:
+        return validate_match(v, allow_empty=True)
+
+    @model_validator(mode="after")
+    def _method(self) -> "SplitRule":
+        if self.method not in SPLIT_METHODS:
+            raise ValueError(f"method {self.method!r} must be one of {', '.join(SPLIT_METHODS)}")
+        if not self.match and not self.dimensions:
+            raise ValueError("a split needs `match` or `dimensions` to say which line items it splits")
+        if not self.by:
+            raise ValueError("`by` names at least one dimension")
+        if self.method == "fixed":
+            if not self.shares:
+                raise ValueError("method fixed needs `shares`")
+            total = sum(self.shares.values())
+            if total != 100:
+                raise ValueError(f"fixed shares must total 100, not {total}")
+            if any(v < 0 for v in self.shares.values()):
+                raise ValueError("fixed shares must not be negative")
+        if self.method == "even" and not self.targets:
+            raise ValueError("method even needs `targets`")
+        if self.method in ("even", "fixed") and len(self.by) != 1:
+            raise ValueError(f"method {self.method} splits over one dimension: `by` must have one entry")
+        if self.method == "metric" and self.weights.measure == "EffectiveCost" and not self.weights.match:
+            raise ValueError("method metric needs `weights` with a `measure` (e.g. x_GpuHours) and usually a `match`")
+        if self.precision <= 0:
+            raise ValueError("precision must be positive")
+        return self
+
+
+SPLIT_METHODS = ("even", "fixed", "proportional", "metric")
 
 
 class Dimension(BaseModel):
@@ -106,6 +188,9 @@ class Dimension(BaseModel):
     accounts: dict[str, str] = Field(default_factory=dict, description="account id -> value.")
     rules: list[Rule] = Field(default_factory=list)
     default: str | None = None
+    workload_classes: dict[str, str] = Field(
+        default_factory=dict, description="workload value -> this dimension's value (for value_class).")
+    spread_untagged: bool = Field(False, description="Spread untagged spend over known values by their spend, marked.")
 
     @field_validator("normalize")
     @classmethod
@@ -143,6 +228,8 @@ class Dimension(BaseModel):
             check(value, f"accounts[{acct}] value")
         for rule in self.rules:
             check(rule.value, f"rule {rule.name!r} value")
+        for workload, value in self.workload_classes.items():
+            check(value, f"workload_classes[{workload}] value")
         if self.default is not None:
             check(self.default, "default")
         seen: dict[str, str] = {}
@@ -167,6 +254,7 @@ class Taxonomy(BaseModel):
 
     version: int = 1
     dimensions: dict[str, Dimension]
+    splits: list[SplitRule] = Field(default_factory=list)
 
     @field_validator("dimensions", mode="before")
     @classmethod
@@ -183,6 +271,28 @@ class Taxonomy(BaseModel):
         missing = [d for d in CORE_DIMENSIONS if d not in self.dimensions]
         if missing:
             raise ValueError(f"missing dimension(s) {', '.join(missing)}: project, team and workload are required")
+        problems = []
+        names = [s.name for s in self.splits]
+        for name in {n for n in names if names.count(n) > 1}:
+            problems.append(f"split name {name!r} is used twice")
+        for split in self.splits:
+            for d in [*split.by, *split.dimensions]:
+                if d not in self.dimensions:
+                    problems.append(f"split {split.name!r}: unknown dimension {d!r}")
+            for f in split.partition_by:
+                if f not in RULE_FIELDS and f not in self.dimensions:
+                    problems.append(f"split {split.name!r}: cannot partition by {f!r}")
+            dim = self.dimensions.get(split.by[0]) if split.by else None
+            if dim and dim.allowed:
+                for value in [*split.targets, *split.shares]:
+                    if value not in dim.allowed:
+                        problems.append(f"split {split.name!r}: target {value!r} is not an allowed {split.by[0]}")
+        for name, d in self.dimensions.items():
+            if d.workload_classes and name == "workload":
+                problems.append("workload_classes belongs on the value-class dimension, not on workload")
+        problems.extend(split_cycles(self.splits))
+        if problems:
+            raise ValueError("; ".join(problems))
         return self
 
     @property
@@ -192,6 +302,54 @@ class Taxonomy(BaseModel):
 
     def rule_fields(self) -> set[str]:
         return {f for d in self.dimensions.values() for r in d.rules for f in r.match if f != "tag"}
+
+
+def feeds(a: SplitRule, b: SplitRule) -> bool:
+    """True when pieces made by `a` can be lines that `b` splits (a's targets match b's `dimensions`)."""
+    for dim, pattern in b.dimensions.items():
+        if dim in a.by:
+            values = a.targets or list(a.shares) or ["*"]
+            rx = re.compile(glob_to_regex(pattern))
+            if any(v == "*" or rx.fullmatch(v) for v in values):
+                return True
+    return False
+
+
+def split_cycles(splits: list[SplitRule]) -> list[str]:
+    """A split whose targets are split again by a rule that feeds back into it can never finish."""
+    edges = {a.name: [b.name for b in splits if b is not a and feeds(a, b)] for a in splits}
+    problems, state = [], {}
+
+    def visit(n: str, path: list[str]) -> None:
+        state[n] = 1
+        for m in edges[n]:
+            if state.get(m) == 1:
+                problems.append("split rules form a cycle: " + " -> ".join(path[path.index(m):] + [n, m]
+                                                                           if m in path else path + [n, m]))
+            elif not state.get(m):
+                visit(m, path + [n])
+        state[n] = 2
+
+    for s in splits:
+        if not state.get(s.name):
+            visit(s.name, [])
+    return sorted(set(problems))
+
+
+def split_order(splits: list[SplitRule]) -> list[SplitRule]:
+    """Rules whose pieces feed another rule run first (the graph is acyclic after validation)."""
+    order: list[SplitRule] = []
+    remaining = list(splits)
+    while remaining:
+        for s in remaining:
+            if not [o for o in remaining if o is not s and feeds(o, s)]:
+                order.append(s)
+                remaining.remove(s)
+                break
+        else:  # only reachable with a cycle, which validation rejects
+            order.extend(remaining)
+            break
+    return order
 
 
 def load_taxonomy(path: str | Path) -> Taxonomy:
@@ -243,6 +401,7 @@ def taxonomy_tables(tax: Taxonomy) -> dict[str, pa.Table]:
                             "rule_order": rule_ord,
                             "rule_name": rule.name,
                             "value": rule.value,
+                            "override": rule.override,
                             "field": field,
                             "tag_key": tag_key.strip().lower() if tag_key else None,
                             "regex": glob_to_regex(glob),
@@ -259,7 +418,7 @@ def taxonomy_tables(tax: Taxonomy) -> dict[str, pa.Table]:
         "tax_accounts": pa.schema([("dimension", pa.string()), ("account_id", pa.string()), ("value", pa.string())]),
         "tax_rule_conditions": pa.schema(
             [("dimension", pa.string()), ("rule_order", pa.int32()), ("rule_name", pa.string()), ("value", pa.string()),
-             ("field", pa.string()), ("tag_key", pa.string()), ("regex", pa.string())]
+             ("override", pa.bool_()), ("field", pa.string()), ("tag_key", pa.string()), ("regex", pa.string())]
         ),
     }
     rows = {"tax_dimensions": dims, "tax_keys": keys, "tax_aliases": aliases, "tax_allowed": allowed,

@@ -19,7 +19,13 @@ def asset_name(source: SourceConfig) -> str:
     return source.name.replace("-", "_")
 
 
-def source_assets(source: SourceConfig) -> list[dg.AssetsDefinition]:
+def line_items_key(source: SourceConfig) -> dg.AssetKey:
+    return dg.AssetKey(f"core_line_items_{asset_name(source)}")
+
+
+def source_assets(source: SourceConfig, all_line_items: list[dg.AssetKey]) -> list[dg.AssetsDefinition]:
+    """raw -> line items -> allocations for one source. Allocation also reads the other sources' line
+    items of the month: split rules may weigh this source's invoice lines by their usage."""
     name = asset_name(source)
     group = f"source_{name}"
 
@@ -83,7 +89,7 @@ def source_assets(source: SourceConfig) -> list[dg.AssetsDefinition]:
 
     @dg.asset(
         name=f"core_allocations_{name}",
-        deps=[line_items.key],
+        deps=sorted(set([line_items.key, *all_line_items]), key=lambda k: k.to_user_string()),
         partitions_def=billing_months,
         group_name=group,
         kinds={"duckdb", "parquet"},
@@ -122,7 +128,9 @@ def source_assets(source: SourceConfig) -> list[dg.AssetsDefinition]:
 
 
 def ledger_assets(cfg: ApportionConfig) -> list[dg.AssetsDefinition]:
-    per_source = [a for s in cfg.sources if s.enabled for a in source_assets(s)]
+    enabled = [s for s in cfg.sources if s.enabled]
+    all_line_items = [line_items_key(s) for s in enabled]
+    per_source = [a for s in enabled for a in source_assets(s, all_line_items)]
     allocation_keys = [a.key for a in per_source if a.key.path[-1].startswith("core_allocations_")]
 
     @dg.asset(

@@ -3,7 +3,7 @@
 -- Writes: temp view allocations_month.
 -- {{dimension_columns}} / {{key_join}} are generated from validated dimension names and the key allow-list.
 
-create or replace temp view allocations_month as
+create or replace temp view {view} as
 with
 
 decided as (
@@ -18,7 +18,7 @@ keyed as (
     select
         li.*,
         ak.k
-    from month_line_items as li
+    from {line_items} as li
     inner join attribution_keys as ak
         on {key_join}
 )

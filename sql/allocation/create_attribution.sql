@@ -10,7 +10,7 @@ select
     *
 from (
     select distinct {key_columns}
-    from month_line_items
+    from {line_items}
 );
 
 create or replace temp table attribution_tags as
@@ -76,6 +76,7 @@ rule_evaluations as (
         c.rule_order,
         c.rule_name,
         c.value,
+        c.override,
         bool_and(
             case
                 when c.field = 'tag' then coalesce(
@@ -87,13 +88,21 @@ rule_evaluations as (
         ) as matched
     from attribution_keys as a
     cross join tax_rule_conditions as c
-    group by a.k, c.dimension, c.rule_order, c.rule_name, c.value
+    group by a.k, c.dimension, c.rule_order, c.rule_name, c.value, c.override
+),
+
+-- Virtual tags (override: true) decide before the line's own tags; other rules after them.
+override_hits as (
+    select k, dimension, rule_name, value
+    from rule_evaluations
+    where matched and override
+    qualify row_number() over (partition by k, dimension order by rule_order) = 1
 ),
 
 rule_hits as (
     select k, dimension, rule_name, value
     from rule_evaluations
-    where matched
+    where matched and not override
     qualify row_number() over (partition by k, dimension order by rule_order) = 1
 ),
 
@@ -107,6 +116,7 @@ select
     g.k,
     g.dimension,
     case
+        when oh.value is not null then oh.value
         when tv.is_allowed then tv.candidate
         when rh.value is not null then rh.value
         when acct.value is not null then acct.value
@@ -115,6 +125,7 @@ select
         else 'untagged'
     end as value,
     case
+        when oh.value is not null then 'override:' || oh.rule_name
         when tv.is_allowed then 'tag:' || tv.tag_key
         when rh.value is not null then 'rule:' || rh.rule_name
         when acct.value is not null then 'account:' || acct.account_id
@@ -125,11 +136,13 @@ select
         else 'untagged:key-missing'
     end
     || case
-        when tv.k is not null and not tv.is_allowed
+        when oh.value is not null or tv.k is null or tv.is_allowed then ''
+        when not tv.is_allowed
             then ' | tag ' || tv.tag_key || '=' || to_json(tv.raw_value)::varchar || ' is not an allowed ' || g.dimension
         else ''
     end as reason
 from grid as g
 left join tag_values as tv on tv.k = g.k and tv.dimension = g.dimension
+left join override_hits as oh on oh.k = g.k and oh.dimension = g.dimension
 left join rule_hits as rh on rh.k = g.k and rh.dimension = g.dimension
 left join tax_accounts as acct on acct.dimension = g.dimension and acct.account_id = g.SubAccountId;

@@ -16,6 +16,7 @@ classified as (
         case
             when value = 'untagged' then 'untagged'
             when value = 'shared' then 'shared'
+            when reason like 'spread:%' then 'spread'
             else 'attributed'
         end as status,
         EffectiveCost
@@ -31,9 +32,10 @@ select
     coalesce(sum(EffectiveCost) filter (where status = 'attributed'), 0) as attributed_cost,
     coalesce(sum(EffectiveCost) filter (where status = 'shared'), 0) as shared_cost,
     coalesce(sum(EffectiveCost) filter (where status = 'untagged'), 0) as untagged_cost,
+    coalesce(sum(EffectiveCost) filter (where status = 'spread'), 0) as spread_cost,
     round(
         coalesce(sum(abs(EffectiveCost)) filter (where status = 'attributed'), 0)
-        / nullif(sum(abs(EffectiveCost)) filter (where status <> 'shared'), 0),
+        / nullif(sum(abs(EffectiveCost)) filter (where status not in ('shared')), 0),
         6
     ) as coverage
 from classified

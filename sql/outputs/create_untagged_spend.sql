@@ -24,7 +24,7 @@ select
     x_BillingMonth,
     x_SourceName,
     dimension,
-    split_part(reason, ' | ', 1) as reason_code,
+    split_part(split_part(reason, ' | ', 1), ' ', 1) as reason_code,
     reason,
     SubAccountId,
     any_value(SubAccountName) as SubAccountName,

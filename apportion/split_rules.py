@@ -1,0 +1,265 @@
+"""Shared-cost split rules: turn one allocation piece into several, exactly, and say why.
+
+Runs inside the allocation step on the temp table `alloc` (this source's pieces, one per line item
+after attribution) with the views `month_line_items` (this source's line items) and `basis` (every
+source's pre-split pieces of the month joined to their line items), which give the weights.
+
+Selection and weights are SQL (patterns are bound parameters, never SQL text); the arithmetic is
+`split_exact` (largest remainder on integer units), so the pieces of a line sum to it exactly.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from decimal import Decimal
+
+import duckdb
+import pyarrow as pa
+
+from apportion.splits import split_exact
+from models.focus import LINE_ITEM_COLUMNS, SHARED, UNTAGGED, dimension_column
+from models.taxonomy import RULE_FIELDS, SplitRule, SplitWeights, Taxonomy, glob_to_regex, split_order
+
+NUMERIC_PREFIXES = ("DECIMAL", "BIGINT", "INTEGER", "DOUBLE", "HUGEINT")
+MEASURES = {c.name for c in LINE_ITEM_COLUMNS if c.type.startswith(NUMERIC_PREFIXES)}
+
+
+class SplitConflictError(ValueError):
+    """Two split rules claim the same line item."""
+
+
+def apply_workload_classes(con: duckdb.DuckDBPyConnection, tax: Taxonomy) -> None:
+    """Value classes from the workload: after tags and rules, before account mappings and defaults."""
+    for name, d in tax.dimensions.items():
+        if not d.workload_classes:
+            continue
+        col = dimension_column(name)
+        table = pa.table({"workload": list(d.workload_classes), "value": list(d.workload_classes.values())})
+        con.register("workload_classes_arrow", table)
+        con.execute(
+            f"update alloc set {col} = w.value, {col}Reason = 'workload:' || alloc.x_Workload "
+            "from workload_classes_arrow w where w.workload = alloc.x_Workload "
+            f"and not ({col}Reason like 'tag:%' or {col}Reason like 'rule:%' or {col}Reason like 'override:%')"
+        )
+        con.unregister("workload_classes_arrow")
+
+
+def _conditions(match: dict, alias: str, params: list) -> list[str]:
+    """SQL conditions for a rule-syntax `match` over line-item columns of `alias`."""
+    out = []
+    for field, pattern in match.items():
+        if field == "tag":
+            for key, glob in pattern.items():
+                out.append(
+                    f"exists (select 1 from json_each(nullif(CAST({alias}.Tags AS VARCHAR), '')) AS e "
+                    "where lower(e.key) = ? and regexp_full_match(trim(e.value ->> '$'), ?))"
+                )
+                params += [key.strip().lower(), glob_to_regex(glob)]
+        else:
+            out.append(f'regexp_full_match(coalesce(CAST({alias}."{RULE_FIELDS[field]}" AS VARCHAR), \'\'), ?)')
+            params.append(glob_to_regex(pattern))
+    return out
+
+
+def _dimension_conditions(dimensions: dict, alias: str, params: list) -> list[str]:
+    out = []
+    for dim, pattern in dimensions.items():
+        out.append(f"regexp_full_match(coalesce({alias}.{dimension_column(dim)}, ''), ?)")
+        params.append(glob_to_regex(pattern))
+    return out
+
+
+def _partition_expr(field: str, tax: Taxonomy, alias_piece: str, alias_line: str) -> str:
+    if field in tax.dimensions:
+        return f"{alias_piece}.{dimension_column(field)}"
+    return f'CAST({alias_line}."{RULE_FIELDS[field]}" AS VARCHAR)'
+
+
+def spread_rules(tax: Taxonomy) -> list[SplitRule]:
+    """`spread_untagged: true` on a dimension = a proportional split of its untagged pieces."""
+    return [
+        SplitRule(name=f"spread-untagged-{name}", dimensions={name: UNTAGGED}, method="proportional", by=[name],
+                  weights=SplitWeights())
+        for name, d in tax.dimensions.items() if d.spread_untagged
+    ]
+
+
+def apply_splits(con: duckdb.DuckDBPyConnection, tax: Taxonomy) -> dict[str, int]:
+    """Apply every split rule, in dependency order, to `alloc`. Returns pieces created per rule."""
+    created: dict[str, int] = {}
+    rules = split_order(tax.splits)
+    _check_conflicts(con, rules)
+    for rule in rules + spread_rules(tax):
+        created[rule.name] = _apply(con, tax, rule, spread=rule.name.startswith("spread-untagged-"))
+    _renumber(con, tax)
+    return {k: v for k, v in created.items() if v}
+
+
+def _check_conflicts(con, rules: list[SplitRule]) -> None:
+    """Two rules that take the same line item are a conflict: reject with a line to look at."""
+    if len(rules) < 2:
+        return
+    selects = []
+    params: list = []
+    for i, rule in enumerate(rules):
+        conds = _conditions(rule.match, "li", params) + _dimension_conditions(rule.dimensions, "a", params)
+        selects.append(f"select {i} as r, a.x_LineId from alloc a join month_line_items li using (x_LineId) "
+                       f"where {' and '.join(conds) or 'true'}")
+    rows = con.execute(
+        "select x_LineId, list(distinct r order by r) from (" + " union all ".join(selects) + ") "
+        "group by x_LineId having count(distinct r) > 1 limit 3", params).fetchall()
+    for line_id, rs in rows:
+        a, b = rules[rs[0]], rules[rs[1]]
+        if not (set(a.dimensions) & set(b.by) or set(b.dimensions) & set(a.by)):  # chains are not conflicts
+            raise SplitConflictError(f"split rules {a.name!r} and {b.name!r} both match line item {line_id}: "
+                                     "make their `match` exclusive")
+
+
+def _apply(con, tax: Taxonomy, rule: SplitRule, spread: bool) -> int:
+    params: list = []
+    conds = _conditions(rule.match, "li", params) + _dimension_conditions(rule.dimensions, "a", params)
+    conds.append("coalesce(a.x_AllocationRuleId, '') <> ?")
+    params.append(rule.name)
+    part_cols = [_partition_expr(f, tax, "a", "li") for f in rule.partition_by]
+    part_select = ", ".join(f"{e} AS p{i}" for i, e in enumerate(part_cols))
+    parents = con.execute(
+        f"select a.x_LineId, a.x_PieceId, a.BilledCost, a.EffectiveCost, a.ListCost"
+        f"{', ' + part_select if part_select else ''} "
+        f"from alloc a join month_line_items li using (x_LineId) where {' and '.join(conds)} "
+        "order by a.x_LineId, a.x_PieceId", params).fetchall()
+    if not parents:
+        return 0
+    weights = _weights(con, tax, rule, spread)
+    by_cols = [dimension_column(d) for d in rule.by]
+    unit = rule.precision
+    rows: dict[str, list] = defaultdict(list)
+    skipped = []
+    n_parts = len(part_cols)
+    for parent in parents:
+        line_id, piece_id, billed, effective, listed = parent[:5]
+        part = tuple(parent[5:5 + n_parts])
+        targets = weights.get(part, [])
+        if not targets:
+            skipped.append((line_id, piece_id))
+            continue
+        ws = [w for _, w in targets]
+        total = sum(ws)
+        billed_pieces = split_exact(billed, ws, unit)
+        effective_pieces = split_exact(effective, ws, unit)
+        list_pieces = split_exact(listed, ws, unit) if listed is not None else [None] * len(ws)
+        for i, (values, w) in enumerate(targets):
+            ratio = (w / total).quantize(Decimal("0.000000000001"))
+            rows["x_LineId"].append(line_id)
+            rows["parent_piece"].append(piece_id)
+            rows["sub"].append(i)
+            for col, v in zip(by_cols, values):
+                rows[col].append(v)
+            rows["BilledCost"].append(billed_pieces[i])
+            rows["EffectiveCost"].append(effective_pieces[i])
+            rows["ListCost"].append(list_pieces[i])
+            rows["ratio"].append(ratio)
+            rows["details"].append(json.dumps({
+                "Elements": [{"AllocatedRatio": float(ratio), "UsageQuantity": float(w),
+                              "UsageUnit": rule.weights.measure if rule.method in ("proportional", "metric")
+                              else ("Share" if rule.method == "fixed" else "Target")}],
+                "x_SplitRule": rule.name, "x_Method": rule.method,
+            }))
+    if skipped:
+        _mark_skipped(con, rule, skipped)
+    if not rows:
+        return 0
+    money = pa.decimal128(38, 12)
+    schema = [("x_LineId", pa.int64()), ("parent_piece", pa.int64()), ("sub", pa.int64())]
+    schema += [(c, pa.string()) for c in by_cols]
+    schema += [("BilledCost", money), ("EffectiveCost", money), ("ListCost", money), ("ratio", money),
+               ("details", pa.string())]
+    table = pa.Table.from_pydict({k: rows[k] for k, _ in schema}, schema=pa.schema(schema))
+    con.register("split_pieces_arrow", table)
+    reason_kind = "spread" if spread else "split"
+    replace = [
+        "s.BilledCost AS BilledCost", "s.EffectiveCost AS EffectiveCost", "s.ListCost AS ListCost",
+        "CAST(a.x_AllocatedRatio * s.ratio AS DECIMAL(38, 12)) AS x_AllocatedRatio",
+        "CAST(? AS VARCHAR) AS x_AllocationRuleId",
+        "CAST(s.details AS JSON) AS x_AllocationMethodDetails",
+        "a.x_PieceId * 100000 + s.sub AS x_PieceId",
+    ]
+    rparams: list = [rule.name]
+    for col in by_cols:
+        replace.append(f"s.{col} AS {col}")
+        replace.append(f"? || ' (' || CAST(CAST(s.ratio AS DOUBLE) AS VARCHAR) || ' of ' || "
+                       f"coalesce(a.{col}Reason, '') || ')' AS {col}Reason")
+        rparams.append(f"{reason_kind}:{rule.name} {rule.method}")
+    con.execute(
+        "create or replace temp table split_new as select a.* replace ("
+        + ", ".join(replace)
+        + ") from alloc a join split_pieces_arrow s on s.x_LineId = a.x_LineId and s.parent_piece = a.x_PieceId",
+        rparams,
+    )
+    con.execute("delete from alloc where (x_LineId, x_PieceId) in (select x_LineId, parent_piece from split_pieces_arrow)")
+    con.execute("insert into alloc by name select * from split_new")
+    con.unregister("split_pieces_arrow")
+    return len(rows["x_LineId"])
+
+
+def _mark_skipped(con, rule: SplitRule, pieces: list[tuple[int, int]]) -> None:
+    """No weights for the parent's partition: the piece stays as it was, and says so."""
+    table = pa.table({"x_LineId": [p[0] for p in pieces], "x_PieceId": [p[1] for p in pieces]})
+    con.register("split_skipped_arrow", table)
+    col = dimension_column(rule.by[0])
+    con.execute(
+        f"update alloc set {col}Reason = {col}Reason || ? from split_skipped_arrow s "
+        "where alloc.x_LineId = s.x_LineId and alloc.x_PieceId = s.x_PieceId",
+        [f" | split:{rule.name} skipped: nothing to split by"],
+    )
+    con.unregister("split_skipped_arrow")
+
+
+def _weights(con, tax: Taxonomy, rule: SplitRule, spread: bool) -> dict[tuple, list[tuple[tuple, Decimal]]]:
+    """partition values -> [(target values, weight)], targets in a stable order."""
+    by_cols = [dimension_column(d) for d in rule.by]
+    if rule.method in ("even", "fixed"):
+        items = [((t,), Decimal(1)) for t in rule.targets] if rule.method == "even" else \
+                [((t,), Decimal(str(p))) for t, p in rule.shares.items()]
+        if rule.partition_by:
+            parts = con.execute(
+                "select distinct " + ", ".join(_partition_expr(f, tax, "a", "li") for f in rule.partition_by)
+                + " from alloc a join month_line_items li using (x_LineId)").fetchall()
+            return {tuple(p): items for p in parts}
+        return {(): items}
+    measure = rule.weights.measure
+    if measure not in MEASURES and measure not in ("BilledCost", "EffectiveCost", "ListCost"):
+        raise ValueError(f"split {rule.name!r}: measure {measure!r} is not a numeric line-item column")
+    measure_expr = f'b."{measure}"' if measure in ("BilledCost", "EffectiveCost", "ListCost") else f'bl."{measure}"'
+    params: list = []
+    conds = _conditions(rule.weights.match, "bl", params)
+    for col in by_cols:
+        conds.append(f"b.{col} not in ('{UNTAGGED}', '{SHARED}')")
+    if rule.weights.sources:
+        conds.append("list_contains(?, b.x_SourceName)")
+        params.append(rule.weights.sources)
+    if rule.targets:
+        conds.append(f"list_contains(?, b.{by_cols[0]})")
+        params.append(rule.targets)
+    part_exprs = [_partition_expr(f, tax, "b", "bl") for f in rule.partition_by]
+    group = part_exprs + [f"b.{c}" for c in by_cols]
+    rows = con.execute(
+        f"select {', '.join(group)}, sum(CAST({measure_expr} AS DECIMAL(38, 12))) as w "
+        "from basis b join basis_line_items bl using (x_SourceName, x_LineId) "
+        f"where {' and '.join(conds) or 'true'} group by all having sum({measure_expr}) > 0 "
+        f"order by {', '.join(str(i + 1) for i in range(len(group)))}", params).fetchall()
+    out: dict[tuple, list] = defaultdict(list)
+    n = len(part_exprs)
+    for r in rows:
+        out[tuple(r[:n])].append((tuple(r[n:n + len(by_cols)]), Decimal(r[-1])))
+    return out
+
+
+def _renumber(con, tax: Taxonomy) -> None:
+    dims = tax.dimension_names
+    reason = " || '; ' || ".join(f"'{d}=' || {dimension_column(d)}Reason" for d in dims)
+    con.execute(
+        "create or replace temp table alloc as select * replace ("
+        "row_number() over (partition by x_LineId order by x_PieceId) as x_PieceId, "
+        f"{reason} as x_AllocationReason) from alloc"
+    )

@@ -1,0 +1,194 @@
+"""Shared-cost split rules: every method, with pieces computed by hand, and exactness."""
+
+from __future__ import annotations
+
+import shutil
+from decimal import Decimal as D
+from pathlib import Path
+
+import duckdb
+import pytest
+import yaml
+
+from apportion import ledger
+from apportion.split_rules import SplitConflictError
+from apportion.splits import split_exact
+from models._yaml import ConfigError
+from models.config import load_config
+from models.taxonomy import load_taxonomy
+from tests.test_allocation import ROWS, write_delivery
+
+REPO = Path(__file__).resolve().parent.parent
+
+CREDIT = ("credit", "111111111111", "Credit", "AmazonEC2", "Amazon Elastic Compute Cloud", "", "", "", "-10.00", {}, {})
+
+
+# ------------------------------------------------------------------ the arithmetic
+@pytest.mark.parametrize(
+    ("amount", "weights", "unit", "expected"),
+    [
+        # three-way split of a cent: 1 unit, equal remainders, the first target gets it
+        ("0.01", [1, 1, 1], "0.01", ["0.01", "0.00", "0.00"]),
+        # 100/3 at 1e-12: 33.333333333333 each, one unit left for the first
+        ("100", [1, 1, 1], "0.000000000001", ["33.333333333334", "33.333333333333", "33.333333333333"]),
+        # a negative credit splits like its absolute value and keeps its sign
+        ("-10", [1, 2], "0.01", ["-3.33", "-6.67"]),
+        # 20.01 at 50/30/20 %: 2001 cents -> 1000.5 / 600.3 / 400.2 -> the .5 remainder wins the cent
+        ("20.01", [50, 30, 20], "0.01", ["10.01", "6.00", "4.00"]),
+        # zero weight gets nothing
+        ("5", [0, 1], "0.01", ["0.00", "5.00"]),
+        # sub-cent amount split to the cent: the rest goes to the largest weight, nothing is lost
+        ("0.0000012345", [1, 2, 3], "0.01", ["0E-10", "0E-10", "0.0000012345"]),
+    ],
+)
+def test_split_exact(amount, weights, unit, expected):
+    pieces = split_exact(D(amount), weights, D(unit))
+    assert pieces == [D(e) for e in expected]
+    assert sum(pieces) == D(amount)
+
+
+def test_split_exact_refuses_nothing_to_split_by():
+    with pytest.raises(ValueError, match="nothing to split by"):
+        split_exact(D("1"), [0, 0])
+    with pytest.raises(ValueError, match="negative"):
+        split_exact(D("1"), [1, -1])
+
+
+# ------------------------------------------------------------------ rules on a real delivery
+SPLITS = [
+    {"name": "tax-fixed", "match": {"charge_category": "Tax"}, "method": "fixed", "by": ["team"],
+     "shares": {"ml-platform": 50, "research": 30, "search": 20}, "precision": "0.01"},
+    {"name": "savings-plan-fee-even", "match": {"charge_category": "Purchase"}, "method": "even", "by": ["team"],
+     "targets": ["ml-platform", "research", "search"], "precision": "0.01"},
+    {"name": "credit-by-usage", "match": {"charge_category": "Credit"}, "method": "proportional", "by": ["team"],
+     "weights": {"match": {"charge_category": "Usage"}}, "precision": "0.01"},
+    {"name": "s3-by-ec2-hours", "match": {"service_code": "AmazonS3"}, "dimensions": {"team": "untagged"},
+     "method": "metric", "by": ["team"], "weights": {"match": {"service_code": "AmazonEC2"}, "measure": "ConsumedQuantity"}},
+]
+
+
+def build(tmp_path, splits, rows=ROWS + [CREDIT], extra_dims=None):
+    write_delivery(tmp_path / "bucket", rows)
+    tax = yaml.safe_load((REPO / "demo" / "taxonomy.yaml").read_text())
+    tax["splits"] = splits
+    for dim, extra in (extra_dims or {}).items():
+        tax["dimensions"][dim].update(extra)
+    (tmp_path / "taxonomy.yaml").write_text(yaml.safe_dump(tax))
+    (tmp_path / "apportion.yaml").write_text(
+        "warehouse: data\ntaxonomy: taxonomy.yaml\nsources:\n  - name: aws-main\n    kind: aws_cur\n    uri: bucket/export\n")
+    cfg = load_config(tmp_path / "apportion.yaml")
+    src = cfg.sources[0]
+    ledger.build_line_items(cfg, src, ledger.land(cfg, src, "2026-10"))
+    stats = ledger.allocate(cfg, src, "2026-10")
+    ledger.build_warehouse(cfg)
+    return cfg, stats, duckdb.connect(str(cfg.duckdb_path), read_only=True)
+
+
+def pieces(con, provider_line_id):
+    return con.execute(
+        "SELECT a.x_Team, a.BilledCost, a.EffectiveCost, a.x_AllocatedRatio, a.x_AllocationRuleId, a.x_TeamReason, "
+        "a.x_AllocationMethodDetails::VARCHAR FROM allocations a JOIN line_items l USING (x_SourceName, x_BillingMonth, x_LineId) "
+        "WHERE l.x_ProviderLineItemId = ? ORDER BY a.x_PieceId", [provider_line_id]).fetchall()
+
+
+def test_every_method_with_hand_computed_pieces(tmp_path):
+    cfg, stats, con = build(tmp_path, SPLITS)
+    # fixed: 2001 cents at 50/30/20 -> 1000.5 / 600.3 / 400.2 cents
+    tax = pieces(con, "tax")
+    assert [(t, b, e) for t, b, e, *_ in tax] == [
+        ("ml-platform", D("10.01"), D("10.01")), ("research", D("6.00"), D("6.00")), ("search", D("4.00"), D("4.00"))]
+    assert {r[4] for r in tax} == {"tax-fixed"}
+    assert tax[0][5].startswith("split:tax-fixed fixed (0.5 of shared:Tax/Tax)")
+    # even: billed 80.00 -> 2666.67 cents each -> two get the extra cent; effective 9.90 -> 3.30 each
+    fee = pieces(con, "sp-fee")
+    assert [(t, b, e) for t, b, e, *_ in fee] == [
+        ("ml-platform", D("26.67"), D("3.30")), ("research", D("26.67"), D("3.30")), ("search", D("26.66"), D("3.30"))]
+    # proportional to usage EffectiveCost by team: ml-platform 98.32 + 1.006 + 70.10 + 0 = 169.426,
+    # research 3.25 + 0.05 + 1.00 = 4.30 (untagged excluded). -10.00 = 1000 cents:
+    # 975.2478... and 24.7521... -> floors 975 + 24, the spare cent to research (.7521 > .2478)
+    credit = pieces(con, "credit")
+    assert [(t, b) for t, b, *_ in credit] == [("ml-platform", D("-9.75")), ("research", D("-0.25"))]
+    assert '"UsageUnit": "EffectiveCost"' in credit[0][6]
+    # metric: EC2 usage amount by team (ml-platform 4 rows, research 2; untagged excluded);
+    # 0.0000012345 = 1,234,500 units of 1e-12 -> 823,000 and 411,500
+    s3 = pieces(con, "no-tags")
+    assert [(t, b) for t, b, *_ in s3] == [("ml-platform", D("0.000000823000")), ("research", D("0.000000411500"))]
+    assert [r[3] for r in s3] == [D("0.666666666667"), D("0.333333333333")]
+    # exactness: per line and in total
+    li = con.execute("SELECT sum(BilledCost), sum(EffectiveCost) FROM line_items").fetchone()
+    al = con.execute("SELECT sum(BilledCost), sum(EffectiveCost) FROM allocations").fetchone()
+    assert li == al == (stats.billed_cost, stats.effective_cost)
+    assert ledger.warehouse_breaches(cfg) == []
+    # nothing shared is left for the split charges; split pieces explain themselves
+    assert con.execute("SELECT count(*) FROM allocations WHERE x_AllocationRuleId IS NOT NULL "
+                       "AND x_AllocationReason NOT LIKE '%split:%'").fetchone()[0] == 0
+    assert con.execute("SELECT count(*) FROM allocations WHERE x_Team = 'shared'").fetchone()[0] == 0
+
+
+def test_partitioned_split_weighs_each_partition_separately(tmp_path):
+    rows = ROWS + [("tax-333", "333333333333", "Tax", "AmazonEC2", "Amazon Elastic Compute Cloud", "", "", "", "1.00", {}, {})]
+    splits = [{"name": "tax-by-account-usage", "match": {"charge_category": "Tax"}, "method": "proportional",
+               "by": ["team"], "partition_by": ["account"], "weights": {"match": {"charge_category": "Usage"}},
+               "precision": "0.01"}]
+    _, _, con = build(tmp_path, splits, rows)
+    # account 333333333333 has only research usage: its tax goes to research alone
+    assert [(t, b) for t, b, *_ in pieces(con, "tax-333")] == [("research", D("1.00"))]
+    # account 111111111111 has no attributed usage at all: the piece stays shared and says why
+    [(team, billed, _, _, rule, reason, _)] = pieces(con, "tax")
+    assert (team, billed, rule) == ("shared", D("20.01"), None)
+    assert reason.endswith("| split:tax-by-account-usage skipped: nothing to split by")
+
+
+def test_conflicting_rules_are_rejected(tmp_path):
+    splits = [SPLITS[0], {**SPLITS[1], "name": "also-tax", "match": {"charge_category": "T*"}}]
+    with pytest.raises(SplitConflictError, match="'tax-fixed' and 'also-tax' both match line item"):
+        build(tmp_path, splits)
+
+
+def test_cycles_and_bad_references_are_rejected_with_lines(tmp_path):
+    tax = yaml.safe_load((REPO / "demo" / "taxonomy.yaml").read_text())
+    tax["splits"] = [
+        {"name": "a", "dimensions": {"team": "search"}, "method": "fixed", "by": ["team"], "shares": {"research": 100}},
+        {"name": "b", "dimensions": {"team": "research"}, "method": "fixed", "by": ["team"], "shares": {"search": 100}},
+        {"name": "c", "match": {"charge_category": "Tax"}, "method": "fixed", "by": ["team"],
+         "shares": {"research": 60, "nobody": 30}},
+    ]
+    path = tmp_path / "taxonomy.yaml"
+    path.write_text(yaml.safe_dump(tax, sort_keys=False))
+    with pytest.raises(ConfigError) as err:
+        load_taxonomy(path)
+    text = "\n".join(err.value.problems)
+    assert "fixed shares must total 100, not 90" in text
+    tax["splits"][2]["shares"] = {"research": 70, "nobody": 30}
+    path.write_text(yaml.safe_dump(tax, sort_keys=False))
+    with pytest.raises(ConfigError) as err:
+        load_taxonomy(path)
+    text = "\n".join(err.value.problems)
+    assert "split rules form a cycle: a -> b -> a" in text
+    assert "split 'c': target 'nobody' is not an allowed team" in text
+
+
+def test_spread_untagged_is_marked_and_still_listed(tmp_path):
+    cfg, _, con = build(tmp_path, [], extra_dims={"team": {"spread_untagged": True}})
+    spread = con.execute("SELECT x_Team, BilledCost, x_TeamReason FROM allocations WHERE x_TeamReason LIKE 'spread:%' "
+                         "ORDER BY x_LineId, x_PieceId").fetchall()
+    assert spread and all(r[2].startswith("spread:spread-untagged-team proportional") for r in spread)
+    assert con.execute("SELECT count(*) FROM allocations WHERE x_Team = 'untagged'").fetchone()[0] == 0
+    # the spread spend is still visible as unattributed, with its marker
+    listed = con.execute("SELECT sum(BilledCost) FROM untagged_spend WHERE dimension = 'team'").fetchone()[0]
+    assert listed == sum(r[1] for r in spread)
+    assert ledger.warehouse_breaches(cfg) == []
+
+
+def test_virtual_tag_overrides_provider_tags_and_value_classes(tmp_path):
+    extra = {
+        "team": {"rules": [{"name": "gpu-fleet-belongs-to-ml", "match": {"usage_type": "*p5.48xlarge"},
+                            "value": "ml-platform", "override": True}]},
+    }
+    rows = ROWS + [("p5-research", "222222222222", "Usage", "AmazonEC2", "Amazon Elastic Compute Cloud",
+                    "USE1-BoxUsage:p5.48xlarge", "RunInstances", "i-9", "5.00", {}, {"user_team": "research",
+                                                                                   "user_workload": "training"})]
+    tax_extra = {"team": extra["team"]}
+    _, _, con = build(tmp_path, [], rows, extra_dims=tax_extra)
+    [(team, *_rest, reason, _)] = pieces(con, "p5-research")
+    assert (team, reason) == ("ml-platform", "override:gpu-fleet-belongs-to-ml")

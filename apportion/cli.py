@@ -33,8 +33,19 @@ def main(argv: list[str] | None = None) -> int:
 
     tax = sub.add_parser("taxonomy", help="taxonomy tools")
     tax_sub = tax.add_subparsers(dest="taxonomy_command", required=True)
-    check = tax_sub.add_parser("check", help="validate a taxonomy file")
+    check = tax_sub.add_parser("check", help="validate a taxonomy file (schema, dead rules, cycles)")
     check.add_argument("file")
+    tdiff = tax_sub.add_parser("diff", help="how coverage and team totals would change under a new taxonomy")
+    tdiff.add_argument("old")
+    tdiff.add_argument("new")
+    tdiff.add_argument("--month", required=True)
+    tdiff.add_argument("--config", default="apportion.yaml")
+    tdiff.add_argument("--json", action="store_true")
+
+    report = sub.add_parser("report", help="write the static HTML report (charts) from the warehouse")
+    report.add_argument("--config", default="apportion.yaml")
+    report.add_argument("--month", default=None, help="billing month YYYY-MM (default: the latest in the warehouse)")
+    report.add_argument("--out", default=None, help="output file (default: <warehouse>/report/index.html)")
 
     months = sub.add_parser("months", help="list the billing months each source has")
     months.add_argument("--config", default="apportion.yaml")
@@ -48,8 +59,12 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_run(args)
         if args.command == "export":
             return cmd_export(args)
+        if args.command == "taxonomy" and args.taxonomy_command == "diff":
+            return cmd_taxonomy_diff(args)
         if args.command == "taxonomy":
             return cmd_taxonomy_check(args)
+        if args.command == "report":
+            return cmd_report(args)
         if args.command == "months":
             return cmd_months(args)
         if args.command == "demo":
@@ -70,11 +85,23 @@ def cmd_taxonomy_check(args) -> int:
     from models._yaml import ConfigError
     from models.taxonomy import load_taxonomy
 
+    from apportion.taxonomy_tools import lint
+    from models._yaml import load_yaml_with_lines, line_of
+
     try:
         tax = load_taxonomy(args.file)
     except ConfigError as exc:
         for problem in exc.problems:
             print(f"{exc.path}: {problem}", file=sys.stderr)
+        return EXIT_CONFIG
+    problems = lint(tax)
+    if problems:
+        _, lines = load_yaml_with_lines(Path(args.file))
+        for p in problems:
+            path = tuple(int(x) if x.isdigit() else x for x in
+                         p.split(" ", 1)[0].replace("[", ".").replace("]", "").split("."))
+            line = line_of(lines, path)
+            print(f"{args.file}: line {line}: {p}" if line else f"{args.file}: {p}", file=sys.stderr)
         return EXIT_CONFIG
     for name in tax.dimension_names:
         d = tax.dimensions[name]
@@ -82,6 +109,28 @@ def cmd_taxonomy_check(args) -> int:
               f"{sum(len(v) for v in d.aliases.values())} aliases, {len(d.accounts)} accounts, {len(d.rules)} rules"
               + (f", default {d.default!r}" if d.default else ""))
     print(f"{args.file}: ok")
+    return EXIT_OK
+
+
+def cmd_taxonomy_diff(args) -> int:
+    from apportion.taxonomy_tools import diff
+    from models.config import check_month, load_config
+    from models.taxonomy import load_taxonomy
+
+    cfg = load_config(args.config)
+    result = diff(cfg, load_taxonomy(args.old), load_taxonomy(args.new), check_month(args.month))
+    if args.json:
+        print(json.dumps(result, indent=2, default=str))
+        return EXIT_OK
+    print(f"taxonomy diff for {result['month']}: {args.old} -> {args.new}")
+    print("coverage (spend-weighted):")
+    for row in result["coverage"]:
+        old, new = row["old"], row["new"]
+        fmt = lambda x: "-" if x is None else f"{x:.1%}"  # noqa: E731
+        print(f"  {row['dimension']:<14} {fmt(old):>8} -> {fmt(new):>8}")
+    print("EffectiveCost by team:")
+    for row in result["teams"]:
+        print(f"  {row['team']:<16} {row['old']:>16,.2f} -> {row['new']:>16,.2f}  ({row['change']:+,.2f})")
     return EXIT_OK
 
 
@@ -107,6 +156,21 @@ def cmd_export(args) -> int:
     out = ledger.export_month(cfg, month, Path(args.out))
     for p in sorted(out.iterdir()):
         print(p)
+    return EXIT_OK
+
+
+def cmd_report(args) -> int:
+    from apportion.report import ReportError, write_report
+    from models.config import check_month, load_config
+
+    cfg = load_config(args.config)
+    month = check_month(args.month) if args.month else None
+    try:
+        out = write_report(cfg, month, Path(args.out) if args.out else None)
+    except ReportError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    print(out)
     return EXIT_OK
 
 
@@ -159,18 +223,31 @@ def run_months(cfg, months: list[str], quiet: bool = False) -> list[dict]:
     from pipelines.partitions import partition_key_of
 
     logging.getLogger("dagster").setLevel(logging.WARNING)
-    job = build_definitions(cfg).resolve_job_def("nightly")
+    defs = build_definitions(cfg)
+    loggers = {"console": {"config": {"log_level": os.environ.get("APPORTION_LOG_LEVEL", "CRITICAL")}}}
+    progress = RunProgress() if sys.stderr.isatty() else None  # progress bars only for a person at a terminal
+    if progress:
+        defs = dg.Definitions.merge(defs, dg.Definitions(
+            loggers={"console": dg.colored_console_logger, "progress": progress.logger_def()}))
+        loggers["progress"] = {}
+    job = defs.resolve_job_def("nightly")
     instance = dg.DagsterInstance.get() if os.environ.get("DAGSTER_HOME") else dg.DagsterInstance.ephemeral()
     results = []
     for month in months:
-        if not quiet:
+        if progress:
+            progress.begin(month, len(job.nodes_in_topological_order))
+        elif not quiet:
             print(f"building {month} ...", file=sys.stderr, flush=True)
-        result = job.execute_in_process(
-            partition_key=partition_key_of(month),
-            instance=instance,
-            raise_on_error=False,
-            run_config={"loggers": {"console": {"config": {"log_level": os.environ.get("APPORTION_LOG_LEVEL", "CRITICAL")}}}},
-        )
+        try:
+            result = job.execute_in_process(
+                partition_key=partition_key_of(month),
+                instance=instance,
+                raise_on_error=False,
+                run_config={"loggers": loggers},
+            )
+        finally:
+            if progress:
+                progress.end()
         errors = []
         for event in result.all_events:
             if event.event_type_value == "STEP_FAILURE":
@@ -182,11 +259,82 @@ def run_months(cfg, months: list[str], quiet: bool = False) -> list[dict]:
     return results
 
 
+STEP_LABELS = (("raw_", "download"), ("core_line_items_", "convert"), ("core_allocations_", "allocate"),
+               ("out_warehouse", "publish warehouse"), ("out_finance_exports", "finance pack"),
+               ("out_report", "HTML report"))
+
+
+class RunProgress:
+    """rich progress bars on stderr, one per month, advanced by the Dagster step events of the run."""
+
+    def __init__(self, console=None):
+        from rich.console import Console
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+        self.progress = Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(),
+                                 MofNCompleteColumn(), TimeElapsedColumn(),
+                                 console=console or Console(stderr=True), transient=False)
+        self.month, self.task = None, None
+
+    @staticmethod
+    def label(step_key: str) -> str:
+        for prefix, label in STEP_LABELS:
+            if step_key.startswith(prefix):
+                rest = step_key[len(prefix):]
+                return f"{label} {rest.replace('_', '-')}".strip()
+        return step_key
+
+    def begin(self, month: str, steps: int) -> None:
+        self.progress.start()
+        self.month = month
+        self.task = self.progress.add_task(f"{month}: starting", total=steps)
+
+    def end(self) -> None:
+        if self.task is not None:
+            t = self.progress.tasks[-1]
+            self.progress.update(self.task, completed=t.total, description=f"{self.month}: done")
+        self.progress.stop()
+        self.task = None
+
+    def on_event(self, event) -> None:
+        if self.task is None:
+            return
+        kind = event.event_type_value
+        if kind == "STEP_START":
+            self.progress.update(self.task, description=f"{self.month}: {self.label(event.step_key)}")
+        elif kind in ("STEP_SUCCESS", "STEP_FAILURE", "STEP_SKIPPED"):
+            self.progress.advance(self.task)
+
+    def logger_def(self):
+        import logging
+
+        import dagster as dg
+        from dagster._core.log_manager import LOG_RECORD_EVENT_ATTR
+
+        progress = self
+
+        class _Handler(logging.Handler):
+            def emit(self, record):
+                event = getattr(record, LOG_RECORD_EVENT_ATTR, None)
+                if event is not None:
+                    progress.on_event(event)
+
+        @dg.logger(description="apportion CLI progress bars")
+        def _progress(_context):
+            log = logging.Logger("apportion.progress", level=logging.DEBUG)
+            log.addHandler(_Handler())
+            return log
+
+        return _progress
+
+
 def summarise(cfg, months: list[str], results: list[dict]) -> dict:
     import duckdb
 
     summary: dict = {"config": str(cfg.config_path), "months": results, "warehouse": str(cfg.duckdb_path),
                      "exports": {m: str(cfg.exports / m) for m in months if (cfg.exports / m).exists()},
+                     "report": str(cfg.warehouse / "report" / "index.html")
+                     if (cfg.warehouse / "report" / "index.html").exists() else None,
                      "quarantined_rows": 0}
     if not cfg.duckdb_path.exists():
         return summary
@@ -215,6 +363,14 @@ def summarise(cfg, months: list[str], results: list[dict]) -> dict:
         summary["totals"] = [
             dict(zip(("month", "source", "currency", "line_items", "billed_cost", "allocated_billed_cost"), row))
             for row in con.execute(sql_totals(), params).fetchall()
+        ]
+        summary["splits"] = [
+            dict(zip(("month", "rule", "method", "lines", "pieces", "teams", "effective_cost"), row))
+            for row in con.execute(
+                "SELECT x_BillingMonth, x_AllocationRuleId, any_value(x_AllocationMethodDetails ->> '$.x_Method'), "
+                "count(DISTINCT x_LineId), count(*), string_agg(DISTINCT x_Team, ', ' ORDER BY x_Team), "
+                "sum(EffectiveCost) FROM allocations WHERE list_contains(?, x_BillingMonth) "
+                "AND x_AllocationRuleId IS NOT NULL GROUP BY ALL ORDER BY 1, 2", params).fetchall()
         ]
         summary["quarantined_rows"] = con.execute(
             "SELECT count(*) FROM quarantined_rows WHERE list_contains(?, x_BillingMonth)", params).fetchone()[0]
@@ -266,6 +422,14 @@ def print_summary(summary: dict) -> None:
             t.add_row(row["month"], row["source"], row["dimension"], f"{cov:.1%}" if cov is not None else "-",
                       f"{row['untagged_cost']:,.2f}", f"{row['shared_cost']:,.2f}")
         console.print(t)
+        if summary.get("splits"):
+            t = Table(title="Shared costs split (x_AllocationRuleId; each piece's reason says rule, method, ratio)")
+            for c in ("month", "rule", "method", "lines", "pieces", "to teams", "effective cost"):
+                t.add_column(c, justify="right" if c in ("lines", "pieces", "effective cost") else "left")
+            for row in summary["splits"]:
+                t.add_row(row["month"], row["rule"], row["method"] or "", str(row["lines"]), str(row["pieces"]),
+                          row["teams"] or "", f"{row['effective_cost']:,.2f}")
+            console.print(t)
         t = Table(title="Top untagged spend (team)")
         for c in ("month", "reason", "account", "service", "resource", "effective cost"):
             t.add_column(c)
@@ -279,6 +443,8 @@ def print_summary(summary: dict) -> None:
     console.print(f"warehouse: {summary['warehouse']}")
     for month, path in summary.get("exports", {}).items():
         console.print(f"finance CSVs for {month}: {path}")
+    if summary.get("report"):
+        console.print(f"HTML report: {summary['report']}")
 
 
 if __name__ == "__main__":

@@ -369,6 +369,10 @@ def build_warehouse(cfg: ApportionConfig, tax: Taxonomy | None = None) -> dict:
             dimension_union=_dimension_union(dims, untagged_only=True)))
         con.execute(sql_text("outputs/create_allocation_coverage.sql").format(
             dimension_union=_dimension_union(dims, untagged_only=False)))
+        if "value_class" in dims:
+            con.execute(sql_text("outputs/create_portfolio.sql"))
+            con.execute("COMMENT ON VIEW portfolio IS 'Spend per month, value class and team, with the change from "
+                        "the previous month (the portfolio view of production, experimental and background work).'")
         _comment(con, dims)
         from apportion import analyst_views  # analyst views + a COMMENT ON for every table/view column
 

@@ -47,6 +47,8 @@ RULE_FIELDS: dict[str, str] = {
     "usage_type": "x_UsageType",
     "operation": "x_Operation",
     "instance_type": "x_InstanceType",
+    "line_item_type": "x_LineItemType",
+    "sku": "SkuId",
     "source": "x_SourceName",
 }
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import re
 import shutil
 from decimal import Decimal as D
 from pathlib import Path
@@ -192,3 +194,58 @@ def test_virtual_tag_overrides_provider_tags_and_value_classes(tmp_path):
     _, _, con = build(tmp_path, [], rows, extra_dims=tax_extra)
     [(team, *_rest, reason, _)] = pieces(con, "p5-research")
     assert (team, reason) == ("ml-platform", "override:gpu-fleet-belongs-to-ml")
+
+
+def test_value_class_from_rules_then_workload_and_portfolio_view(tmp_path):
+    rows = ROWS + [("dev-training", "222222222222", "Usage", "AmazonEC2", "Amazon Elastic Compute Cloud",
+                    "USE1-BoxUsage:g5.xlarge", "RunInstances", "i-7", "2.00", {},
+                    {"user_team": "research", "user_workload": "training", "user_environment": "dev"})]
+    _, _, con = build(tmp_path, [], rows)
+    got = dict(con.execute(
+        "SELECT l.x_ProviderLineItemId, a.x_ValueClass || ' / ' || a.x_ValueClassReason FROM allocations a "
+        "JOIN line_items l USING (x_SourceName, x_BillingMonth, x_LineId)").fetchall())
+    assert got["tagged"] == "production / workload:inference"            # workload inference -> production
+    assert got["dev-training"] == "experimental / rule:dev-is-experimental"  # the environment rule comes first
+    assert got["no-tags"].startswith("background / workload:storage")    # S3 -> workload storage (rule) -> background
+    portfolio = con.execute("SELECT value_class, team, effective_cost FROM portfolio "
+                            "WHERE value_class = 'experimental' AND team = 'research'").fetchone()
+    assert portfolio[2] >= D("2.00")
+
+
+def test_taxonomy_check_finds_rules_that_can_never_match(tmp_path, capsys):
+    from apportion import cli
+
+    tax = yaml.safe_load((REPO / "demo" / "taxonomy.yaml").read_text())
+    tax["dimensions"]["team"]["rules"] = [
+        {"name": "all-sagemaker", "match": {"service": "Amazon SageMaker"}, "value": "research"},
+        {"name": "sagemaker-notebooks", "match": {"service": "Amazon SageMaker", "usage_type": "*Notebk*"},
+         "value": "ml-platform"},
+        {"name": "sandbox", "match": {"account": "333*"}, "value": "research"},
+    ]
+    path = tmp_path / "taxonomy.yaml"
+    path.write_text(yaml.safe_dump(tax, sort_keys=False))
+    assert cli.main(["taxonomy", "check", str(path)]) == cli.EXIT_CONFIG
+    err = capsys.readouterr().err
+    assert "dimensions.team.rules[1] ('sagemaker-notebooks') can never match: rule 'all-sagemaker'" in err
+    assert "dimensions.team.accounts[333333333333] can never apply: rule 'sandbox'" in err
+    assert re.search(r"line \d+: dimensions.team.rules\[1\]", err)
+
+
+def test_taxonomy_diff_shows_coverage_and_team_changes(tmp_path, capsys):
+    from apportion import cli
+
+    cfg, _, con = build(tmp_path, [])
+    con.close()
+    new = yaml.safe_load((tmp_path / "taxonomy.yaml").read_text())
+    new["dimensions"]["team"]["accounts"]["555555555555"] = "search"   # the untagged S3 account
+    (tmp_path / "new.yaml").write_text(yaml.safe_dump(new))
+    code = cli.main(["taxonomy", "diff", str(tmp_path / "taxonomy.yaml"), str(tmp_path / "new.yaml"),
+                     "--month", "2026-10", "--config", str(cfg.config_path), "--json"])
+    assert code == 0
+    result = json.loads(capsys.readouterr().out)
+    team_cov = next(r for r in result["coverage"] if r["dimension"] == "team")
+    assert team_cov["new"] >= team_cov["old"]  # a tiny S3 line: visible in the totals below, not at 6 decimals
+    change = {r["team"]: D(str(r["change"])) for r in result["teams"]}
+    assert change["search"] == D("0.0000012345") and change["untagged"] == D("-0.0000012345")
+    # the published warehouse and lake are untouched by a diff
+    assert not list(cfg.warehouse.glob("apportion-taxdiff-*"))

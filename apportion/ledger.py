@@ -46,6 +46,8 @@ def sql_text(name: str) -> str:
 def connect(cfg: ApportionConfig | None = None, database: str = ":memory:") -> duckdb.DuckDBPyConnection:
     con = duckdb.connect(database)
     con.execute("SET TimeZone = 'UTC'")
+    # Row order carries no meaning in the lake (x_LineId does); not preserving it saves memory on big months.
+    con.execute("SET preserve_insertion_order = false")
     if os.environ.get("APPORTION_MEMORY_LIMIT"):
         con.execute("SET memory_limit = ?", [os.environ["APPORTION_MEMORY_LIMIT"]])
     if cfg is not None:
@@ -139,36 +141,36 @@ def build_line_items(cfg: ApportionConfig, source: SourceConfig, delivery: Deliv
         tmp = new_tmp_dir(final)
         qdir = partition_dir(cfg, QUARANTINE, source.name, month)
         qtmp = new_tmp_dir(qdir)
+        produced = {r[0] for r in con.execute("DESCRIBE line_items_checked").fetchall()}
+        li_file, q_file = tmp / "data.parquet", qtmp / "rows.parquet"
         try:
-            # Materialise once: the checked rows feed both the line items and the quarantine.
-            con.execute("CREATE TEMP TABLE checked AS SELECT * FROM line_items_checked")
+            # Streamed twice rather than materialised: a month of CUR can be tens of millions of rows.
+            con.execute(
+                f"COPY (SELECT {select_list(available=produced)} FROM line_items_checked "
+                f"WHERE x_QuarantineReason IS NULL) TO {_lit(str(li_file))} "
+                "(FORMAT parquet, COMPRESSION zstd, ROW_GROUP_SIZE 250000)"
+            )
+            con.execute(
+                "COPY (SELECT x_SourceName, x_BillingMonth, x_DeliveryId, x_SourceFile, x_SourceRow, "
+                "x_QuarantineReason AS reason, CAST(BilledCost AS VARCHAR) AS billed_cost "
+                "FROM line_items_checked WHERE x_QuarantineReason IS NOT NULL) "
+                f"TO {_lit(str(q_file))} (FORMAT parquet)"
+            )
         except duckdb.Error as exc:
             shutil.rmtree(tmp, ignore_errors=True)
             shutil.rmtree(qtmp, ignore_errors=True)
             raise _locate_bad_file(con, connector, delivery, exc) from None
-        produced = {r[0] for r in con.execute("DESCRIBE checked").fetchall()}
-        con.execute(
-            f"COPY (SELECT {select_list(available=produced)} FROM checked WHERE x_QuarantineReason IS NULL ORDER BY x_LineId) "
-            f"TO '{tmp / 'data.parquet'}' (FORMAT parquet, COMPRESSION zstd, ROW_GROUP_SIZE 250000)"
-        )
-        con.execute(
-            "COPY (SELECT x_SourceName, x_BillingMonth, x_DeliveryId, x_SourceFile, x_SourceRow, "
-            "x_QuarantineReason AS reason, CAST(BilledCost AS VARCHAR) AS billed_cost "
-            f"FROM checked WHERE x_QuarantineReason IS NOT NULL ORDER BY x_SourceFile, x_SourceRow) "
-            f"TO '{qtmp / 'rows.parquet'}' (FORMAT parquet)"
-        )
         rows, billed, effective = con.execute(
-            "SELECT count(*), coalesce(sum(BilledCost), 0), coalesce(sum(EffectiveCost), 0) FROM checked "
-            "WHERE x_QuarantineReason IS NULL"
+            "SELECT count(*), coalesce(sum(BilledCost), 0), coalesce(sum(EffectiveCost), 0) "
+            f"FROM read_parquet({_lit(str(li_file))})"
         ).fetchone()
         qrows, qbilled = con.execute(
-            "SELECT count(*), sum(BilledCost) FROM checked WHERE x_QuarantineReason IS NOT NULL"
+            f"SELECT count(*), sum(TRY_CAST(billed_cost AS DECIMAL(38, 12))) FROM read_parquet({_lit(str(q_file))})"
         ).fetchone()
         reasons = dict(
             con.execute(
-                "SELECT regexp_replace(x_QuarantineReason, ' .*$', '') || ' ' || "
-                "split_part(x_QuarantineReason, ' ', 2), count(*) FROM checked "
-                "WHERE x_QuarantineReason IS NOT NULL GROUP BY 1 ORDER BY 2 DESC"
+                "SELECT split_part(reason, ' ', 1) || ' ' || split_part(reason, ' ', 2), count(*) "
+                f"FROM read_parquet({_lit(str(q_file))}) GROUP BY 1 ORDER BY 2 DESC"
             ).fetchall()
         )
         replace_partition(tmp, final)
@@ -306,7 +308,7 @@ def allocate(cfg: ApportionConfig, source: SourceConfig, month: str, tax: Taxono
             lake / ALLOCATIONS / f"x_SourceName={source.name}" / f"x_BillingMonth={month}"
         tmp = new_tmp_dir(final)
         con.execute(
-            f"COPY (SELECT * FROM {result} ORDER BY x_LineId, x_PieceId) TO '{tmp / 'data.parquet'}' "
+            f"COPY (SELECT * FROM {result}) TO '{tmp / 'data.parquet'}' "
             "(FORMAT parquet, COMPRESSION zstd, ROW_GROUP_SIZE 250000)"
         )
         con.execute(f"CREATE TEMP VIEW month_allocations AS SELECT * FROM read_parquet({_lit(str(tmp / 'data.parquet'))})")
@@ -346,12 +348,10 @@ def build_warehouse(cfg: ApportionConfig, tax: Taxonomy | None = None) -> dict:
             produced = {r[0] for r in con.execute(f"DESCRIBE SELECT * FROM {src_li}").fetchall()}
         else:
             src_li, produced = f"({empty})", None
-        con.execute(f"CREATE TABLE line_items AS SELECT {select_list(available=produced)} FROM {src_li} "
-                    "ORDER BY x_SourceName, x_BillingMonth, x_LineId")
+        con.execute(f"CREATE TABLE line_items AS SELECT {select_list(available=produced)} FROM {src_li}")
         if al_files:
             con.execute(
-                f"CREATE TABLE allocations AS SELECT * FROM read_parquet({_list_literal(al_files)}, union_by_name = true) "
-                "ORDER BY x_SourceName, x_BillingMonth, x_LineId, x_PieceId"
+                f"CREATE TABLE allocations AS SELECT * FROM read_parquet({_list_literal(al_files)}, union_by_name = true)"
             )
         else:
             con.execute("CREATE TABLE allocations AS SELECT * FROM (SELECT 1) WHERE false")

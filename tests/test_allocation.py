@@ -11,6 +11,7 @@ from pathlib import Path
 
 import duckdb
 import pytest
+import yaml
 
 from apportion import ledger
 from models.config import load_config
@@ -84,7 +85,10 @@ def write_delivery(root: Path, rows=ROWS, month: str = "2026-10") -> None:
 @pytest.fixture()
 def built(tmp_path):
     write_delivery(tmp_path / "bucket")
-    shutil.copy(REPO / "demo" / "taxonomy.yaml", tmp_path / "taxonomy.yaml")
+    # attribution alone: the demo taxonomy without its shared-cost splits (tests/test_split_rules.py has those)
+    tax = yaml.safe_load((REPO / "demo" / "taxonomy.yaml").read_text())
+    tax.pop("splits", None)
+    (tmp_path / "taxonomy.yaml").write_text(yaml.safe_dump(tax, sort_keys=False))
     (tmp_path / "apportion.yaml").write_text(
         "warehouse: data\ntaxonomy: taxonomy.yaml\nsources:\n"
         "  - name: aws-main\n    kind: aws_cur\n    uri: bucket/export\n"

@@ -13,10 +13,10 @@ src as (select * from stg_aws_cur),
 -- Service names and categories are decided once per distinct service, not once per row.
 services as (
     select distinct
-        line_item_product_code,
-        product_product_name,
-        product_servicecode,
-        bill_billing_entity
+        coalesce(line_item_product_code, '') as line_item_product_code,
+        coalesce(product_product_name, '') as product_product_name,
+        coalesce(product_servicecode, '') as product_servicecode,
+        coalesce(bill_billing_entity, '') as bill_billing_entity
     from src
 ),
 
@@ -33,11 +33,11 @@ service_map as (
                  case when s.product_product_name ilike '%bedrock%' then 'Generative AI' end) as ServiceSubcategory
     from services as s
     left join ref_aws_service_overrides as o
-        on o.product_code = coalesce(s.line_item_product_code, s.product_servicecode)
+        on o.product_code = coalesce(nullif(s.line_item_product_code, ''), s.product_servicecode)
     left join lateral (
         select m.ServiceCategory
         from ref_aws_service_category as m
-        where coalesce(s.line_item_product_code, s.product_servicecode) like replace(m.product_code, '*', '%')
+        where coalesce(nullif(s.line_item_product_code, ''), s.product_servicecode) like replace(m.product_code, '*', '%')
         order by length(m.product_code) desc
         limit 1
     ) as c on true
@@ -133,10 +133,10 @@ typed as (
     cross join (select billing_month, cast(billing_month || '-01 00:00:00+00' as timestamptz) as period_start from run_context) as ctx
     left join ref_currencies as cur on cur.currency_code = upper(src.line_item_currency_code)
     left join service_map as sm
-        on sm.line_item_product_code is not distinct from src.line_item_product_code
-        and sm.product_product_name is not distinct from src.product_product_name
-        and sm.product_servicecode is not distinct from src.product_servicecode
-        and sm.bill_billing_entity is not distinct from src.bill_billing_entity
+        on sm.line_item_product_code = coalesce(src.line_item_product_code, '')
+        and sm.product_product_name = coalesce(src.product_product_name, '')
+        and sm.product_servicecode = coalesce(src.product_servicecode, '')
+        and sm.bill_billing_entity = coalesce(src.bill_billing_entity, '')
     left join tag_json as tj on tj.m is not distinct from src.resource_tags
     left join cost_category_json as cj on cj.m is not distinct from src.cost_category
 ),

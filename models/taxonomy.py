@@ -49,6 +49,14 @@ RULE_FIELDS: dict[str, str] = {
     "instance_type": "x_InstanceType",
     "line_item_type": "x_LineItemType",
     "sku": "SkuId",
+    "cost_basis": "x_CostBasis",
+    "model": "x_ModelId",
+    "llm_provider": "x_LlmProvider",
+    "token_type": "x_TokenType",
+    "gpu_model": "x_GpuModel",
+    "cluster": "x_Cluster",
+    "node": "x_Node",
+    "job": "x_JobId",
     "source": "x_SourceName",
 }
 

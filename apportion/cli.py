@@ -183,6 +183,18 @@ def cmd_demo(args) -> int:
     out = Path(args.out) if args.out else Path(cfg.sources[0].uri).parents[1]
     files = generate_cur2(out, demo_months())
     print(f"demo CUR 2.0 export for {', '.join(demo_months())}: {len(files)} data files under {out}")
+    if not args.out:  # the GPU sources read the CUR just written (their nodes are its p5/g5 instances)
+        from apportion.demo_gpu import generate_gpu_demo
+
+        for line in generate_gpu_demo(cfg, demo_months()):
+            print(line)
+    from apportion.demo_llm import generate_llm_demo
+
+    llm_out = out.parent / "demo-llm"  # next to the demo bucket: data/demo-llm
+    llm_files = generate_llm_demo(llm_out, demo_months())
+    print(f"demo LLM gateway logs and OpenAI/Anthropic pages: {len(llm_files)} files under {llm_out}")
+    from apportion.demo_clouds import generate_cloud_demo
+    print(*generate_cloud_demo(out.parent, demo_months()), sep="\n")
     return EXIT_OK
 
 
@@ -301,9 +313,9 @@ class RunProgress:
             return
         kind = event.event_type_value
         if kind == "STEP_START":
-            self.progress.update(self.task, description=f"{self.month}: {self.label(event.step_key)}")
+            self.progress.update(self.task, description=f"{self.month}: {self.label(event.step_key)}", refresh=True)
         elif kind in ("STEP_SUCCESS", "STEP_FAILURE", "STEP_SKIPPED"):
-            self.progress.advance(self.task)
+            self.progress.update(self.task, advance=1, refresh=True)
 
     def logger_def(self):
         import logging

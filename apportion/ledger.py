@@ -22,6 +22,7 @@ from pathlib import Path
 import duckdb
 import pyarrow as pa
 
+from apportion.currency import apply_reporting_currency
 from connectors.base import Delivery, SourceError, landed_delivery, promote
 from connectors.registry import connector_for
 from models.config import ApportionConfig, SourceConfig
@@ -137,6 +138,7 @@ def build_line_items(cfg: ApportionConfig, source: SourceConfig, delivery: Deliv
         )
         connector.stage_sql(con, delivery)
         con.execute(sql_text(f"line_items/{connector.line_items_sql}"))
+        apply_reporting_currency(con, cfg)  # x_Reporting* columns when reporting_currency is configured
         final = partition_dir(cfg, LINE_ITEMS, source.name, month)
         tmp = new_tmp_dir(final)
         qdir = partition_dir(cfg, QUARANTINE, source.name, month)

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from datetime import date as date_type
+from decimal import Decimal
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -57,6 +59,22 @@ class SourceConfig(BaseModel):
         return v
 
 
+class FxRate(BaseModel):
+    """One FX rate: 1 `from` = `rate` `to`, valid from `date` (until a newer one)."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    date: date_type
+    from_: str = Field(alias="from", pattern=r"^[A-Za-z]{3}$")
+    to: str = Field(pattern=r"^[A-Za-z]{3}$")
+    rate: Decimal = Field(gt=0)
+
+    @field_validator("rate", mode="before")
+    @classmethod
+    def _exact(cls, v: Any) -> Any:
+        return Decimal(str(v)) if isinstance(v, float) else v  # YAML floats keep the digits as written
+
+
 class ApportionConfig(BaseModel):
     """Top level of apportion.yaml."""
 
@@ -67,6 +85,11 @@ class ApportionConfig(BaseModel):
     sources: list[SourceConfig] = Field(min_length=1)
     open_months: int = Field(2, ge=1, le=36, description="Months the nightly job rebuilds: the current one and the N-1 before it.")
     coverage_threshold: float = Field(0.8, ge=0, le=1, description="Coverage check warns below this spend-weighted share.")
+    reporting_currency: str | None = Field(None, pattern=r"^[A-Z]{3}$", description="ISO 4217 code: adds "
+                                           "x_Reporting* columns converted with fx_rates (allocation stays in BillingCurrency).")
+    fx_rates: list[FxRate] | Path | None = Field(None, description="FX rates: a list of {date, from, to, rate} or a CSV "
+                                                 "file with those columns.")
+    fx_max_age_days: int = Field(31, ge=0, le=3660, description="A rate older than this many days is not used.")
     config_path: Path | None = Field(None, exclude=True)
 
     @field_validator("sources")
@@ -116,6 +139,10 @@ def load_config(path: str | Path) -> ApportionConfig:
     cfg.warehouse = (base / cfg.warehouse).resolve()
     cfg.taxonomy = (base / cfg.taxonomy).resolve()
     cfg.config_path = path
+    if isinstance(cfg.fx_rates, Path):
+        cfg.fx_rates = (base / cfg.fx_rates).resolve()
+        if not cfg.fx_rates.exists():
+            raise ConfigError(path, [f"line {lines.get(('fx_rates',), 1)}: fx_rates: file {cfg.fx_rates} not found"])
     for s in cfg.sources:
         if "://" not in s.uri:
             s.uri = str((base / s.uri).resolve())

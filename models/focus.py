@@ -104,6 +104,46 @@ X_COLUMNS: tuple[Column, ...] = (
            "usage: the row only measures usage (logs, schedulers) and carries zero BilledCost/EffectiveCost; "
            "its priced estimate is x_PricedCost and it attributes invoice lines through split rules."),
     Column("x_PricedCost", MONEY, "Usage priced at catalogue, negotiated or rate-card prices (not billed money)."),
+    Column("x_Cluster", "VARCHAR", "GPU cluster (Slurm cluster, Kubernetes cluster) the usage ran on."),
+    Column("x_GpuModel", "VARCHAR", "Normalised GPU model (`a100`, `h100-80gb-hbm3`, ...); also in SkuPriceDetails."),
+    Column("x_JobId", "VARCHAR", "Scheduler job id (Slurm JobID) or Kubernetes pod/allocation name of GPU usage."),
+    Column("x_GpuUtilization", "DECIMAL(9,6)", "Average GPU utilisation of the usage, 0..1, when measured "
+           "(DCGM, nvidia-smi, OpenCost gpuEfficiency, Slurm gres/gpuutil)."),
+    Column("x_LlmProvider", "VARCHAR", "LLM provider that bills the tokens, as a genai-prices provider id (openai, "
+           "anthropic, aws = Bedrock, azure, google); invoice and usage rows of one provider share it."),
+    Column("x_ModelId", "VARCHAR", "Normalised model id without date, region or version (gpt-4o, claude-sonnet-4-5, "
+           "ft:gpt-4o); also SkuPriceDetails.ModelId."),
+    Column("x_ModelRef", "VARCHAR", "Model name exactly as the source reported it (dated snapshot, fine-tune, "
+           "Bedrock ARN, Azure deployment)."),
+    Column("x_TokenType", "VARCHAR", "input | input_audio | cache_read | cache_write_5m | cache_write_1h | output | "
+           "output_audio | web_search (requests)."),
+    Column("x_Tokens", "BIGINT", "Tokens of x_TokenType on this row (null for request-counted rows such as web_search)."),
+    Column("x_Requests", "BIGINT", "Model requests; counted on one row per day x model x attribution key (0 on the "
+           "other token-type rows), so sums count each request once."),
+    Column("x_ServiceTier", "VARCHAR", "Provider service tier (default, standard, batch, priority, flex, scale...)."),
+    Column("x_PriceSource", "VARCHAR", "Where x_PricedCost's unit price came from: 'genai-prices <version> "
+           "<provider>/<model> [...]' or 'override:<name>'."),
+    # cloud billing sources (azure_cost, gcp_billing, focus) and reporting currency
+    Column("x_SourceDataset", "VARCHAR", "Provider dataset the row came from: Azure ActualCost / AmortizedCost / "
+           "FocusCost <version>, GCP standard / detailed billing export, FOCUS <version>."),
+    Column("x_ResourceGroupName", "VARCHAR", "Azure resource group of the resource (lower-case)."),
+    Column("x_PricingBlockSize", QUANTITY, "Units per priced block of the provider's unit of measure (Azure `10K` -> "
+           "10000); PricingQuantity and ConsumedQuantity are in single units."),
+    Column("x_PricingUnitDescription", "VARCHAR", "Provider's unit of measure as delivered (Azure `1K`, `1 Hour`)."),
+    Column("x_Credits", "JSON", "GCP credits of the row as delivered (name, id, type, amount); netted in "
+           "BilledCost and EffectiveCost."),
+    Column("x_CreditAmount", MONEY, "Sum of the row's credits (negative); BilledCost = ContractedCost + x_CreditAmount."),
+    Column("x_ReportingCurrency", "VARCHAR", "Configured reporting currency (null when none is configured)."),
+    Column("x_FxRate", "DECIMAL(38,12)", "BillingCurrency -> x_ReportingCurrency rate used (rate of the charge "
+           "date, from the config's fx_rates)."),
+    Column("x_ReportingBilledCost", MONEY, "BilledCost in x_ReportingCurrency (for reports; allocation stays exact "
+           "in BillingCurrency)."),
+    Column("x_ReportingEffectiveCost", MONEY, "EffectiveCost in x_ReportingCurrency."),
+    # GPU sources (slurm_sacct, opencost, gpu_metrics)
+    Column("x_Node", "VARCHAR", "Node the GPU usage ran on: cloud instance id from the Kubernetes providerID, "
+           "Kubernetes node name, Slurm NodeList or DCGM Hostname."),
+    Column("x_GpuHours", QUANTITY, "GPU-hours allocated to a job/pod or left idle (= ConsumedQuantity of GPU usage "
+           "rows; null on observed-utilisation rows): the measure GPU split rules weigh by."),
 )
 
 LINE_ITEM_COLUMNS: tuple[Column, ...] = FOCUS_COLUMNS + X_COLUMNS

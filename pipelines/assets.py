@@ -183,4 +183,19 @@ def ledger_assets(cfg: ApportionConfig) -> list[dg.AssetsDefinition]:
         out = ledger.export_month(cfg, month_of(context.partition_key))
         return dg.MaterializeResult(metadata={"path": str(out), "files": sorted(p.name for p in out.iterdir())})
 
-    return [*per_source, warehouse, finance_exports]
+    @dg.asset(
+        name="out_report",
+        deps=[finance_exports.key],
+        partitions_def=billing_months,
+        group_name="outputs",
+        kinds={"html"},
+        description="The static HTML report (<warehouse>/report/index.html): spend by team and provider, untagged "
+        "spend and coverage, AI unit economics, links to the finance pack. Self-contained, works offline.",
+    )
+    def report(context: dg.AssetExecutionContext, apportion: ApportionResource) -> dg.MaterializeResult:
+        from apportion.report import write_report
+
+        out = write_report(apportion.config())  # the latest month in the warehouse, with every month's trend
+        return dg.MaterializeResult(metadata={"path": dg.MetadataValue.path(str(out))})
+
+    return [*per_source, warehouse, finance_exports, report]

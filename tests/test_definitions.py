@@ -20,18 +20,24 @@ def test_demo_code_location_asset_graph():
         for key in graph.get_all_asset_keys()
         for parent in graph.get(key).parent_keys
     )
-    assert edges == [
-        ("core_allocations_aws_main", "out_warehouse"),
-        ("core_line_items_aws_main", "core_allocations_aws_main"),
+    # every demo source has raw -> line items -> allocations -> warehouse; the outputs follow
+    names = [s.name.replace("-", "_") for s in load_config(DEMO_CONFIG).sources]
+    assert {"aws_main", "llm_gateway", "openai_org", "anthropic_org"} <= set(names)
+    # (split rules weigh a source's lines by other sources' usage: allocations wait for every source's line items)
+    per_source = [e for n in names for e in (
+        (f"core_allocations_{n}", "out_warehouse"),
+        (f"raw_{n}", f"core_line_items_{n}"),
+        *((f"core_line_items_{m}", f"core_allocations_{n}") for m in names),
+    )]
+    assert edges == sorted(per_source + [
+        ("out_finance_exports", "out_report"),
         ("out_warehouse", "out_finance_exports"),
-        ("raw_aws_main", "core_line_items_aws_main"),
-    ]
+    ])
     checks = sorted(k.to_user_string() for k in graph.asset_check_keys)
-    assert checks == [
-        "core_allocations_aws_main:allocation_ties_out",
+    assert checks == sorted([f"core_allocations_{n}:allocation_ties_out" for n in names] + [
         "out_warehouse:allocation_coverage",
         "out_warehouse:warehouse_ties_out",
-    ]
+    ])
     job = defs.resolve_job_def("nightly")
     assert job.partitions_def is not None and job.partitions_def.get_partition_keys()[0] == "2018-01-01"
     assert defs.resolve_schedule_def("nightly").cron_schedule == "0 5 * * *"

@@ -1,0 +1,496 @@
+"""Azure Cost Management exports: ActualCost, AmortizedCost (EA and MCA column sets) and FocusCost.
+
+`uri` points at the export's container and root folder: `az://<container>/<root>` with the storage
+account from `options.account_url` (or AZURE_STORAGE_CONNECTION_STRING / AZURE_STORAGE_ACCOUNT),
+`https://<account>.blob.core.windows.net/<container>/<root>`, or a local folder holding a copy.
+
+Runs are found by their `manifest.json` — never by guessing folder names, whose order differs
+between export versions (`<export>/<YYYYMMDD-YYYYMMDD>/<run time>/<run id>/` or
+`<YYYYMMDD-YYYYMMDD>/<export>/...`). Each run is a complete month-to-date snapshot, so only the
+newest run of a period is loaded (by `runInfo.submittedTime`, else the run-time folder). The
+manifest's `blobs[]` are the run's files (CSV, CSV.gz, Parquet); a missing one is an error. Exports
+older than manifests (one CSV per run in the period folder) fall back to the newest file.
+
+Several exports in one root (ActualCost and AmortizedCost side by side) would count the month
+twice: set `options.export_name` to pick one; without it apportion refuses to guess.
+
+FocusCost runs are mapped with the native FOCUS mapping (`connectors.focus`).
+
+`AzureCostManagement` wraps azure-mgmt-costmanagement for the API side: list exports, run one now,
+and the Cost Details report (an asynchronous CSV report of actual or amortized cost).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from urllib.parse import urlparse
+
+from connectors.base import Connector, Delivery, DeliveryPlan, SourceError
+from connectors.cloudfiles import (
+    column_picker,
+    describe,
+    digest,
+    file_format,
+    land_blobs,
+    load_cloud_macros,
+    open_cloud_store,
+    quote_ident,
+    quote_literal,
+    reader_sql,
+    row_number_sql,
+    varchar_expr,
+)
+
+REFERENCE = Path(__file__).resolve().parent.parent / "models" / "reference"
+
+COST_TYPES = {"actualcost": "ActualCost", "amortizedcost": "AmortizedCost", "usage": "ActualCost",
+              "focuscost": "FocusCost"}
+# FocusCost dataVersions Cost Management has shipped; anything else is refused rather than misread.
+FOCUS_DATA_VERSIONS = {"1.0-preview(v1)": "1.0-preview", "1.0": "1.0", "1.0r2": "1.0", "1.2-preview": "1.2",
+                       "1.2": "1.2"}
+COST_DATA_VERSION = re.compile(r"^\d{4}-\d{2}-\d{2}(-preview)?$")
+PERIOD_FOLDER = re.compile(r"(?:^|/)((\d{4})(\d{2})\d{2})-(\d{8})(?:/|$)")
+RUN_TIME_FOLDER = re.compile(r"(?:^|/)(\d{12})(?:/|$)")
+
+# canonical staging column -> header spellings seen in EA, MCA, v1 (PreTaxCost) and camelCase exports.
+AZURE_ALIASES: dict[str, tuple[str, ...]] = {
+    "billing_account_id": ("BillingAccountId",),
+    "billing_account_name": ("BillingAccountName",),
+    "billing_profile_id": ("BillingProfileId",),
+    "billing_profile_name": ("BillingProfileName",),
+    "billing_period_start": ("BillingPeriodStartDate", "BillingPeriodStart"),
+    "billing_period_end": ("BillingPeriodEndDate", "BillingPeriodEnd"),
+    "invoice_id": ("InvoiceId",),
+    "invoice_section_name": ("InvoiceSectionName", "InvoiceSection"),
+    "account_name": ("AccountName",),
+    "subscription_id": ("SubscriptionId", "SubscriptionGuid"),
+    "subscription_name": ("SubscriptionName",),
+    "resource_group": ("ResourceGroup", "ResourceGroupName"),
+    "resource_location": ("ResourceLocation", "Location"),
+    "date": ("Date", "UsageDateTime", "UsageDate"),
+    "product": ("Product", "ProductName"),
+    "meter_id": ("MeterId",),
+    "meter_category": ("MeterCategory",),
+    "meter_subcategory": ("MeterSubCategory", "MeterSubcategory"),
+    "meter_name": ("MeterName",),
+    "meter_region": ("MeterRegion",),
+    "service_family": ("ServiceFamily",),
+    "part_number": ("PartNumber",),
+    "quantity": ("Quantity", "UsageQuantity"),
+    "effective_price": ("EffectivePrice",),
+    "unit_price": ("UnitPrice", "ResourceRate"),
+    "payg_price": ("PayGPrice",),
+    "cost": ("CostInBillingCurrency", "Cost", "PreTaxCost"),
+    "payg_cost": ("PaygCostInBillingCurrency",),
+    "billing_currency": ("BillingCurrencyCode", "BillingCurrency", "Currency"),
+    "pricing_currency": ("PricingCurrencyCode", "PricingCurrency"),
+    "consumed_service": ("ConsumedService",),
+    "resource_id": ("ResourceId", "InstanceId", "InstanceName"),
+    "resource_name": ("ResourceName",),
+    "resource_type": ("ResourceType",),
+    "additional_info": ("AdditionalInfo",),
+    "tags": ("Tags",),
+    "cost_center": ("CostCenter",),
+    "unit_of_measure": ("UnitOfMeasure",),
+    "reservation_id": ("ReservationId",),
+    "reservation_name": ("ReservationName",),
+    "product_order_name": ("ProductOrderName",),
+    "publisher_name": ("PublisherName",),
+    "publisher_type": ("PublisherType",),
+    "charge_type": ("ChargeType",),
+    "frequency": ("Frequency",),
+    "pricing_model": ("PricingModel",),
+    "availability_zone": ("AvailabilityZone",),
+    "benefit_id": ("benefitId", "BenefitId"),
+    "benefit_name": ("benefitName", "BenefitName"),
+}
+FOCUS_MARKERS = ("billedcost", "chargecategory", "effectivecost")
+
+
+@dataclass
+class ExportRun:
+    manifest_key: str
+    month: str
+    export_name: str
+    dataset: str  # ActualCost | AmortizedCost | FocusCost
+    data_version: str
+    submitted: str
+    run_id: str
+    blobs: list[str]
+
+
+def find_runs(store, source, focus_only: bool = False) -> list[ExportRun]:
+    """Every export run under the root, from its manifest.json (unusable manifests raise SourceError)."""
+    objects, _ = store.list("")
+    runs = []
+    for o in objects:
+        if o.key.rsplit("/", 1)[-1].lower() != "manifest.json":
+            continue
+        try:
+            m = json.loads(store.read_bytes(o.key).decode("utf-8-sig"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise SourceError(f"manifest {o.key} is not valid JSON ({exc})", file=o.key) from None
+        if not isinstance(m, dict) or not isinstance(m.get("blobs"), list):
+            raise SourceError(f"manifest {o.key} has no blobs list: not a Cost Management export manifest",
+                              file=o.key)
+        cfg = m.get("exportConfig") or {}
+        run = m.get("runInfo") or {}
+        raw_type = str(cfg.get("type") or m.get("dataset") or "")
+        dataset = COST_TYPES.get(raw_type.lower(), raw_type or None)
+        if dataset is None:  # manifest 2021-01-01: no export config, a cost export by construction
+            dataset = "ActualCost"
+        if dataset not in ("ActualCost", "AmortizedCost", "FocusCost"):
+            continue  # price sheets, reservation details...: not cost line items
+        if focus_only and dataset != "FocusCost":
+            continue
+        month = _month_of_run(o.key, run)
+        if month is None:
+            raise SourceError(f"manifest {o.key}: cannot tell the billing period (no runInfo.startDate and no "
+                              "YYYYMMDD-YYYYMMDD folder)", file=o.key)
+        version = str(cfg.get("dataVersion") or "")
+        if dataset == "FocusCost" and version not in FOCUS_DATA_VERSIONS:
+            raise SourceError(f"manifest {o.key}: unknown FocusCost dataVersion {version!r} "
+                              f"(known: {', '.join(FOCUS_DATA_VERSIONS)})", file=o.key)
+        if dataset != "FocusCost" and version and not COST_DATA_VERSION.match(version):
+            raise SourceError(f"manifest {o.key}: unknown {dataset} dataVersion {version!r}", file=o.key)
+        rt = RUN_TIME_FOLDER.search(o.key)
+        submitted = str(run.get("submittedTime") or (rt.group(1) if rt else "") or o.last_modified)
+        name = str(cfg.get("exportName") or _export_name_from_path(o.key))
+        blobs = [str(b.get("blobName") or "") for b in m["blobs"] if isinstance(b, dict)]
+        if not blobs or not all(blobs):
+            raise SourceError(f"manifest {o.key} lists no blobs", file=o.key)
+        runs.append(ExportRun(o.key, month, name, dataset, version, _sortable(submitted),
+                              str(run.get("runId") or o.key.rsplit("/", 2)[-2]), blobs))
+    export_name = source.options.get("export_name")
+    if export_name:
+        runs = [r for r in runs if r.export_name.lower() == str(export_name).lower()]
+    return runs
+
+
+def plan_run(store, source, runs: list[ExportRun], month: str) -> DeliveryPlan:
+    """The newest run of the month; its blobs must all exist."""
+    mine = [r for r in runs if r.month == month]
+    if not mine:
+        raise SourceError(f"no Cost Management export run for {month} under {source.uri}")
+    names = sorted({r.export_name for r in mine})
+    if len(names) > 1:
+        raise SourceError(f"{len(names)} exports deliver {month} under {source.uri} ({', '.join(names)}): loading "
+                          "more than one would count the month twice; set options.export_name")
+    newest = max(mine, key=lambda r: (r.submitted, r.manifest_key))
+    listed, _ = store.list("")
+    by_key = {o.key: o for o in listed}
+    chosen = []
+    folder = newest.manifest_key.rsplit("/", 1)[0] + "/" if "/" in newest.manifest_key else ""
+    for blob in newest.blobs:
+        key = _blob_key(blob, by_key, folder, store)
+        if key is None:
+            raise SourceError(f"manifest {newest.manifest_key} names {blob}, which does not exist", file=newest.manifest_key)
+        chosen.append(by_key[key])
+    notes = [f"{len(mine)} runs found; loaded the newest ({newest.submitted})"] if len(mine) > 1 else []
+    layout = f"azure-{newest.dataset}" + (f"-{newest.data_version}" if newest.data_version else "")
+    return DeliveryPlan(month, f"{newest.run_id}", chosen, newest.manifest_key, layout, notes=notes)
+
+
+def _blob_key(blob: str, by_key: dict, folder: str, store) -> str | None:
+    """A manifest blobName (container-relative, sometimes with the container) -> key under our root."""
+    name = blob.split("://", 1)[-1].lstrip("/")
+    root = getattr(store, "root_prefix", "")
+    candidates = [name]
+    if root and name.startswith(root):
+        candidates.insert(0, name[len(root):])
+    parts = name.split("/")
+    candidates += ["/".join(parts[i:]) for i in range(1, len(parts))]  # container or root folders in front
+    candidates.append(folder + parts[-1])
+    for c in candidates:
+        if c in by_key:
+            return c
+    return None
+
+
+def _month_of_run(key: str, run: dict) -> str | None:
+    start = str(run.get("startDate") or "")
+    if re.match(r"^\d{4}-\d{2}", start):
+        return start[:7]
+    m = PERIOD_FOLDER.search(key)
+    return f"{m.group(2)}-{m.group(3)}" if m else None
+
+
+def _export_name_from_path(key: str) -> str:
+    """Folder before the period folder (`<export>/<YYYYMMDD-YYYYMMDD>/...`) or after it."""
+    parts = key.split("/")
+    for i, p in enumerate(parts):
+        if PERIOD_FOLDER.search("/" + p + "/"):
+            if i > 0:
+                return parts[i - 1]
+            if i + 1 < len(parts) - 1 and not RUN_TIME_FOLDER.search("/" + parts[i + 1] + "/"):
+                return parts[i + 1]
+    return "export"
+
+
+def _sortable(ts: str) -> str:
+    """ISO time or a YYYYMMDDHHmm run folder -> sortable ISO text."""
+    if re.fullmatch(r"\d{12}", ts):
+        return f"{ts[:4]}-{ts[4:6]}-{ts[6:8]}T{ts[8:10]}:{ts[10:12]}:00"
+    return ts
+
+
+class AzureCostConnector(Connector):
+    kind = "azure_cost"
+    line_items_sql = "azure_cost.sql"
+
+    @property
+    def store(self):
+        if self._store is None:
+            self._store = open_cloud_store(self.source.uri, self.source.options)
+        return self._store
+
+    # ---------------------------------------------------------------- Cost Details API mode
+    @property
+    def is_cost_details(self) -> bool:
+        """`uri: https://management.azure.com/<scope>`: pull a Cost Details report per month instead of exports."""
+        parsed = urlparse(self.source.uri)
+        return self.source.options.get("mode") == "cost_details" or (
+            parsed.scheme in ("http", "https") and parsed.netloc.lower().startswith("management."))
+
+    def _cost_details_months(self) -> list[str]:
+        today = datetime.now(timezone.utc).date()
+        first = str(self.source.options.get("since") or f"{today.year - (today.month == 1)}-"
+                    f"{(today.month - 2) % 12 + 1:02d}")
+        y, m = map(int, first.split("-"))
+        months = []
+        while (y, m) <= (today.year, today.month):
+            months.append(f"{y:04d}-{m:02d}")
+            y, m = (y + 1, 1) if m == 12 else (y, m + 1)
+        return months
+
+    def _land_cost_details(self, month: str, raw_root: Path) -> Delivery:
+        import calendar
+
+        import requests
+
+        parsed = urlparse(self.source.uri)
+        metric = str(self.source.options.get("metric", "ActualCost"))
+        if metric not in ("ActualCost", "AmortizedCost"):
+            raise SourceError(f"options.metric must be ActualCost or AmortizedCost, not {metric!r}")
+        y, m = map(int, month.split("-"))
+        today = datetime.now(timezone.utc).date()
+        last = calendar.monthrange(y, m)[1]
+        if (y, m) == (today.year, today.month):
+            last = today.day
+        api = AzureCostManagement(parsed.path, management_credential(), base_url=f"{parsed.scheme}://{parsed.netloc}",
+                                  polling_interval=self.source.options.get("polling_interval"))
+        links = api.cost_details_report(f"{month}-01", f"{month}-{last:02d}", metric)
+        if not links:
+            raise SourceError(f"the Cost Details report for {parsed.path} {month} has no files")
+        blobs = {}
+        for i, link in enumerate(links, 1):
+            where = urlparse(link)
+            shown = f"{where.netloc}{where.path}"  # never the SAS query string
+            try:
+                resp = requests.get(link, timeout=600)
+            except requests.RequestException as exc:
+                raise SourceError(f"cannot download Cost Details file {shown}: {type(exc).__name__}") from None
+            if resp.status_code != 200:
+                raise SourceError(f"cannot download Cost Details file {shown}: HTTP {resp.status_code}", file=shown)
+            blobs[f"costdetails/{i:03d}-{Path(where.path).name or 'part.csv'}"] = resp.content
+        return land_blobs(self, month, raw_root, blobs, f"azure-costdetails-{metric}", prefix="costdetails")
+
+    def land(self, month: str, raw_root: Path) -> Delivery:
+        if self.is_cost_details:
+            return self._land_cost_details(month, raw_root)
+        return super().land(month, raw_root)
+
+    # ---------------------------------------------------------------- discovery
+    def months(self) -> list[str]:
+        if self.is_cost_details:
+            return self._cost_details_months()
+        runs = find_runs(self.store, self.source)
+        months = {r.month for r in runs}
+        if not runs:
+            months |= set(self._legacy_periods())
+        return sorted(months)
+
+    def plan(self, month: str) -> DeliveryPlan:
+        if self.is_cost_details:
+            raise SourceError("a Cost Details source has no delivery plan: it is landed from the API")
+        runs = find_runs(self.store, self.source)
+        if runs:
+            return plan_run(self.store, self.source, runs, month)
+        return self._plan_legacy(month)
+
+    def _legacy_periods(self) -> dict[str, list]:
+        objects, _ = self.store.list("")
+        periods: dict[str, list] = {}
+        for o in objects:
+            m = PERIOD_FOLDER.search(o.key)
+            if m and file_format(o.key):
+                periods.setdefault(f"{m.group(2)}-{m.group(3)}", []).append(o)
+        return periods
+
+    def _plan_legacy(self, month: str) -> DeliveryPlan:
+        """Exports without manifests: one new CSV per run in the period folder; the newest is current."""
+        files = self._legacy_periods().get(month)
+        if not files:
+            raise SourceError(f"no Cost Management export for {month} under {self.source.uri} "
+                              "(no manifest.json and no YYYYMMDD-YYYYMMDD period folder)")
+        groups: dict[str, list] = {}
+        for o in files:
+            m = PERIOD_FOLDER.search(o.key)
+            rest = o.key[m.end():]
+            groups.setdefault(rest.split("/", 1)[0] if "/" in rest else "", []).append(o)
+        if "" in groups:
+            newest = max(groups[""], key=lambda o: (o.last_modified, o.key))
+            chosen = [newest]
+        else:
+            folder = max(groups, key=lambda g: (g, max(o.last_modified for o in groups[g])))
+            chosen = groups[folder]
+        return DeliveryPlan(month, "nomanifest-" + digest(chosen), chosen, None, "azure-nomanifest",
+                            notes=[f"no manifest: loaded the newest of {len(files)} files"])
+
+    # ---------------------------------------------------------------- staging
+    def stage_sql(self, con, delivery: Delivery) -> str:
+        load_cloud_macros(con)
+        if self._is_focus(con, delivery):
+            from connectors.focus import stage_focus
+
+            self.line_items_sql = "focus.sql"
+            con.execute(
+                "CREATE OR REPLACE TEMP TABLE focus_subcategory_map AS SELECT ServiceName AS service_name, "
+                "min(ServiceSubcategory) AS service_subcategory FROM read_csv(?, header = true, all_varchar = true) "
+                "GROUP BY ServiceName HAVING count(DISTINCT ServiceSubcategory) = 1",
+                [str(REFERENCE / "azure_services.csv")],
+            )
+            version = FOCUS_DATA_VERSIONS.get(delivery.layout.split("-", 2)[-1]) if "FocusCost" in delivery.layout \
+                else None
+            return stage_focus(con, delivery, {**self.source.options, "provider_name": "Microsoft"},
+                               forced_version=version, dataset_prefix="Azure FocusCost")
+        self.line_items_sql = "azure_cost.sql"
+        load_azure_reference(con)
+        dataset = "AmortizedCost" if "AmortizedCost" in delivery.layout else "ActualCost"
+        if self.source.options.get("dataset") in ("ActualCost", "AmortizedCost"):
+            dataset = self.source.options["dataset"]
+        selects = [self._file_select(con, key, path, idx, dataset) for idx, (key, path) in enumerate(delivery.files)]
+        if not selects:
+            raise SourceError(f"{delivery.source} {delivery.month}: the delivery has no data files")
+        con.execute("CREATE OR REPLACE TEMP VIEW stg_azure_cost AS\n" + "\nUNION ALL BY NAME\n".join(selects))
+        return "stg_azure_cost"
+
+    def _is_focus(self, con, delivery: Delivery) -> bool:
+        if "FocusCost" in delivery.layout:
+            return True
+        if not delivery.files:
+            return False
+        key, path = delivery.files[0]
+        cols = {c.lower() for c in describe(con, reader_sql(path), key)}
+        return all(m in cols for m in FOCUS_MARKERS)
+
+    def _file_select(self, con, key: str, path: Path, file_idx: int, dataset: str = "ActualCost") -> str:
+        fmt = file_format(path.name) or "csv"
+        reader = reader_sql(path, fmt)
+        types = describe(con, reader, key)
+        picked = column_picker(types, AZURE_ALIASES)
+        if "cost" not in picked:
+            raise SourceError(f"{key} has no cost column (CostInBillingCurrency, Cost or PreTaxCost): "
+                              "not a Cost Management cost export", file=key)
+        parts = [f"{quote_literal(key)} AS _file", f"{int(file_idx)} AS _file_idx", f"{row_number_sql(fmt)} AS _row",
+                 f"{quote_literal(dataset)} AS _dataset"]
+        for canon in AZURE_ALIASES:
+            col = picked.get(canon)
+            parts.append(f"{varchar_expr(col, types.get(col) if col else None)} AS {quote_ident(canon)}")
+        return f"SELECT {', '.join(parts)} FROM {reader}"
+
+
+def load_azure_reference(con) -> None:
+    """Microsoft's open data (finops-toolkit): services and pricing units; the FOCUS converters' category map."""
+    for table, file in (
+        ("ref_azure_services", "azure_services.csv"),
+        ("ref_azure_pricing_units", "azure_pricing_units.csv"),
+        ("ref_azure_service_category", "azure_category_mapping.csv"),
+        ("ref_azure_regions", "azure_regions.csv"),
+    ):
+        con.execute(
+            f"CREATE OR REPLACE TEMP TABLE {table} AS SELECT * FROM read_csv(?, header = true, all_varchar = true, "
+            "quote = '\"', escape = '\"', delim = ',')",
+            [str(REFERENCE / file)],
+        )
+
+
+# ======================================================================== Cost Management API
+class AzureCostManagement:
+    """azure-mgmt-costmanagement for one scope (`/subscriptions/<id>`, `/providers/Microsoft.Billing/...`).
+
+    The credential comes from the caller (azure-identity's DefaultAzureCredential in production);
+    `base_url` points the client at another endpoint (a recorded-response server in tests).
+    """
+
+    def __init__(self, scope: str, credential, base_url: str | None = None, polling_interval: float | None = None):
+        from azure.mgmt.costmanagement import CostManagementClient
+
+        self.scope = scope.strip("/")
+        self.polling = {"polling_interval": polling_interval} if polling_interval is not None else {}
+        kwargs = {"base_url": base_url} if base_url else {}
+        self.client = CostManagementClient(credential, **kwargs)
+
+    def list_exports(self) -> list[dict]:
+        """name, dataset type, data version, format, container/root folder of every export at the scope."""
+        out = []
+        for e in self.client.exports.list(self.scope).value or []:
+            definition = e.definition
+            destination = e.delivery_info.destination if e.delivery_info else None
+            out.append({
+                "name": e.name,
+                "type": _enum_text(getattr(definition, "type", None)),
+                "timeframe": _enum_text(getattr(definition, "timeframe", None)),
+                "data_version": getattr(getattr(definition, "data_set", None), "configuration", None)
+                and getattr(definition.data_set.configuration, "data_version", None),
+                "format": _enum_text(e.format),
+                "container": getattr(destination, "container", None),
+                "root_folder_path": getattr(destination, "root_folder_path", None),
+            })
+        return out
+
+    def run_export(self, name: str) -> None:
+        """Trigger a run now (the run writes a new manifest.json that the connector then finds)."""
+        self.client.exports.execute(self.scope, name)
+
+    def cost_details_report(self, start: str, end: str, metric: str = "ActualCost") -> list[str]:
+        """Request a Cost Details report for [start, end] and wait; returns the CSV blob links (SAS URLs)."""
+        from azure.mgmt.costmanagement.models import (
+            CostDetailsMetricType,
+            CostDetailsTimePeriod,
+            GenerateCostDetailsReportRequestDefinition,
+        )
+
+        request = GenerateCostDetailsReportRequestDefinition(
+            metric=CostDetailsMetricType(metric),
+            time_period=CostDetailsTimePeriod(start=start, end=end),
+        )
+        poller = self.client.generate_cost_details_report.begin_create_operation(self.scope, request, **self.polling)
+        result = poller.result()
+        status = _enum_text(getattr(result, "status", None))
+        if status and status.lower() != "completed":
+            raise SourceError(f"Cost Details report for {self.scope} {start}..{end} ended with status {status}")
+        manifest = result.manifest
+        return [b.blob_link for b in (manifest.blobs or [])]
+
+
+def _enum_text(value) -> str:
+    """SDK enums (str subclasses) and plain strings as their wire value."""
+    if value is None:
+        return ""
+    return str(getattr(value, "value", value))
+
+
+def management_credential():
+    """Credential for management.azure.com: azure-identity's DefaultAzureCredential (environment,
+    workload identity, managed identity, Azure CLI)."""
+    try:
+        from azure.identity import DefaultAzureCredential
+    except ImportError:
+        raise SourceError("the Cost Details API needs credentials from azure-identity "
+                          "(pip install azure-identity)") from None
+    return DefaultAzureCredential()

@@ -1,0 +1,291 @@
+"""Native FOCUS files (1.0 - 1.3, CSV / CSV.gz / Parquet): AWS, Azure and GCP FOCUS exports, gateways, SaaS.
+
+`uri` points at a folder (s3://, gs://, az://, file:// or a path). Deliveries are found, in order:
+
+* Azure Cost Management FocusCost exports: runs located by their `manifest.json` (newest run per
+  period, see `connectors.azure_cost`);
+* AWS Data Exports FOCUS tables: `data/BILLING_PERIOD=YYYY-MM/` partitions (newest execution
+  folder when the export keeps versions);
+* any other files: the month comes from the path (`2026-10`, `202610`, `billing_period=2026-10`)
+  or, when the path names none, from the rows' BillingPeriodStart (rows of other months are left
+  for their own month: the same file may feed several months).
+
+Column names are matched case-insensitively. Version differences: 1.3 `ServiceProviderName` /
+`HostProviderName` fill the deprecated `PublisherName` / `ProviderName`; 1.0-preview names
+(`Provider`, `Publisher`, `InvoiceIssuer`, `Region`, `AmortizedCost`, `UsageQuantity`...) map to
+the 1.0+ names. A file without `BilledCost` is not FOCUS (unknown export version): SourceError.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from connectors.base import Connector, Delivery, DeliveryPlan, SourceError
+from connectors.cloudfiles import (
+    column_picker,
+    describe,
+    digest,
+    file_format,
+    load_cloud_macros,
+    month_from_path,
+    open_cloud_store,
+    quote_ident,
+    quote_literal,
+    reader_sql,
+    row_number_sql,
+    varchar_expr,
+)
+
+# canonical FOCUS column -> names it may carry (first present wins; matching ignores case and '_').
+FOCUS_ALIASES: dict[str, tuple[str, ...]] = {
+    "AvailabilityZone": ("AvailabilityZone",),
+    "BilledCost": ("BilledCost",),
+    "BillingAccountId": ("BillingAccountId",),
+    "BillingAccountName": ("BillingAccountName",),
+    "BillingAccountType": ("BillingAccountType",),
+    "BillingCurrency": ("BillingCurrency",),
+    "BillingPeriodEnd": ("BillingPeriodEnd",),
+    "BillingPeriodStart": ("BillingPeriodStart",),
+    "CapacityReservationId": ("CapacityReservationId",),
+    "CapacityReservationStatus": ("CapacityReservationStatus",),
+    "ChargeCategory": ("ChargeCategory", "ChargeType"),
+    "ChargeClass": ("ChargeClass",),
+    "ChargeDescription": ("ChargeDescription",),
+    "ChargeFrequency": ("ChargeFrequency",),
+    "ChargePeriodEnd": ("ChargePeriodEnd",),
+    "ChargePeriodStart": ("ChargePeriodStart",),
+    "CommitmentDiscountCategory": ("CommitmentDiscountCategory",),
+    "CommitmentDiscountId": ("CommitmentDiscountId",),
+    "CommitmentDiscountName": ("CommitmentDiscountName",),
+    "CommitmentDiscountQuantity": ("CommitmentDiscountQuantity",),
+    "CommitmentDiscountStatus": ("CommitmentDiscountStatus",),
+    "CommitmentDiscountType": ("CommitmentDiscountType",),
+    "CommitmentDiscountUnit": ("CommitmentDiscountUnit",),
+    "ConsumedQuantity": ("ConsumedQuantity", "UsageQuantity"),
+    "ConsumedUnit": ("ConsumedUnit", "UsageUnit"),
+    "ContractedCost": ("ContractedCost",),
+    "ContractedUnitPrice": ("ContractedUnitPrice",),
+    "EffectiveCost": ("EffectiveCost", "AmortizedCost"),
+    "InvoiceId": ("InvoiceId",),
+    "InvoiceIssuerName": ("InvoiceIssuerName", "InvoiceIssuer"),
+    "ListCost": ("ListCost",),
+    "ListUnitPrice": ("ListUnitPrice",),
+    "PricingCategory": ("PricingCategory",),
+    "PricingCurrency": ("PricingCurrency",),
+    "PricingCurrencyContractedUnitPrice": ("PricingCurrencyContractedUnitPrice",),
+    "PricingCurrencyEffectiveCost": ("PricingCurrencyEffectiveCost",),
+    "PricingCurrencyListUnitPrice": ("PricingCurrencyListUnitPrice",),
+    "PricingQuantity": ("PricingQuantity",),
+    "PricingUnit": ("PricingUnit",),
+    "ProviderName": ("ProviderName", "Provider"),
+    "PublisherName": ("PublisherName", "Publisher"),
+    "RegionId": ("RegionId", "Region"),
+    "RegionName": ("RegionName",),
+    "ResourceId": ("ResourceId",),
+    "ResourceName": ("ResourceName",),
+    "ResourceType": ("ResourceType",),
+    "ServiceCategory": ("ServiceCategory",),
+    "ServiceName": ("ServiceName",),
+    "ServiceSubcategory": ("ServiceSubcategory",),
+    "SkuId": ("SkuId",),
+    "SkuMeter": ("SkuMeter",),
+    "SkuPriceDetails": ("SkuPriceDetails",),
+    "SkuPriceId": ("SkuPriceId",),
+    "SubAccountId": ("SubAccountId",),
+    "SubAccountName": ("SubAccountName",),
+    "SubAccountType": ("SubAccountType",),
+    "Tags": ("Tags",),
+    # FOCUS 1.3
+    "ServiceProviderName": ("ServiceProviderName",),
+    "HostProviderName": ("HostProviderName",),
+    "AllocatedMethodId": ("AllocatedMethodId",),
+    "AllocatedResourceId": ("AllocatedResourceId",),
+    "ContractApplied": ("ContractApplied",),
+    # provider extension columns that mean the same as ours (AWS and Microsoft FOCUS exports)
+    "x_ServiceCode": ("x_ServiceCode",),
+    "x_UsageType": ("x_UsageType",),
+    "x_Operation": ("x_Operation",),
+    "x_CostCategories": ("x_CostCategories",),
+    "x_ResourceGroupName": ("x_ResourceGroupName",),
+    "x_PricingBlockSize": ("x_PricingBlockSize",),
+    "x_PricingUnitDescription": ("x_PricingUnitDescription",),
+    "x_SkuMeterName": ("x_SkuMeterName",),
+    "x_AccountName": ("x_AccountName",),
+    "x_InvoiceIssuerId": ("x_InvoiceIssuerId",),
+    "x_ProviderLineItemId": ("x_ProviderLineItemId",),
+}
+
+VERSION_MARKERS = (
+    ("1.3", ("ServiceProviderName", "HostProviderName", "AllocatedMethodId", "AllocatedResourceId", "ContractApplied")),
+    ("1.2", ("BillingAccountType", "InvoiceId", "PricingCurrency", "SubAccountType",
+             "PricingCurrencyEffectiveCost")),
+    ("1.1", ("CapacityReservationId", "ServiceSubcategory", "SkuMeter", "SkuPriceDetails",
+             "CommitmentDiscountQuantity")),
+)
+KNOWN_VERSIONS = ("1.0-preview", "1.0", "1.1", "1.2", "1.3")
+
+PARTITION = re.compile(r"billing_period=(\d{4}-\d{2})/", re.I)
+
+
+def focus_version(columns) -> str:
+    """FOCUS version a file's column set belongs to (the newest whose new columns are present)."""
+    low = {c.lower() for c in columns}
+    for version, markers in VERSION_MARKERS:
+        if any(m.lower() in low for m in markers):
+            return version
+    if "chargecategory" in low and "effectivecost" in low:
+        return "1.0"
+    return "1.0-preview"
+
+
+def focus_file_select(con, key: str, path: Path, file_idx: int, forced_version: str | None = None,
+                      dataset_prefix: str = "FOCUS") -> str:
+    """SELECT of one FOCUS file: canonical columns as text, lineage, detected version."""
+    fmt = file_format(path.name) or "csv"
+    reader = reader_sql(path, fmt)
+    types = describe(con, reader, key)
+    picked = column_picker(types, FOCUS_ALIASES)
+    if "BilledCost" not in picked:
+        raise SourceError(f"{key} has no BilledCost column: not a FOCUS file (unknown export version; "
+                          f"columns: {', '.join(list(types)[:8])}...)", file=key)
+    version = forced_version or focus_version(types)
+    if version not in KNOWN_VERSIONS:
+        raise SourceError(f"{key}: unknown FOCUS version {version!r} (known: {', '.join(KNOWN_VERSIONS)})", file=key)
+    parts = [f"{quote_literal(key)} AS _file", f"{int(file_idx)} AS _file_idx", f"{row_number_sql(fmt)} AS _row",
+             f"{quote_literal(f'{dataset_prefix} {version}')} AS _dataset"]
+    for canon in FOCUS_ALIASES:
+        col = picked.get(canon)
+        parts.append(f"{varchar_expr(col, types.get(col) if col else None)} AS {quote_ident(canon)}")
+    return f"SELECT {', '.join(parts)} FROM {reader}"
+
+
+def stage_focus(con, delivery: Delivery, options: dict | None = None, file_select=focus_file_select,
+                **kwargs) -> str:
+    """Create view `stg_focus` over every file of the delivery, and the `focus_options` defaults.
+
+    Options `billing_currency`, `provider_name` and `billing_account_id` fill those columns for
+    files that lack them (partial exports, hand-made samples); present values always win.
+    """
+    options = options or {}
+    load_cloud_macros(con)
+    con.execute(
+        "CREATE OR REPLACE TEMP TABLE focus_options AS SELECT ?::VARCHAR AS billing_currency, "
+        "?::VARCHAR AS provider_name, ?::VARCHAR AS billing_account_id",
+        [options.get("billing_currency"), options.get("provider_name"), options.get("billing_account_id")],
+    )
+    # ServiceName -> ServiceSubcategory for FOCUS 1.0 files, which have no ServiceSubcategory column
+    # (the caller may load a provider map into it; empty otherwise).
+    con.execute("CREATE TEMP TABLE IF NOT EXISTS focus_subcategory_map (service_name VARCHAR, service_subcategory VARCHAR)")
+    multi = "true" if delivery.layout == "focus-files" else "false"
+    selects = [f"SELECT *, {multi} AS _multi_month FROM ({file_select(con, key, path, idx, **kwargs)})"
+               for idx, (key, path) in enumerate(delivery.files)]
+    if not selects:
+        raise SourceError(f"{delivery.source} {delivery.month}: the delivery has no data files")
+    con.execute("CREATE OR REPLACE TEMP VIEW stg_focus AS\n" + "\nUNION ALL BY NAME\n".join(selects))
+    return "stg_focus"
+
+
+class FocusConnector(Connector):
+    kind = "focus"
+    line_items_sql = "focus.sql"
+
+    @property
+    def store(self):
+        if self._store is None:
+            self._store = open_cloud_store(self.source.uri, self.source.options)
+        return self._store
+
+    # ---------------------------------------------------------------- discovery
+    def _data_files(self):
+        objects, _ = self.store.list("")
+        return [o for o in objects if file_format(o.key) and not o.key.lower().endswith("manifest.json")
+                and "/_" not in "/" + o.key]
+
+    def _azure_runs(self):
+        from connectors.azure_cost import find_runs
+
+        return find_runs(self.store, self.source, focus_only=True)
+
+    def months(self) -> list[str]:
+        runs = self._azure_runs()
+        if runs:
+            return sorted({r.month for r in runs})
+        months: set[str] = set()
+        unlabelled = []
+        for o in self._data_files():
+            m = month_from_path(o.key)
+            if m:
+                months.add(m)
+            else:
+                unlabelled.append(o)
+        if unlabelled:
+            months |= self._months_in_files(unlabelled)
+        return sorted(months)
+
+    def _months_in_files(self, objects) -> set[str]:
+        """Months of BillingPeriodStart (or ChargePeriodStart) in files whose path names none."""
+        import tempfile
+
+        import duckdb
+
+        found: set[str] = set()
+        with tempfile.TemporaryDirectory(prefix="apportion-focus-") as tmp:
+            con = duckdb.connect()
+            con.execute("SET TimeZone = 'UTC'")
+            load_cloud_macros(con)
+            try:
+                for o in objects:
+                    path = Path(tmp) / Path(o.key).name
+                    self.store.download(o.key, path)
+                    select = focus_file_select(con, o.key, path, 0)
+                    rows = con.execute(
+                        "SELECT DISTINCT strftime(coalesce(apportion_ts(BillingPeriodStart), "
+                        f"apportion_ts(ChargePeriodStart)), '%Y-%m') FROM ({select})"
+                    ).fetchall()
+                    found |= {r[0] for r in rows if r[0]}
+                    path.unlink()
+            finally:
+                con.close()
+        return found
+
+    def plan(self, month: str) -> DeliveryPlan:
+        runs = self._azure_runs()
+        if runs:
+            from connectors.azure_cost import plan_run
+
+            return plan_run(self.store, self.source, runs, month)
+        files = self._data_files()
+        partitioned = [o for o in files if PARTITION.search(o.key + "/")]
+        if partitioned:
+            chosen = [o for o in partitioned if PARTITION.search(o.key).group(1) == month]
+            if not chosen:
+                raise SourceError(f"no FOCUS data for {month} under {self.source.uri}")
+            return _newest_execution(month, chosen)
+        chosen = [o for o in files if month_from_path(o.key) in (month, None)]
+        if not any(month_from_path(o.key) == month for o in chosen) and month not in self._months_in_files(
+                [o for o in chosen if month_from_path(o.key) is None]):
+            raise SourceError(f"no FOCUS data for {month} under {self.source.uri}")
+        return DeliveryPlan(month, "files-" + digest(chosen), chosen, None, "focus-files")
+
+    # ---------------------------------------------------------------- staging
+    def stage_sql(self, con, delivery: Delivery) -> str:
+        return stage_focus(con, delivery, self.source.options, forced_version=self.source.options.get("focus_version"))
+
+    def _file_select(self, con, key, path, idx):
+        return focus_file_select(con, key, path, idx, forced_version=self.source.options.get("focus_version"))
+
+
+def _newest_execution(month: str, objects) -> DeliveryPlan:
+    """AWS Data Exports keep one sub-folder per execution in create-new-version mode: load the newest."""
+    groups: dict[str, list] = {}
+    for o in objects:
+        m = PARTITION.search(o.key)
+        rest = o.key[m.end():]
+        folder = rest.split("/", 1)[0] if "/" in rest else ""
+        groups.setdefault(folder, []).append(o)
+    if list(groups) == [""]:
+        return DeliveryPlan(month, "overwrite-" + digest(objects), objects, None, "focus-partition")
+    newest = max((g for g in groups if g), key=lambda g: (g, max(o.last_modified for o in groups[g])))
+    return DeliveryPlan(month, newest, groups[newest], None, "focus-partition-versioned",
+                        notes=[f"{len(groups)} executions found; loaded the newest"])

@@ -1,0 +1,126 @@
+"""LLM invoice reconciliation and unit economics on the demo's gateway logs and provider pages.
+
+Runs the three LLM demo sources (LiteLLM export, OpenAI and Anthropic pages from local folders) with the demo
+taxonomy's split rules, publishes the warehouse, then creates `llm_reconciliation` and `llm_unit_economics`
+from sql/outputs/ on it, and checks that every provider-month's invoice is allocated exactly and the residual
+between priced usage and invoice is visible.
+"""
+
+from __future__ import annotations
+
+import shutil
+from datetime import date
+from decimal import Decimal
+
+import duckdb
+import pytest
+
+from apportion import ledger
+from apportion.demo_llm import generate_llm_demo, requests_for
+from tests.llm_helpers import MONTH, REPO, make_config
+
+TODAY = date(2026, 10, 4)  # the demo month is cut at "today": four days keep the test small
+
+
+@pytest.fixture(scope="module")
+def warehouse(tmp_path_factory):
+    root = tmp_path_factory.mktemp("llm-demo")
+    generate_llm_demo(root / "demo-llm", [MONTH], today=TODAY)
+    cfg = make_config(root, [
+        {"name": "llm-gateway", "kind": "litellm", "uri": "demo-llm/litellm"},
+        {"name": "openai-org", "kind": "openai", "uri": "demo-llm/openai", "options": {
+            "tags": {"project_id": {"proj_SupportDirect4k": {"team": "finance-apps", "project": "chatbot",
+                                                             "workload": "inference"}}}}},
+        {"name": "anthropic-org", "kind": "anthropic", "uri": "demo-llm/anthropic"},
+    ])
+    for name in ("llm-gateway", "openai-org", "anthropic-org"):
+        src = cfg.source(name)
+        stats = ledger.build_line_items(cfg, src, ledger.land(cfg, src, MONTH))
+        assert stats.quarantined_rows == 0, (name, stats.quarantine_reasons)
+    for name in ("llm-gateway", "openai-org", "anthropic-org"):
+        ledger.allocate(cfg, cfg.source(name), MONTH)
+    ledger.build_warehouse(cfg)
+    assert ledger.warehouse_breaches(cfg) == []
+    path = root / "analysis.duckdb"
+    shutil.copy(cfg.duckdb_path, path)
+    con = duckdb.connect(str(path))
+    con.execute("SET TimeZone = 'UTC'")
+    for name in ("create_llm_reconciliation.sql", "create_llm_unit_economics.sql"):
+        con.execute((REPO / "sql" / "outputs" / name).read_text())
+    yield con
+    con.close()
+
+
+def rows(con, sql, params=None):
+    cur = con.execute(sql, params or [])
+    names = [d[0] for d in cur.description]
+    return [dict(zip(names, r)) for r in cur.fetchall()]
+
+
+def test_demo_generator_is_deterministic(tmp_path):
+    a = generate_llm_demo(tmp_path / "a", [MONTH], today=TODAY)
+    b = generate_llm_demo(tmp_path / "b", [MONTH], today=TODAY)
+    assert [p.relative_to(tmp_path / "a") for p in a] == [p.relative_to(tmp_path / "b") for p in b]
+    assert all(x.read_bytes() == y.read_bytes() for x, y in zip(a, b))
+    assert {p.parts[-2] for p in a} >= {"litellm", "completions", "embeddings", "costs", "messages", "cost_report"}
+
+
+def test_each_provider_month_invoice_is_allocated_exactly_and_the_residual_is_visible(warehouse):
+    recon = rows(warehouse, "SELECT * FROM llm_reconciliation ORDER BY provider, usage_source")
+    by = {(r["provider"], r["usage_source"]): r for r in recon}
+    assert set(by) == {("anthropic", "anthropic-org"), ("anthropic", "llm-gateway"), ("aws", "llm-gateway"),
+                       ("openai", "llm-gateway"), ("openai", "openai-org")}
+    # Bedrock traffic through the gateway, with no CUR in this warehouse: usage without an invoice
+    aws = by[("aws", "llm-gateway")]
+    assert (aws["status"], aws["invoice_cost"], aws["residual_cost"]) == (
+        "usage without invoice", 0, -aws["priced_usage_cost"])
+    for provider, source in (("openai", "openai-org"), ("anthropic", "anthropic-org")):
+        invoice, allocated, split = warehouse.execute(
+            "SELECT (SELECT sum(BilledCost) FROM line_items WHERE x_SourceName = ? AND x_CostBasis = 'invoice'), "
+            "sum(a.BilledCost), sum(a.BilledCost) FILTER (WHERE a.x_AllocationRuleId IS NOT NULL) "
+            "FROM allocations a JOIN line_items l USING (x_SourceName, x_BillingMonth, x_LineId) "
+            "WHERE a.x_SourceName = ? AND l.x_CostBasis = 'invoice'", [source, source]).fetchone()
+        r = by[(provider, "llm-gateway")]
+        # the whole invoice is allocated, to the last decimal; most of it by the gateway's priced usage
+        assert allocated == invoice == r["invoice_cost"] == by[(provider, source)]["invoice_cost"]
+        assert split > invoice / 2
+        # residual = invoice - priced usage, per usage source; the gateway misses the direct traffic
+        for usage in ("llm-gateway", source):
+            u = by[(provider, usage)]
+            priced = warehouse.execute("SELECT sum(x_PricedCost) FROM line_items WHERE x_SourceName = ? "
+                                       "AND x_LlmProvider = ?", [usage, provider]).fetchone()[0]
+            assert u["priced_usage_cost"] == priced and u["residual_cost"] == u["invoice_cost"] - priced
+            assert u["status"] == "reconciled" and u["unpriced_usage_rows"] == 0
+        assert by[(provider, "llm-gateway")]["residual_cost"] > Decimal("0.5")
+        # the provider's own usage report prices to its invoice up to the invoice's rounding, except for fees
+        # that are no token usage (OpenAI's file-search tool: $0.25 a day in the demo)
+        fees = Decimal("0.25") * TODAY.day if provider == "openai" else 0
+        assert abs(by[(provider, source)]["residual_cost"] - fees) < Decimal("0.01")
+
+
+def test_unit_economics_per_team_workload_and_model(warehouse):
+    reqs = [r for r in requests_for(MONTH, today=TODAY)
+            if r.profile.gateway and r.profile.model == "gpt-4o-2024-08-06" and r.profile.team == "search"]
+    [row] = rows(warehouse, "SELECT * FROM llm_unit_economics WHERE usage_source = 'llm-gateway' AND team = 'search' "
+                            "AND model = 'gpt-4o' AND workload = 'inference'")
+    prompt = sum(r.prompt for r in reqs)
+    cached = sum(r.cache_read for r in reqs)
+    completion = sum(r.completion for r in reqs)
+    assert row["requests"] == len(reqs) and row["tokens"] == prompt + completion
+    assert (row["input_tokens"], row["cache_read_tokens"], row["output_tokens"]) == (prompt - cached, cached, completion)
+    assert row["cache_hit_share"] == pytest.approx(cached / prompt)
+    assert row["tokens_per_request"] == pytest.approx((prompt + completion) / len(reqs))
+    assert row["priced_usd_per_1m_tokens"] == pytest.approx(float(row["priced_cost"]) * 1e6 / (prompt + completion))
+    assert row["invoiced_cost"] > 0
+    assert row["usd_per_1m_tokens"] == pytest.approx(float(row["invoiced_cost"]) * 1e6 / (prompt + completion))
+    assert row["usd_per_request"] == pytest.approx(float(row["invoiced_cost"]) / len(reqs))
+    # money no usage row explains stays visible (the OpenAI file-search fee has no model)
+    unexplained = rows(warehouse, "SELECT * FROM llm_unit_economics WHERE usage_source IS NULL AND provider = 'openai'")
+    assert unexplained and all(r["tokens"] is None and r["invoiced_cost"] is not None for r in unexplained)
+    # invoice money per provider, gateway rows plus unexplained rows plus the provider-only slices, adds up
+    total = warehouse.execute(
+        "SELECT sum(invoiced_cost) FROM (SELECT DISTINCT provider, team, project, workload, model, invoiced_cost "
+        "FROM llm_unit_economics WHERE provider = 'openai')").fetchone()[0]
+    invoice = warehouse.execute("SELECT invoice_cost FROM llm_reconciliation WHERE provider = 'openai' "
+                                "AND usage_source = 'openai-org'").fetchone()[0]
+    assert total == invoice

@@ -1,0 +1,243 @@
+"""The HTML report, opened in a real headless Chromium (Debian's `chromium`) driven by Playwright.
+
+No console errors, no network requests (the page is self-contained), every chart rendered, and the key
+figures on the page equal the warehouse's. A screenshot goes to test-artifacts/report.png.
+With CI=true a missing browser fails the test instead of skipping it (.ci/run installs chromium).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from decimal import Decimal
+from pathlib import Path
+from urllib.parse import unquote, urlparse
+
+import duckdb
+import pytest
+
+from apportion import cli, ledger, report
+from models.config import load_config
+from tests.test_allocation import write_delivery
+
+REPO = Path(__file__).resolve().parent.parent
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--no-first-run"]
+ARTIFACTS = REPO / "test-artifacts"
+
+
+def _missing(what: str):
+    message = f"{what} (.ci/run installs Debian's chromium; pip installs playwright from pyproject.toml)"
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail(message)
+    pytest.skip(message)
+
+
+@pytest.fixture(scope="module")
+def browser():
+    if not Path(CHROMIUM).exists():
+        _missing(f"no browser at {CHROMIUM}")
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        _missing("playwright is not installed")
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            yield b
+        finally:
+            b.close()
+
+
+def open_report(browser, path: Path, width: int = 1400):
+    """Open a report file; return (page, console errors, requests that tried to leave the file)."""
+    page = browser.new_page(viewport={"width": width, "height": 1000})
+    errors: list[str] = []
+    external: list[str] = []
+    page.on("console", lambda m: errors.append(f"console.{m.type}: {m.text}") if m.type == "error" else None)
+    page.on("pageerror", lambda e: errors.append(f"pageerror: {e}"))
+
+    def route(r):
+        if r.request.url.startswith("file://"):
+            r.continue_()
+        else:
+            external.append(r.request.url)
+            r.abort()
+
+    page.route("**/*", route)
+    page.goto(path.as_uri())
+    page.wait_for_load_state("load")
+    return page, errors, external
+
+
+def test_report_in_chromium_shows_the_warehouse_figures(outputs_demo_project, browser):
+    cfg_path, summary = outputs_demo_project
+    cfg = load_config(cfg_path)
+    path = report.report_path(cfg)
+    assert summary["report"] == str(path)  # written by the nightly job (asset out_report)
+
+    page, errors, external = open_report(browser, path)
+    try:
+        # Every chart is drawn: plotly replaced each div's content with SVG holding real marks.
+        page.wait_for_function(
+            "() => [...document.querySelectorAll('.chart .plotly-graph-div')].every(d => d.querySelector('svg.main-svg'))",
+            timeout=20_000)
+        charts = page.eval_on_selector_all(
+            ".chart", """els => els.map(e => ({
+                id: e.dataset.testid,
+                svgs: e.querySelectorAll('svg.main-svg').length,
+                marks: e.querySelectorAll('.trace .point path, .trace path.js-line, .trace .points path').length,
+                width: e.querySelector('.plotly-graph-div').getBoundingClientRect().width,
+                card: e.getBoundingClientRect().width }))""")
+        ids = {c["id"] for c in charts}
+        assert {"chart-spend-by-team", "chart-spend-by-provider", "chart-untagged-by-dimension",
+                "chart-coverage-trend", "chart-untagged-by-account", "chart-tokens-by-model-team",
+                "chart-cost-per-mtok", "chart-gpu-hours-by-team"} <= ids
+        for c in charts:
+            assert c["svgs"] >= 1 and c["marks"] >= 1, c
+            assert c["width"] <= c["card"] + 1, f"{c['id']} overflows its card"
+
+        # Key figures equal the warehouse's, exactly (data-value) and as shown (text).
+        con = duckdb.connect(str(cfg.duckdb_path), read_only=True)
+        month = con.execute("SELECT max(x_BillingMonth) FROM line_items").fetchone()[0]
+        assert page.title() == f"apportion report – {month}"
+        billed = con.execute("SELECT BillingCurrency, sum(BilledCost) FROM line_items WHERE x_BillingMonth = ? "
+                             "GROUP BY ALL", [month]).fetchall()
+        allocated = dict(con.execute("SELECT BillingCurrency, sum(BilledCost) FROM allocations "
+                                     "WHERE x_BillingMonth = ? GROUP BY ALL", [month]).fetchall())
+        [(coverage,)] = con.execute("SELECT coverage FROM allocation_coverage WHERE x_BillingMonth = ? "
+                                    "AND dimension = 'team'", [month]).fetchall()  # one source
+        con.close()
+        shown_billed = page.locator("[data-testid=total-billed]")
+        assert shown_billed.count() == len(billed) == 1
+        [(currency, total)] = billed
+        assert shown_billed.get_attribute("data-currency") == currency
+        assert Decimal(shown_billed.get_attribute("data-value")) == total
+        assert shown_billed.inner_text() == f"{total.quantize(Decimal('0.01')):,} {currency}"
+        shown_alloc = page.locator("[data-testid=total-allocated]")
+        assert Decimal(shown_alloc.get_attribute("data-value")) == allocated[currency] == total
+        assert page.locator("[data-testid=ties-out]").inner_text() == "ties out to the invoice exactly"
+        shown_cov = page.locator("[data-testid=coverage]")
+        assert float(shown_cov.get_attribute("data-value")) == pytest.approx(coverage, abs=1e-9)
+        assert shown_cov.inner_text() == f"{coverage * 100:.1f} %"
+
+        # AI unit economics from the demo bill: Bedrock tokens and GPU instance-hours.
+        token_rows = page.locator("[data-testid=token-economics] tbody tr")
+        assert token_rows.count() >= 2
+        assert "Claude Sonnet 4.6" in page.locator("[data-testid=token-economics]").inner_text()
+        assert page.locator("[data-testid=gpu-economics] tbody tr").count() >= 2
+
+        # Links to the month's finance pack resolve to the files next to the report.
+        hrefs = page.eval_on_selector_all("[data-testid=export-links] a", "els => els.map(a => a.href)")
+        names = {Path(unquote(urlparse(h).path)).name for h in hrefs}
+        assert {"control_totals.csv", "control_totals.parquet", "allocation_by_team.csv"} <= names
+        assert all(Path(unquote(urlparse(h).path)).is_file() for h in hrefs)
+
+        assert errors == []
+        assert external == []  # self-contained: no CDN, no fonts, nothing fetched
+        ARTIFACTS.mkdir(exist_ok=True)
+        page.screenshot(path=str(ARTIFACTS / "report.png"), full_page=True)
+        assert (ARTIFACTS / "report.png").stat().st_size > 50_000
+    finally:
+        page.close()
+
+
+def test_report_command_month_out_and_errors(outputs_demo_project, browser, tmp_path, capsys):
+    cfg_path, summary = outputs_demo_project
+    first = summary["months"][0]["month"]
+    out = tmp_path / "elsewhere" / "r.html"
+    assert cli.main(["report", "--config", str(cfg_path), "--month", first, "--out", str(out)]) == cli.EXIT_OK
+    assert capsys.readouterr().out.strip() == str(out)
+    page, errors, external = open_report(browser, out, width=900)  # narrow window: charts still fit
+    try:
+        page.wait_for_function(
+            "() => [...document.querySelectorAll('.chart .plotly-graph-div')].every(d => d.querySelector('svg.main-svg'))",
+            timeout=20_000)
+        assert page.locator("h1").inner_text().endswith(first)
+        assert errors == [] and external == []
+    finally:
+        page.close()
+
+    code = cli.main(["report", "--config", str(cfg_path), "--month", "1999-01"])
+    assert code == cli.EXIT_FAILED and "month 1999-01 is not in the warehouse" in capsys.readouterr().err
+    code = cli.main(["report", "--config", str(cfg_path), "--month", "2026-13"])
+    assert code == cli.EXIT_CONFIG
+
+
+def test_report_without_ai_data_says_so(tmp_path, request, capsys):
+    """A bill with no tokens and no GPUs: the AI panels are replaced by a note, not an empty chart."""
+    write_delivery(tmp_path / "bucket")
+    shutil.copy(REPO / "demo" / "taxonomy.yaml", tmp_path / "taxonomy.yaml")
+    (tmp_path / "apportion.yaml").write_text(
+        "warehouse: data\ntaxonomy: taxonomy.yaml\nsources:\n"
+        "  - name: aws-main\n    kind: aws_cur\n    uri: bucket/export\n")
+    cfg = str(tmp_path / "apportion.yaml")
+    assert cli.main(["report", "--config", cfg]) == cli.EXIT_FAILED
+    assert "no warehouse" in capsys.readouterr().err
+    # The ledger steps directly (not the Dagster job: Playwright's event loop is already running in this module).
+    config = load_config(cfg)
+    source = config.sources[0]
+    ledger.build_line_items(config, source, ledger.land(config, source, "2026-10"))
+    ledger.allocate(config, source, "2026-10")
+    ledger.build_warehouse(config)
+    ledger.export_month(config, "2026-10")
+    assert cli.main(["report", "--config", cfg]) == cli.EXIT_OK
+    path = tmp_path / "data" / "report" / "index.html"
+    assert capsys.readouterr().out.strip() == str(path)
+    page, errors, external = open_report(request.getfixturevalue("browser"), path)
+    try:
+        assert page.locator("[data-testid=no-token-data]").count() == 1
+        assert page.locator("[data-testid=no-gpu-data]").count() == 1
+        assert page.locator("[data-testid=chart-spend-by-team] svg.main-svg").count() >= 1
+        assert errors == [] and external == []
+    finally:
+        page.close()
+
+
+def test_html_tables_escape_data():
+    html = report.table(["resource"], [["<img src=x onerror=alert(1)>"]])
+    assert "<img" not in html and "&lt;img src=x onerror=alert(1)&gt;" in html
+
+
+def test_report_prefers_the_warehouse_unit_economics_tables(outputs_demo_project, tmp_path):
+    """With llm_unit_economics / gpu_unit_economics / gpu_top_idle_jobs in the warehouse (LLM and GPU sources),
+    the AI panel reads them: usage providers from the table (one usage source each, never summed), Bedrock
+    from the bill, measured GPU-hours with utilisation, the top idle jobs."""
+    cfg_path, summary = outputs_demo_project
+    cfg = load_config(cfg_path)
+    copy = tmp_path / "apportion.duckdb"
+    shutil.copy(cfg.duckdb_path, copy)
+    month = summary["months"][-1]["month"]
+    con = duckdb.connect(str(copy))
+    con.execute(
+        "CREATE TABLE llm_unit_economics AS SELECT * FROM (VALUES "
+        "(?, 'openai', 'gateway', 'USD', 'search', 'chatbot', 'inference', 'gpt-4o', 2000000.0, 30.0, 45.0),"
+        "(?, 'openai', 'usage-api', 'USD', 'search', 'chatbot', 'inference', 'gpt-4o', 1000000.0, 15.0, 22.0)) "
+        "AS t(x_BillingMonth, provider, usage_source, billing_currency, team, project, workload, model, tokens, "
+        "priced_cost, invoiced_cost)", [month, month])
+    con.execute(
+        "CREATE TABLE gpu_unit_economics AS SELECT * FROM (VALUES "
+        "(?, 'research', 'training', 'h100', 'USD', 1000.0, 2500.0, 0.5),"
+        "(?, 'research', 'inference', 'h100', 'USD', 500.0, 1250.0, 0.8)) "
+        "AS t(x_BillingMonth, x_Team, x_Workload, x_GpuModel, BillingCurrency, gpu_hours, priced_cost, utilization)",
+        [month, month])
+    con.execute(  # a view cannot take parameters; month is 'YYYY-MM' from our own run
+        f"CREATE VIEW gpu_top_idle_jobs AS SELECT * FROM (VALUES "
+        f"('{month}', 'onprem', 'job-4711', 'research', 'h100', 'USD', 1000.0, 0.25, 1875.0)) "
+        "AS t(x_BillingMonth, x_Cluster, x_JobId, x_Team, x_GpuModel, BillingCurrency, gpu_hours, utilization, idle_cost)")
+    tokens = report.token_economics(con, month)
+    openai = [r for r in tokens if r["provider"] == "openai"]
+    assert openai == [{"provider": "openai", "model": "gpt-4o", "team": "search", "basis": "invoice share of gateway",
+                       "currency": "USD", "tokens": 2000000.0, "cost": 45.0}]
+    assert {r["model"] for r in tokens if r["provider"] == "aws"} == {"NovaPro", "Claude Sonnet 4.6"}
+    gpus = report.gpu_economics(con, month)
+    [measured] = [r for r in gpus if r["basis"] == "usage"]
+    assert (measured["team"], measured["gpu_model"], measured["gpu_hours"], measured["cost"]) == (
+        "research", "h100", 1500.0, 3750.0)
+    assert measured["utilization"] == pytest.approx(0.6)
+    assert any(r["basis"] == "invoice" for r in gpus)  # the cloud GPU instances of the bill stay, apart
+    page = report.render(con, cfg, month, tmp_path)
+    con.close()
+    assert 'data-testid="chart-gpu-utilisation"' in page and 'data-testid="gpu-idle-jobs"' in page
+    assert "job-4711" in page and "invoice share of gateway" in page

@@ -21,6 +21,24 @@ VIEW_DOCS = {
 
 # Columns not described by the line-item contract (models/focus.py) or by ledger.COLUMN_DOCS.
 COLUMN_DOCS: dict[str, dict[str, str]] = {
+    "gpu_top_idle_jobs": {
+        "first_date": "First day the job or pod held GPUs in the month.",
+        "last_date": "Last day the job or pod held GPUs in the month.",
+        "gpu_hours": "GPU-hours allocated to the job or pod.",
+        "utilization": "Measured average GPU utilisation, 0..1 (null when not measured).",
+        "unused_gpu_hours": "Allocated but unused GPU-hours: gpu_hours x (1 - utilization).",
+        "priced_cost": "Priced cost of the GPU-hours (rate card or OpenCost estimate, not billed money).",
+        "idle_cost": "Priced cost of the unused GPU-hours.",
+        "idle_cost_rank": "Rank by idle_cost within the month (1 = most expensive idle job).",
+    },
+    "gpu_usage": {"x_PieceId": "Allocation piece of the GPU usage line."},
+    "llm_reconciliation": {"billing_currency": "Currency of the invoice and of the priced usage."},
+    "llm_unit_economics": {
+        "billing_currency": "Currency of the dollars.",
+        "team": "Team the usage and its share of the invoice are attributed to.",
+        "project": "Project the usage and its share of the invoice are attributed to.",
+        "workload": "Workload the usage and its share of the invoice are attributed to.",
+    },
     "untagged_spend": {
         "x_BillingMonth": "Billing month YYYY-MM.",
         "x_SourceName": "Source name from the config.",

@@ -329,6 +329,12 @@ def allocate(cfg: ApportionConfig, source: SourceConfig, month: str, tax: Taxono
 
 # ------------------------------------------------------------------ step 4: warehouse
 WAREHOUSE_TABLES = ("line_items", "allocations", "untagged_spend", "allocation_coverage", "quarantined_rows", "deliveries")
+# AI unit economics and the LLM invoice reconciliation, built from line_items and allocations.
+UNIT_ECONOMICS_SQL = (
+    "outputs/create_llm_reconciliation.sql",
+    "outputs/create_llm_unit_economics.sql",
+    "outputs/create_gpu_unit_economics.sql",
+)
 
 
 def build_warehouse(cfg: ApportionConfig, tax: Taxonomy | None = None) -> dict:
@@ -379,6 +385,9 @@ def build_warehouse(cfg: ApportionConfig, tax: Taxonomy | None = None) -> dict:
         from apportion import analyst_views  # analyst views + a COMMENT ON for every table/view column
 
         analyst_views.create_views(con)
+        if al_files:  # unit economics need the dimension columns of a real allocations table
+            for name in UNIT_ECONOMICS_SQL:
+                con.execute(sql_text(name))
         analyst_views.document(con, dims)
         counts = {t: con.execute(f"SELECT count(*) FROM {t}").fetchone()[0] for t in WAREHOUSE_TABLES}
         con.execute("CHECKPOINT")

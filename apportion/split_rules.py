@@ -233,8 +233,12 @@ def _weights(con, tax: Taxonomy, rule: SplitRule, spread: bool) -> dict[tuple, l
     measure_expr = f'b."{measure}"' if measure in ("BilledCost", "EffectiveCost", "ListCost") else f'bl."{measure}"'
     params: list = []
     conds = _conditions(rule.weights.match, "bl", params)
+    include_untagged = rule.weights.include_untagged
+    if include_untagged is None:
+        include_untagged = rule.method == "metric"
+    excluded = [SHARED] if include_untagged else [UNTAGGED, SHARED]
     for col in by_cols:
-        conds.append(f"b.{col} not in ('{UNTAGGED}', '{SHARED}')")
+        conds.append(f"b.{col} not in ({', '.join(repr(v) for v in excluded)})")
     if rule.weights.sources:
         conds.append("list_contains(?, b.x_SourceName)")
         params.append(rule.weights.sources)

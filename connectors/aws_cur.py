@@ -271,7 +271,11 @@ class AwsCurConnector(Connector):
             typ = types.get(raw, "VARCHAR") if raw else "VARCHAR"
             ref = quote_ident(raw) if raw else None
             if canon in MONEY_COLUMNS:
-                expr = f"TRY_CAST({ref} AS DECIMAL(38, 12))" if ref else "CAST(NULL AS DECIMAL(38, 12))"
+                if ref and typ.startswith(("DOUBLE", "FLOAT")):
+                    # via the shortest text that round-trips: 0.1 stays 0.1, not 0.1000000000000000055...
+                    expr = f"TRY_CAST(CAST({ref} AS VARCHAR) AS DECIMAL(38, 12))"
+                else:
+                    expr = f"TRY_CAST({ref} AS DECIMAL(38, 12))" if ref else "CAST(NULL AS DECIMAL(38, 12))"
                 if ref:
                     blank = "" if typ.startswith(NUMERIC_TYPES) else f" AND {ref} <> ''"
                     problems.append((f"{ref} IS NOT NULL{blank} AND {expr} IS NULL",

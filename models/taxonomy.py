@@ -123,6 +123,9 @@ class SplitWeights(BaseModel):
     match: dict[str, Any] = Field(default_factory=dict, description="Filter over the month's line items (rule syntax).")
     sources: list[str] = Field(default_factory=list, description="Only these sources (default: all).")
     measure: str = Field("EffectiveCost", description="Numeric line-item column summed per target.")
+    include_untagged: bool | None = Field(
+        None, description="Let usage with no owner keep its share as untagged (default: yes for metric, "
+        "no for proportional, which shares over known values only).")
 
     @field_validator("match")
     @classmethod

@@ -211,19 +211,19 @@ def test_report_prefers_the_warehouse_unit_economics_tables(outputs_demo_project
     month = summary["months"][-1]["month"]
     con = duckdb.connect(str(copy))
     con.execute(
-        "CREATE TABLE llm_unit_economics AS SELECT * FROM (VALUES "
+        "CREATE OR REPLACE TABLE llm_unit_economics AS SELECT * FROM (VALUES "
         "(?, 'openai', 'gateway', 'USD', 'search', 'chatbot', 'inference', 'gpt-4o', 2000000.0, 30.0, 45.0),"
         "(?, 'openai', 'usage-api', 'USD', 'search', 'chatbot', 'inference', 'gpt-4o', 1000000.0, 15.0, 22.0)) "
         "AS t(x_BillingMonth, provider, usage_source, billing_currency, team, project, workload, model, tokens, "
         "priced_cost, invoiced_cost)", [month, month])
     con.execute(
-        "CREATE TABLE gpu_unit_economics AS SELECT * FROM (VALUES "
+        "CREATE OR REPLACE TABLE gpu_unit_economics AS SELECT * FROM (VALUES "
         "(?, 'research', 'training', 'h100', 'USD', 1000.0, 2500.0, 0.5),"
         "(?, 'research', 'inference', 'h100', 'USD', 500.0, 1250.0, 0.8)) "
         "AS t(x_BillingMonth, x_Team, x_Workload, x_GpuModel, BillingCurrency, gpu_hours, priced_cost, utilization)",
         [month, month])
     con.execute(  # a view cannot take parameters; month is 'YYYY-MM' from our own run
-        f"CREATE VIEW gpu_top_idle_jobs AS SELECT * FROM (VALUES "
+        f"CREATE OR REPLACE VIEW gpu_top_idle_jobs AS SELECT * FROM (VALUES "
         f"('{month}', 'onprem', 'job-4711', 'research', 'h100', 'USD', 1000.0, 0.25, 1875.0)) "
         "AS t(x_BillingMonth, x_Cluster, x_JobId, x_Team, x_GpuModel, BillingCurrency, gpu_hours, utilization, idle_cost)")
     tokens = report.token_economics(con, month)

@@ -111,11 +111,13 @@ def test_every_method_with_hand_computed_pieces(tmp_path):
     credit = pieces(con, "credit")
     assert [(t, b) for t, b, *_ in credit] == [("ml-platform", D("-9.75")), ("research", D("-0.25"))]
     assert '"UsageUnit": "EffectiveCost"' in credit[0][6]
-    # metric: EC2 usage amount by team (ml-platform 4 rows, research 2; untagged excluded);
-    # 0.0000012345 = 1,234,500 units of 1e-12 -> 823,000 and 411,500
+    # metric: EC2 usage amount by team: ml-platform 3 (tagged, slugged, sp-covered; the negation row
+    # repeats the covered usage and carries none), research 2, untagged 1 (usage with no owner keeps its
+    # share untagged). 0.0000012345 = 1,234,500 units of 1e-12 = 6 x 205,750: exact, no remainder.
     s3 = pieces(con, "no-tags")
-    assert [(t, b) for t, b, *_ in s3] == [("ml-platform", D("0.000000823000")), ("research", D("0.000000411500"))]
-    assert [r[3] for r in s3] == [D("0.666666666667"), D("0.333333333333")]
+    assert [(t, b) for t, b, *_ in s3] == [
+        ("ml-platform", D("0.000000617250")), ("research", D("0.000000411500")), ("untagged", D("0.000000205750"))]
+    assert [r[3] for r in s3] == [D("0.5"), D("0.333333333333"), D("0.166666666667")]
     # exactness: per line and in total
     li = con.execute("SELECT sum(BilledCost), sum(EffectiveCost) FROM line_items").fetchone()
     al = con.execute("SELECT sum(BilledCost), sum(EffectiveCost) FROM allocations").fetchone()

@@ -203,7 +203,9 @@ select
     case when f.savings_plan_arn is not null then 'Savings Plan' when f.reservation_arn is not null then 'Reservation' end
         as CommitmentDiscountType,
     null as CommitmentDiscountUnit,
-    case when f.charge_category = 'Usage' then f.usage_amount end as ConsumedQuantity,
+    -- a SavingsPlanNegation repeats the covered row's usage amount: counting it again would double usage
+    case when f.charge_category = 'Usage' and f.line_item_type <> 'SavingsPlanNegation' then f.usage_amount end
+        as ConsumedQuantity,
     case when f.charge_category = 'Usage' then f.pricing_unit end as ConsumedUnit,
     coalesce(f.net_unblended_cost, f.unblended_cost) as ContractedCost,
     f.unblended_rate as ContractedUnitPrice,

@@ -49,8 +49,9 @@ def connect(cfg: ApportionConfig | None = None, database: str = ":memory:") -> d
     con.execute("SET TimeZone = 'UTC'")
     # Row order carries no meaning in the lake (x_LineId does); not preserving it saves memory on big months.
     con.execute("SET preserve_insertion_order = false")
-    if os.environ.get("APPORTION_MEMORY_LIMIT"):
-        con.execute("SET memory_limit = ?", [os.environ["APPORTION_MEMORY_LIMIT"]])
+    # Bounded by default so a big month streams (and spills) instead of growing with the bill;
+    # with the small row groups below, 1 GB is also the fastest setting measured (bench/RESULTS.md).
+    con.execute("SET memory_limit = ?", [os.environ.get("APPORTION_MEMORY_LIMIT", "1GB")])
     if cfg is not None:
         tmp = cfg.warehouse / ".tmp"
         tmp.mkdir(parents=True, exist_ok=True)
@@ -150,7 +151,7 @@ def build_line_items(cfg: ApportionConfig, source: SourceConfig, delivery: Deliv
             con.execute(
                 f"COPY (SELECT {select_list(available=produced)} FROM line_items_checked "
                 f"WHERE x_QuarantineReason IS NULL) TO {_lit(str(li_file))} "
-                "(FORMAT parquet, COMPRESSION zstd, ROW_GROUP_SIZE 250000)"
+                "(FORMAT parquet, COMPRESSION zstd, ROW_GROUP_SIZE 50000)"
             )
             con.execute(
                 "COPY (SELECT x_SourceName, x_BillingMonth, x_DeliveryId, x_SourceFile, x_SourceRow, "
@@ -311,7 +312,7 @@ def allocate(cfg: ApportionConfig, source: SourceConfig, month: str, tax: Taxono
         tmp = new_tmp_dir(final)
         con.execute(
             f"COPY (SELECT * FROM {result}) TO '{tmp / 'data.parquet'}' "
-            "(FORMAT parquet, COMPRESSION zstd, ROW_GROUP_SIZE 250000)"
+            "(FORMAT parquet, COMPRESSION zstd, ROW_GROUP_SIZE 50000)"
         )
         con.execute(f"CREATE TEMP VIEW month_allocations AS SELECT * FROM read_parquet({_lit(str(tmp / 'data.parquet'))})")
         breaches = con.execute(sql_text("allocation/check_allocation_exact.sql")).fetchall()

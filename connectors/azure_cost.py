@@ -17,7 +17,9 @@ twice: set `options.export_name` to pick one; without it apportion refuses to gu
 FocusCost runs are mapped with the native FOCUS mapping (`connectors.focus`).
 
 `AzureCostManagement` wraps azure-mgmt-costmanagement for the API side: list exports, run one now,
-and the Cost Details report (an asynchronous CSV report of actual or amortized cost).
+and the Cost Details report (an asynchronous CSV report of actual or amortized cost). With
+`uri: https://management.azure.com/<scope>` a source lands each month from a Cost Details report
+instead of exports (options `metric`, `since`); credentials from azure-identity.
 """
 
 from __future__ import annotations
@@ -164,7 +166,7 @@ def find_runs(store, source, focus_only: bool = False) -> list[ExportRun]:
         if not blobs or not all(blobs):
             raise SourceError(f"manifest {o.key} lists no blobs", file=o.key)
         runs.append(ExportRun(o.key, month, name, dataset, version, _sortable(submitted),
-                              str(run.get("runId") or o.key.rsplit("/", 2)[-2]), blobs))
+                              str(run.get("runId") or (o.key.rsplit("/", 2)[-2] if "/" in o.key else "run")), blobs))
     export_name = source.options.get("export_name")
     if export_name:
         runs = [r for r in runs if r.export_name.lower() == str(export_name).lower()]

@@ -270,7 +270,14 @@ class FocusConnector(Connector):
 
     # ---------------------------------------------------------------- staging
     def stage_sql(self, con, delivery: Delivery) -> str:
-        return stage_focus(con, delivery, self.source.options, forced_version=self.source.options.get("focus_version"))
+        version = self.source.options.get("focus_version")
+        prefix = "FOCUS"
+        if delivery.layout.startswith("azure-FocusCost"):  # Cost Management says which version it wrote
+            from connectors.azure_cost import FOCUS_DATA_VERSIONS
+
+            version = version or FOCUS_DATA_VERSIONS.get(delivery.layout.split("-", 2)[-1])
+            prefix = "Azure FocusCost"
+        return stage_focus(con, delivery, self.source.options, forced_version=version, dataset_prefix=prefix)
 
     def _file_select(self, con, key, path, idx):
         return focus_file_select(con, key, path, idx, forced_version=self.source.options.get("focus_version"))

@@ -7,8 +7,9 @@
   result pages are landed as received (JSON) and identical content is the same delivery. Options:
   `billing_project` (project that runs the query; default the table's), `location`, `api_endpoint`
   (another endpoint, e.g. an emulator), `anonymous: true` (no credentials, for emulators),
-  `page_size`. Credentials: Application Default Credentials (GOOGLE_APPLICATION_CREDENTIALS,
-  workload identity, gcloud).
+  `page_size`, `catalog: true` (also land the Cloud Billing Catalog SKUs of the month's services and
+  the billing account's name, google-cloud-billing; `catalog_endpoint` for another endpoint).
+  Credentials: Application Default Credentials (GOOGLE_APPLICATION_CREDENTIALS, workload identity, gcloud).
 * `uri: gs://bucket/prefix` (google-cloud-storage; `options.endpoint_url` or STORAGE_EMULATOR_HOST for
   an emulator), `s3://...`, or a local folder: the export copied as Parquet, JSON lines (BigQuery's
   NEWLINE_DELIMITED_JSON) or CSV with dotted column names (`service.description`, REPEATED fields as
@@ -230,6 +231,13 @@ class GcpBillingConnector(Connector):
         return stage_files(con, [(k, p) for k, p in delivery.files if not k.startswith("catalog/")], "stg_gcp_billing")
 
     def _file_select(self, con, key, path, idx):
+        """One file's rows (used to name the unreadable file when the combined read fails)."""
+        if key.startswith("catalog/"):
+            load_catalog(con, [(key, path)])
+            return "SELECT 1"
+        if (file_format(path.name) or "csv") == "csv":
+            _flattened_csv_rows(key, path, idx)
+            return "SELECT 1"
         return _file_select(con, key, path, idx)
 
 

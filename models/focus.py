@@ -100,6 +100,8 @@ X_COLUMNS: tuple[Column, ...] = (
     Column("x_InstanceType", "VARCHAR", "Instance type where the charge is for an instance."),
     Column("x_CostCategories", "JSON", "AWS cost categories as a JSON object."),
     Column("x_HasResource", "BOOLEAN", "False for charges that no resource can own (tax, credits, fees): allocated as shared.", False),
+    Column("x_InvoicingEntity", "VARCHAR", "Legal entity on the invoice (AWS bill_invoicing_entity), e.g. "
+           "'Amazon Web Services EMEA SARL'."),
     Column("x_CostBasis", "VARCHAR", "invoice: the row is billed money (BilledCost/EffectiveCost count in totals); "
            "usage: the row only measures usage (logs, schedulers) and carries zero BilledCost/EffectiveCost; "
            "its priced estimate is x_PricedCost and it attributes invoice lines through split rules."),

@@ -150,8 +150,13 @@ def test_untagged_and_shared(built):
     assert decided(con, "no-tags")["team_reason"] == "untagged:no-tags"
     tax = decided(con, "tax")
     assert (tax["team"], tax["team_reason"], tax["charge_category"]) == ("shared", "shared:Tax/Tax", "Tax")
-    fee = decided(con, "sp-fee")
-    assert fee["team"] == "shared" and fee["effective"] == Decimal("9.90")
+    # the fee row keeps BilledCost, its unused commitment becomes a FOCUS Usage/Unused line item; both shared
+    fees = con.execute(
+        "SELECT a.x_Team, a.x_TeamReason, a.BilledCost, a.EffectiveCost, l.ChargeCategory, l.CommitmentDiscountStatus "
+        "FROM allocations a JOIN line_items l USING (x_SourceName, x_BillingMonth, x_LineId) "
+        "WHERE l.x_ProviderLineItemId = 'sp-fee' ORDER BY a.x_LineId").fetchall()
+    assert fees == [("shared", "shared:Purchase/SavingsPlanRecurringFee", Decimal("80"), Decimal("0"), "Purchase", None),
+                    ("shared", "shared:Usage/SavingsPlanRecurringFee", Decimal("0"), Decimal("9.90"), "Usage", "Unused")]
     # shared spend never appears as untagged
     assert con.execute("SELECT count(*) FROM untagged_spend WHERE ResourceId IS NULL AND dimension='team'").fetchone()[0] == 0
 

@@ -69,3 +69,53 @@ def test_demo_cloud_bills_are_deterministic_and_tie_out(tmp_path):
         "WHERE x_InstanceType IS NOT NULL ORDER BY ALL").fetchall()
     assert gpus == [("azure-prod", "Standard_NC24ads_A100_v4"), ("azure-prod", "Standard_NC40ads_H100_v5"),
                     ("gcp-prod", "a3-highgpu-8g"), ("gcp-prod", "g2-standard-48")]
+
+
+def test_three_clouds_and_focus_in_one_warehouse(tmp_path):
+    """The shared samples of AWS, Azure, GCP and FOCUS in one warehouse: exact totals per source and month."""
+    import shutil
+
+    from tests.test_azure_cost import FIX as AZ, export_run, write_local
+
+    fixtures = REPO / "tests" / "fixtures"
+    aws = tmp_path / "aws" / "cur" / "20230601-20230701"
+    aws.mkdir(parents=True)
+    shutil.copyfile(fixtures / "aws" / "2023-06-01.csv", aws / "cur-1.csv")
+    write_local(tmp_path / "azure", export_run("x", "ea", "ActualCost", "2023-09", "2023-09-21T03:00:00Z", "r1",
+                                               {"p.csv": (AZ / "EA_ActualCost_Small.csv").read_bytes()}))
+    (tmp_path / "gcp").mkdir()
+    for p in (fixtures / "gcp").glob("*.csv"):
+        shutil.copyfile(p, tmp_path / "gcp" / p.name)
+    (tmp_path / "focus").mkdir()
+    for p in (fixtures / "focus").glob("*.csv"):
+        shutil.copyfile(p, tmp_path / "focus" / p.name)
+    cfg_path = tmp_path / "apportion.yaml"
+    cfg_path.write_text(
+        f"warehouse: {tmp_path / 'wh'}\ntaxonomy: {REPO / 'demo' / 'taxonomy.yaml'}\nsources:\n"
+        f"  - {{name: aws, kind: aws_cur, uri: {tmp_path / 'aws' / 'cur'}}}\n"
+        f"  - {{name: azure, kind: azure_cost, uri: {tmp_path / 'azure' / 'x'}}}\n"
+        f"  - {{name: gcp, kind: gcp_billing, uri: {tmp_path / 'gcp'}}}\n"
+        f"  - {{name: gateway, kind: focus, uri: {tmp_path / 'focus'}}}\n")
+    cfg = load_config(cfg_path)
+    from connectors.registry import connector_for
+
+    built = {}
+    for source in cfg.sources:
+        for month in connector_for(source).months():
+            stats = ledger.build_line_items(cfg, source, ledger.land(cfg, source, month))
+            assert stats.quarantined_rows == 0, (source.name, month, stats.quarantine_reasons)
+            alloc = ledger.allocate(cfg, source, month)
+            assert alloc.billed_cost == stats.billed_cost and alloc.effective_cost == stats.effective_cost
+            built[(source.name, month)] = stats.billed_cost
+    ledger.build_warehouse(cfg)
+    assert ledger.warehouse_breaches(cfg) == []
+    con = duckdb.connect(str(cfg.duckdb_path), read_only=True)
+    totals = {(s, m): b for s, m, b in con.execute(
+        "SELECT x_SourceName, x_BillingMonth, sum(BilledCost) FROM allocations GROUP BY ALL").fetchall()}
+    assert totals == built
+    assert {r[0] for r in con.execute("SELECT DISTINCT ProviderName FROM line_items").fetchall()} >= {
+        "AWS", "Microsoft", "Google Cloud"}
+    # independent totals from the raw files
+    assert built[("aws", "2023-06")] == Decimal(30)
+    assert built[("azure", "2023-09")] == Decimal("8.545007786742")
+    assert built[("gateway", "2025-01")] == Decimal("37.5")

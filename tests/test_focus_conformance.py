@@ -176,6 +176,18 @@ def source_files(tmp_path_factory) -> dict[str, Path]:
     (gc / "2022-08" ).mkdir()
     (gc / "2022-08" / "bq.jsonl").write_text("\n".join(rows) + "\n")
     files["gcp_billing"] = _build(tmp, "gcp", "gcp_billing", str(gc), ["2020-11", "2022-08"])
+    # AWS: a demo CUR 2.0 month (every line item type) and the real legacy CUR samples
+    from apportion.demo import generate_cur2
+
+    generate_cur2(tmp / "aws-cur2", ["2026-09"])
+    legacy = tmp / "aws-legacy"
+    for src, period in (("test_cur.csv", "20180601-20180701"), ("2023-06-01.csv", "20230601-20230701")):
+        (legacy / period).mkdir(parents=True)
+        shutil.copyfile(REPO / "tests" / "fixtures" / "aws" / src, legacy / period / "report-1.csv")
+    files["aws_cur"] = _concat(tmp / "aws_cur.parquet", [
+        _build(tmp, "aws-cur2", "aws_cur", str(tmp / "aws-cur2" / "cur" / "apportion-demo"), ["2026-09"]),
+        _build(tmp, "aws-legacy", "aws_cur", str(legacy), ["2018-06", "2023-06"]),
+    ])
     return files
 
 
@@ -195,7 +207,7 @@ def test_every_custom_column_is_x_prefixed():
     assert len({c.name for c in LINE_ITEM_COLUMNS}) == len(LINE_ITEM_COLUMNS)
 
 
-@pytest.mark.parametrize("source", ["azure_cost", "focus", "gcp_billing"])
+@pytest.mark.parametrize("source", ["aws_cur", "azure_cost", "focus", "gcp_billing"])
 def test_own_mandatory_column_checks(source_files, source):
     """Our checks (they run without the validator): presence, types, nulls and allowed values."""
     con = duckdb.connect()
@@ -230,7 +242,7 @@ def test_own_mandatory_column_checks(source_files, source):
     assert bad == (0,) * 8
 
 
-@pytest.mark.parametrize("source", ["azure_cost", "focus", "gcp_billing"])
+@pytest.mark.parametrize("source", ["aws_cur", "azure_cost", "focus", "gcp_billing"])
 def test_focus_validator_reports_no_mandatory_failures(focus_validator, source_files, source, tmp_path):
     exe, site = focus_validator
     root = run_validator(exe, site, source_files[source], tmp_path)

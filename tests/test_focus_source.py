@@ -226,3 +226,23 @@ def test_not_focus_and_bad_rows(tmp_path):
     assert q == [(2, "non-numeric BilledCost abc"), (3, "unknown ChargeCategory Refund"), (4, "unknown currency XXX"),
                  (5, "unparseable ChargePeriodStart yesterday"), (6, "malformed Tags"),
                  (7, "missing ProviderName (and ServiceProviderName/HostProviderName)")]
+
+
+def test_azure_focus_cost_runs_found_by_manifest(tmp_path):
+    from tests.test_azure_cost import export_run, focus_cost_rows, write_local
+
+    older = export_run("exp", "focus", "FocusCost", "2024-05", "2024-05-20T03:00:00Z", "r0",
+                       {"part_0_0001.csv": focus_cost_rows().splitlines(keepends=True)[0].encode()
+                        + focus_cost_rows().splitlines(keepends=True)[1].encode()}, data_version="1.0r2")
+    newer = export_run("exp", "focus", "FocusCost", "2024-05", "2024-05-21T03:00:00Z", "r1",
+                       {"part_0_0001.csv": focus_cost_rows().encode()}, data_version="1.0r2")
+    # an ActualCost export beside it is not FOCUS: the focus kind ignores it
+    actual = export_run("exp", "actual", "ActualCost", "2024-05", "2024-05-21T03:00:00Z", "a1",
+                        {"part_0_0001.csv": b"Cost,Date\n1,05/01/2024\n"})
+    write_local(tmp_path / "c", {**older, **newer, **actual})
+    cfg = config(tmp_path, str(tmp_path / "c" / "exp"))
+    assert connector_for(cfg.sources[0]).months() == ["2024-05"]
+    delivery, stats, _ = build(cfg, "2024-05")
+    assert delivery.delivery_id == "r1" and delivery.layout == "azure-FocusCost-1.0r2"
+    assert (stats.rows, stats.billed_cost, stats.effective_cost) == (2, Decimal("12.5"), Decimal("67.5"))
+    assert {r[0] for r in rows_of(cfg, "2024-05", "x_SourceDataset")} == {"Azure FocusCost 1.0"}

@@ -60,7 +60,7 @@ def test_split_exact_refuses_nothing_to_split_by():
 SPLITS = [
     {"name": "tax-fixed", "match": {"charge_category": "Tax"}, "method": "fixed", "by": ["team"],
      "shares": {"ml-platform": 50, "research": 30, "search": 20}, "precision": "0.01"},
-    {"name": "savings-plan-fee-even", "match": {"charge_category": "Purchase"}, "method": "even", "by": ["team"],
+    {"name": "savings-plan-fee-even", "match": {"line_item_type": "SavingsPlanRecurringFee"}, "method": "even", "by": ["team"],
      "targets": ["ml-platform", "research", "search"], "precision": "0.01"},
     {"name": "credit-by-usage", "match": {"charge_category": "Credit"}, "method": "proportional", "by": ["team"],
      "weights": {"match": {"charge_category": "Usage"}}, "precision": "0.01"},
@@ -90,7 +90,7 @@ def pieces(con, provider_line_id):
     return con.execute(
         "SELECT a.x_Team, a.BilledCost, a.EffectiveCost, a.x_AllocatedRatio, a.x_AllocationRuleId, a.x_TeamReason, "
         "a.x_AllocationMethodDetails::VARCHAR FROM allocations a JOIN line_items l USING (x_SourceName, x_BillingMonth, x_LineId) "
-        "WHERE l.x_ProviderLineItemId = ? ORDER BY a.x_PieceId", [provider_line_id]).fetchall()
+        "WHERE l.x_ProviderLineItemId = ? ORDER BY a.x_LineId, a.x_PieceId", [provider_line_id]).fetchall()
 
 
 def test_every_method_with_hand_computed_pieces(tmp_path):
@@ -101,10 +101,12 @@ def test_every_method_with_hand_computed_pieces(tmp_path):
         ("ml-platform", D("10.01"), D("10.01")), ("research", D("6.00"), D("6.00")), ("search", D("4.00"), D("4.00"))]
     assert {r[4] for r in tax} == {"tax-fixed"}
     assert tax[0][5].startswith("split:tax-fixed fixed (0.5 of shared:Tax/Tax)")
-    # even: billed 80.00 -> 2666.67 cents each -> two get the extra cent; effective 9.90 -> 3.30 each
+    # even: the fee row (billed 80.00) -> 2666.67 cents each -> two get the extra cent; its unused
+    # commitment is a line item of its own (FOCUS: Usage, Unused; EffectiveCost 9.90) -> 3.30 each
     fee = pieces(con, "sp-fee")
     assert [(t, b, e) for t, b, e, *_ in fee] == [
-        ("ml-platform", D("26.67"), D("3.30")), ("research", D("26.67"), D("3.30")), ("search", D("26.66"), D("3.30"))]
+        ("ml-platform", D("26.67"), D("0")), ("research", D("26.67"), D("0")), ("search", D("26.66"), D("0")),
+        ("ml-platform", D("0"), D("3.30")), ("research", D("0"), D("3.30")), ("search", D("0"), D("3.30"))]
     # proportional to usage EffectiveCost by team: ml-platform 98.32 + 1.006 + 70.10 + 0 = 169.426,
     # research 3.25 + 0.05 + 1.00 = 4.30 (untagged excluded). -10.00 = 1000 cents:
     # 975.2478... and 24.7521... -> floors 975 + 24, the spare cent to research (.7521 > .2478)

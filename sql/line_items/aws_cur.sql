@@ -8,7 +8,8 @@ with
 
 ctx as (select * from run_context),
 
-src as (select * from stg_aws_cur),
+-- not materialised: the raw month is scanned once per use instead of held in memory
+src as not materialized (select * from stg_aws_cur),
 
 -- Service names and categories are decided once per distinct service, not once per row.
 services as (
@@ -96,7 +97,11 @@ typed as (
         src.line_item_legal_entity as legal_entity,
         src.pricing_public_on_demand_cost as public_on_demand_cost,
         src.pricing_public_on_demand_rate as public_on_demand_rate,
-        src.pricing_unit,
+        -- AWS unit spellings -> FOCUS UnitFormat (`GB-Mo` is not a FOCUS time unit)
+        case src.pricing_unit
+            when 'Hrs' then 'Hours' when 'GB-Mo' then 'GB-Months' when 'tokens' then 'Tokens'
+            else src.pricing_unit
+        end as pricing_unit,
         src.pricing_term,
         src.product_product_name as product_name,
         coalesce(src.product_region_code, src.product_region) as region_id,
@@ -166,8 +171,9 @@ focus as (
         end as effective_cost,
         coalesce(t.period_start, cast((select billing_month from ctx) || '-01 00:00:00+00' as timestamptz)) as bp_start
     from typed as t
-)
+),
 
+mapped as (
 select
     f.availability_zone as AvailabilityZone,
     f.unblended_cost as BilledCost,
@@ -211,7 +217,8 @@ select
     f.unblended_rate as ContractedUnitPrice,
     f.effective_cost as EffectiveCost,
     f.invoice_id as InvoiceId,
-    coalesce(f.invoicing_entity, 'Amazon Web Services, Inc.') as InvoiceIssuerName,
+    -- AWS invoices Marketplace charges too; the legal invoicing entity stays in x_InvoicingEntity
+    'AWS' as InvoiceIssuerName,
     case
         when f.line_item_type = 'SavingsPlanNegation' then 0
         when f.charge_category in ('Usage') then coalesce(f.public_on_demand_cost, f.unblended_cost)
@@ -228,8 +235,8 @@ select
     f.unblended_rate as PricingCurrencyContractedUnitPrice,
     f.effective_cost as PricingCurrencyEffectiveCost,
     f.public_on_demand_rate as PricingCurrencyListUnitPrice,
-    f.usage_amount as PricingQuantity,
-    f.pricing_unit as PricingUnit,
+    case when f.charge_category in ('Usage', 'Purchase') then coalesce(f.usage_amount, 0) end as PricingQuantity,
+    case when f.charge_category in ('Usage', 'Purchase') then coalesce(f.pricing_unit, 'Units') end as PricingUnit,
     'AWS' as ProviderName,
     case when f.billing_entity = 'AWS Marketplace' then coalesce(f.legal_entity, 'AWS Marketplace') else 'AWS' end
         as PublisherName,
@@ -240,7 +247,7 @@ select
     null as ResourceType,
     coalesce(f.service_category, 'Other') as ServiceCategory,
     coalesce(f.product_name, f.product_code, 'Unknown') as ServiceName,
-    f.service_subcategory as ServiceSubcategory,
+    coalesce(f.service_subcategory, 'Other (' || coalesce(f.service_category, 'Other') || ')') as ServiceSubcategory,
     f.sku as SkuId,
     f.usage_type as SkuMeter,
     case
@@ -270,6 +277,43 @@ select
     f.cost_categories as x_CostCategories,
     not (f.resource_id is null and f.charge_category in ('Tax', 'Credit', 'Purchase', 'Adjustment')) as x_HasResource,
     'invoice' as x_CostBasis,
+    f.invoicing_entity as x_InvoicingEntity,
     f.quarantine_reason as x_QuarantineReason
 from focus as f
-cross join ctx;
+cross join ctx
+),
+
+-- FOCUS keeps a commitment's purchase at EffectiveCost 0; the unused part of a Savings Plan or RI fee
+-- is a Usage row of its own (CommitmentDiscountStatus Unused). One CUR fee row becomes two line items
+-- (x_LineId + 2^31 for the second); BilledCost and EffectiveCost totals are unchanged.
+unused_fee as (
+    select x_LineId
+    from mapped
+    where x_LineItemType in ('SavingsPlanRecurringFee', 'RIFee') and EffectiveCost <> 0
+)
+
+select * replace (
+    case when x_LineId in (select x_LineId from unused_fee) then 0 else EffectiveCost end as EffectiveCost,
+    case when x_LineId in (select x_LineId from unused_fee) then null else CommitmentDiscountStatus end
+        as CommitmentDiscountStatus,
+    case when x_LineId in (select x_LineId from unused_fee) then 0 else PricingCurrencyEffectiveCost end
+        as PricingCurrencyEffectiveCost
+)
+from mapped
+union all by name
+select * replace (
+    x_LineId + 2147483648 as x_LineId,
+    'Usage' as ChargeCategory,
+    'Usage-Based' as ChargeFrequency,
+    'Unused commitment: ' || coalesce(ChargeDescription, x_LineItemType) as ChargeDescription,
+    cast(0 as decimal(38, 12)) as BilledCost,
+    cast(0 as decimal(38, 12)) as ContractedCost,
+    cast(0 as decimal(38, 12)) as ListCost,
+    'Unused' as CommitmentDiscountStatus,
+    'Committed' as PricingCategory,
+    cast(0 as decimal(38, 12)) as PricingQuantity,
+    coalesce(PricingUnit, 'Units') as PricingUnit,
+    false as x_HasResource
+)
+from mapped
+where x_LineId in (select x_LineId from unused_fee);

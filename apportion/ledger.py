@@ -359,9 +359,22 @@ def build_warehouse(cfg: ApportionConfig, tax: Taxonomy | None = None) -> dict:
             src_li, produced = f"({empty})", None
         con.execute(f"CREATE TABLE line_items AS SELECT {select_list(available=produced)} FROM {src_li}")
         if al_files:
-            con.execute(
-                f"CREATE TABLE allocations AS SELECT * FROM read_parquet({_list_literal(al_files)}, union_by_name = true)"
-            )
+            reader = f"read_parquet({_list_literal(al_files)}, union_by_name = true)"
+            if con.execute("SELECT count(*) FROM (SELECT 1 FROM line_items WHERE x_FxRate IS NOT NULL LIMIT 1)").fetchone()[0]:
+                # reporting currency: each piece at its line's rate (allocation itself stays in billing currency)
+                con.execute(
+                    f"CREATE TABLE allocations AS SELECT a.*, li.x_ReportingCurrency, "
+                    "CAST(a.BilledCost * li.x_FxRate AS DECIMAL(38, 12)) AS x_ReportingBilledCost, "
+                    "CAST(a.EffectiveCost * li.x_FxRate AS DECIMAL(38, 12)) AS x_ReportingEffectiveCost "
+                    f"FROM {reader} AS a LEFT JOIN (SELECT x_SourceName, x_BillingMonth, x_LineId, x_ReportingCurrency, "
+                    "x_FxRate FROM line_items) AS li USING (x_SourceName, x_BillingMonth, x_LineId)"
+                )
+            else:
+                con.execute(
+                    f"CREATE TABLE allocations AS SELECT *, CAST(NULL AS VARCHAR) AS x_ReportingCurrency, "
+                    "CAST(NULL AS DECIMAL(38, 12)) AS x_ReportingBilledCost, "
+                    f"CAST(NULL AS DECIMAL(38, 12)) AS x_ReportingEffectiveCost FROM {reader}"
+                )
         else:
             con.execute("CREATE TABLE allocations AS SELECT * FROM (SELECT 1) WHERE false")
         q_files = list(cfg.lake.glob(f"{QUARANTINE}/x_SourceName=*/x_BillingMonth=????-??/*.parquet"))
@@ -456,6 +469,9 @@ COLUMN_DOCS = {
         "x_AllocationReason": "How each dimension was decided, e.g. 'project=tag:project; team=account:333...'.",
         "x_AllocationRuleId": "Split rule that produced the piece (null when not split).",
         "x_AllocationMethodDetails": "FOCUS 1.3 AllocatedMethodDetails-shaped JSON for split pieces.",
+        "x_ReportingCurrency": "Configured reporting currency (null when none is configured).",
+        "x_ReportingBilledCost": "This piece's BilledCost at its line's FX rate (reporting only; not exact by design).",
+        "x_ReportingEffectiveCost": "This piece's EffectiveCost at its line's FX rate.",
     },
     "untagged_spend": {
         "dimension": "Dimension left unattributed (project, team, workload, ...).",
@@ -516,18 +532,10 @@ def export_month(cfg: ApportionConfig, month: str, out_dir: Path | None = None) 
     con = duckdb.connect(str(cfg.duckdb_path), read_only=True)
     try:
         con.execute("SET TimeZone = 'UTC'")
-        for name in ("team", "project", "workload"):
-            col = dimension_column(name)
-            _copy_csv(con, sql_text("outputs/export_allocation_by_dimension.sql").format(column=col, name=name),
-                      tmp / f"allocation_by_{name}.csv", month)
-        value_class = "coalesce(x_ValueClass, 'unclassified')" if "x_ValueClass" in {
-            r[0] for r in con.execute("DESCRIBE allocations").fetchall()} else "'unclassified'"
-        _copy_csv(con, sql_text("outputs/export_allocation_by_dimension.sql").format(column=value_class, name="value_class"),
-                  tmp / "allocation_by_value_class.csv", month)
-        _copy_csv(con, sql_text("outputs/export_shared_cost_splits.sql"), tmp / "shared_cost_splits.csv", month)
-        _copy_csv(con, sql_text("outputs/export_allocation_lines.sql"), tmp / "allocation_lines.csv", month)
-        _copy_csv(con, sql_text("outputs/export_untagged_spend.sql"), tmp / "untagged_spend.csv", month)
-        _copy_csv(con, sql_text("outputs/export_control_totals.sql"), tmp / "control_totals.csv", month)
+        _write_pack(con, tmp, month)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)  # a failed pack leaves the previous one, and no debris
+        raise
     finally:
         con.close()
     if out.exists():
@@ -535,6 +543,22 @@ def export_month(cfg: ApportionConfig, month: str, out_dir: Path | None = None) 
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp.rename(out)
     return out
+
+
+def _write_pack(con, tmp: Path, month: str) -> None:
+    """Every file of the finance pack (CSV; `_copy_csv` writes the Parquet twin)."""
+    for name in ("team", "project", "workload"):
+        col = dimension_column(name)
+        _copy_csv(con, sql_text("outputs/export_allocation_by_dimension.sql").format(column=col, name=name),
+                  tmp / f"allocation_by_{name}.csv", month)
+    value_class = "coalesce(x_ValueClass, 'unclassified')" if "x_ValueClass" in {
+        r[0] for r in con.execute("DESCRIBE allocations").fetchall()} else "'unclassified'"
+    _copy_csv(con, sql_text("outputs/export_allocation_by_dimension.sql").format(column=value_class, name="value_class"),
+              tmp / "allocation_by_value_class.csv", month)
+    _copy_csv(con, sql_text("outputs/export_shared_cost_splits.sql"), tmp / "shared_cost_splits.csv", month)
+    _copy_csv(con, sql_text("outputs/export_allocation_lines.sql"), tmp / "allocation_lines.csv", month)
+    _copy_csv(con, sql_text("outputs/export_untagged_spend.sql"), tmp / "untagged_spend.csv", month)
+    _copy_csv(con, sql_text("outputs/export_control_totals.sql"), tmp / "control_totals.csv", month)
 
 
 def _copy_csv(con, query: str, dest: Path, month: str) -> None:

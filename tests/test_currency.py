@@ -94,3 +94,22 @@ def test_no_reporting_currency_leaves_columns_null_and_config_errors(tmp_path):
         config(tmp_path, "reporting_currency: USD\nfx_rates: missing.csv\n")
     with pytest.raises(ConfigError, match="rate"):
         config(tmp_path, "reporting_currency: USD\nfx_rates:\n  - {date: 2024-03-01, from: EUR, to: USD, rate: -1}\n")
+
+
+def test_finance_pack_carries_reporting_currency(tmp_path):
+    import csv
+
+    focus_file(tmp_path / "data", [("100.00", "EUR", "2024-03-02"), ("5.5", "USD", "2024-03-03")])
+    cfg = config(tmp_path, "reporting_currency: USD\nfx_rates:\n  - {date: 2024-03-01, from: EUR, to: USD, rate: 1.0834}\n")
+    build(cfg)
+    ledger.build_warehouse(cfg)
+    out = ledger.export_month(cfg, "2024-03")
+    with open(out / "allocation_by_team.csv") as fh:
+        rows = {(r["billing_currency"], r["team"]): r for r in csv.DictReader(fh)}
+    eur, usd = rows[("EUR", "search")], rows[("USD", "search")]
+    assert (eur["billed_cost"], eur["reporting_currency"], eur["reporting_billed_cost"]) == (
+        "100.000000000000", "USD", "108.340000000000")
+    assert (usd["reporting_currency"], usd["reporting_billed_cost"]) == ("USD", "5.500000000000")
+    with open(out / "allocation_lines.csv") as fh:
+        lines = list(csv.DictReader(fh))
+    assert sum(Decimal(r["reporting_billed_cost"]) for r in lines) == Decimal("113.84")

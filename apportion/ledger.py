@@ -532,6 +532,10 @@ def export_month(cfg: ApportionConfig, month: str, out_dir: Path | None = None) 
     con = duckdb.connect(str(cfg.duckdb_path), read_only=True)
     try:
         con.execute("SET TimeZone = 'UTC'")
+        # the line-level file sorts a month of pieces: bounded memory, spilling to the warehouse's temp folder
+        con.execute("SET memory_limit = ?", [os.environ.get("APPORTION_MEMORY_LIMIT", "1GB")])
+        (cfg.warehouse / ".tmp").mkdir(parents=True, exist_ok=True)
+        con.execute("SET temp_directory = ?", [str(cfg.warehouse / ".tmp")])
         _write_pack(con, tmp, month)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)  # a failed pack leaves the previous one, and no debris
@@ -563,8 +567,10 @@ def _write_pack(con, tmp: Path, month: str) -> None:
 
 def _copy_csv(con, query: str, dest: Path, month: str) -> None:
     con.execute("SET VARIABLE export_month = ?", [month])
-    con.execute(f"COPY ({query}) TO {_lit(str(dest))} (HEADER, DELIMITER ',')")
-    con.execute(f"COPY ({query}) TO {_lit(str(dest.with_suffix('.parquet')))} (FORMAT parquet, COMPRESSION zstd)")
+    # the query runs once: Parquet first (typed), then the CSV from that file
+    twin = dest.with_suffix(".parquet")
+    con.execute(f"COPY ({query}) TO {_lit(str(twin))} (FORMAT parquet, COMPRESSION zstd)")
+    con.execute(f"COPY (SELECT * FROM read_parquet({_lit(str(twin))})) TO {_lit(str(dest))} (HEADER, DELIMITER ',')")
 
 
 # ------------------------------------------------------------------ warehouse-level checks

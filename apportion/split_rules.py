@@ -89,11 +89,57 @@ def apply_splits(con: duckdb.DuckDBPyConnection, tax: Taxonomy) -> dict[str, int
     """Apply every split rule, in dependency order, to `alloc`. Returns pieces created per rule."""
     created: dict[str, int] = {}
     rules = split_order(tax.splits)
+    all_rules = rules + spread_rules(tax)
+    _prepare(con, tax, all_rules)
     _check_conflicts(con, rules)
-    for rule in rules + spread_rules(tax):
-        created[rule.name] = _apply(con, tax, rule, spread=rule.name.startswith("spread-untagged-"))
+    for i, rule in enumerate(all_rules):
+        created[rule.name] = _apply(con, tax, rule, spread=rule.name.startswith("spread-untagged-"), index=i)
     _renumber(con, tax)
     return {k: v for k, v in created.items() if v}
+
+
+def _line_fields(tax: Taxonomy, rules: list[SplitRule]) -> list[str]:
+    """Line-item columns the rules partition by (dimensions come from the pieces themselves)."""
+    cols = []
+    for rule in rules:
+        for f in rule.partition_by:
+            if f not in tax.dimensions and RULE_FIELDS[f] not in cols:
+                cols.append(RULE_FIELDS[f])
+    return cols
+
+
+def _prepare(con, tax: Taxonomy, rules: list[SplitRule]) -> None:
+    """Two passes over the month instead of two per rule.
+
+    `split_lines`: this source's line items that some rule's `match` takes (one boolean per rule) with
+    the line fields rules partition by. `basis_flat`: every source's pre-split pieces with the dimension
+    values, measures and line fields the weights need, so each rule's weights are one small aggregate.
+    """
+    params: list = []
+    flags = []
+    for i, rule in enumerate(rules):
+        conds = _conditions(rule.match, "li", params)
+        flags.append(f"({' and '.join(conds) or 'true'}) AS m{i}")
+    fields = _line_fields(tax, rules)
+    select = ", ".join(["li.x_LineId", *flags, *(f'CAST(li."{c}" AS VARCHAR) AS "{c}"' for c in fields)])
+    any_flag = " or ".join(f"m{i}" for i in range(len(rules))) or "false"
+    con.execute(f"create or replace temp table split_lines as select * from (select {select} "
+                f"from month_line_items li) where {any_flag}", params)
+    # weights: only the columns the rules read
+    dims = [dimension_column(d) for d in tax.dimension_names]
+    line_cols: list[str] = list(fields)
+    for rule in rules:
+        for field in rule.weights.match:
+            col = "Tags" if field == "tag" else RULE_FIELDS[field]
+            if col not in line_cols:
+                line_cols.append(col)
+        m = rule.weights.measure
+        if m not in ("BilledCost", "EffectiveCost", "ListCost") and m not in line_cols:
+            line_cols.append(m)
+    cols = ["b.x_SourceName", "b.x_LineId", *(f"b.{d}" for d in dims), "b.BilledCost", "b.EffectiveCost", "b.ListCost",
+            *(f'bl."{c}"' for c in line_cols)]
+    con.execute(f"create or replace temp table basis_flat as select {', '.join(cols)} "
+                "from basis b join basis_line_items bl using (x_SourceName, x_LineId)")
 
 
 def _check_conflicts(con, rules: list[SplitRule]) -> None:
@@ -103,9 +149,9 @@ def _check_conflicts(con, rules: list[SplitRule]) -> None:
     selects = []
     params: list = []
     for i, rule in enumerate(rules):
-        conds = _conditions(rule.match, "li", params) + _dimension_conditions(rule.dimensions, "a", params)
-        selects.append(f"select {i} as r, a.x_LineId from alloc a join month_line_items li using (x_LineId) "
-                       f"where {' and '.join(conds) or 'true'}")
+        conds = [f"li.m{i}"] + _dimension_conditions(rule.dimensions, "a", params)
+        selects.append(f"select {i} as r, a.x_LineId from alloc a join split_lines li using (x_LineId) "
+                       f"where {' and '.join(conds)}")
     rows = con.execute(
         "select x_LineId, list(distinct r order by r) from (" + " union all ".join(selects) + ") "
         "group by x_LineId having count(distinct r) > 1 limit 3", params).fetchall()
@@ -116,17 +162,21 @@ def _check_conflicts(con, rules: list[SplitRule]) -> None:
                                      "make their `match` exclusive")
 
 
-def _apply(con, tax: Taxonomy, rule: SplitRule, spread: bool) -> int:
+def _apply(con, tax: Taxonomy, rule: SplitRule, spread: bool, index: int) -> int:
     params: list = []
-    conds = _conditions(rule.match, "li", params) + _dimension_conditions(rule.dimensions, "a", params)
+    conds = _dimension_conditions(rule.dimensions, "a", params)
     conds.append("coalesce(a.x_AllocationRuleId, '') <> ?")
     params.append(rule.name)
     part_cols = [_partition_expr(f, tax, "a", "li") for f in rule.partition_by]
     part_select = ", ".join(f"{e} AS p{i}" for i, e in enumerate(part_cols))
+    needs_line = bool(rule.match) or any(f not in tax.dimensions for f in rule.partition_by)
+    source = "alloc a join split_lines li using (x_LineId)" if needs_line else "alloc a"
+    if rule.match:
+        conds.insert(0, f"li.m{index}")
     parents = con.execute(
         f"select a.x_LineId, a.x_PieceId, a.BilledCost, a.EffectiveCost, a.ListCost"
         f"{', ' + part_select if part_select else ''} "
-        f"from alloc a join month_line_items li using (x_LineId) where {' and '.join(conds)} "
+        f"from {source} where {' and '.join(conds)} "
         "order by a.x_LineId, a.x_PieceId", params).fetchall()
     if not parents:
         return 0
@@ -230,7 +280,7 @@ def _weights(con, tax: Taxonomy, rule: SplitRule, spread: bool) -> dict[tuple, l
     measure = rule.weights.measure
     if measure not in MEASURES and measure not in ("BilledCost", "EffectiveCost", "ListCost"):
         raise ValueError(f"split {rule.name!r}: measure {measure!r} is not a numeric line-item column")
-    measure_expr = f'b."{measure}"' if measure in ("BilledCost", "EffectiveCost", "ListCost") else f'bl."{measure}"'
+    measure_expr = f'bl."{measure}"'
     params: list = []
     conds = _conditions(rule.weights.match, "bl", params)
     include_untagged = rule.weights.include_untagged
@@ -238,18 +288,18 @@ def _weights(con, tax: Taxonomy, rule: SplitRule, spread: bool) -> dict[tuple, l
         include_untagged = rule.method == "metric"
     excluded = [SHARED] if include_untagged else [UNTAGGED, SHARED]
     for col in by_cols:
-        conds.append(f"b.{col} not in ({', '.join(repr(v) for v in excluded)})")
+        conds.append(f"bl.{col} not in ({', '.join(repr(v) for v in excluded)})")
     if rule.weights.sources:
-        conds.append("list_contains(?, b.x_SourceName)")
+        conds.append("list_contains(?, bl.x_SourceName)")
         params.append(rule.weights.sources)
     if rule.targets:
-        conds.append(f"list_contains(?, b.{by_cols[0]})")
+        conds.append(f"list_contains(?, bl.{by_cols[0]})")
         params.append(rule.targets)
-    part_exprs = [_partition_expr(f, tax, "b", "bl") for f in rule.partition_by]
-    group = part_exprs + [f"b.{c}" for c in by_cols]
+    part_exprs = [_partition_expr(f, tax, "bl", "bl") for f in rule.partition_by]
+    group = part_exprs + [f"bl.{c}" for c in by_cols]
     rows = con.execute(
         f"select {', '.join(group)}, sum(CAST({measure_expr} AS DECIMAL(38, 12))) as w "
-        "from basis b join basis_line_items bl using (x_SourceName, x_LineId) "
+        "from basis_flat bl "
         f"where {' and '.join(conds) or 'true'} group by all having sum({measure_expr}) > 0 "
         f"order by {', '.join(str(i + 1) for i in range(len(group)))}", params).fetchall()
     out: dict[tuple, list] = defaultdict(list)

@@ -29,4 +29,4 @@ from allocations as a
 inner join line_items as li
     on li.x_SourceName = a.x_SourceName and li.x_BillingMonth = a.x_BillingMonth and li.x_LineId = a.x_LineId
 where a.x_BillingMonth = getvariable('export_month')
-order by source, line_id, piece_id
+-- no ORDER BY: a month of pieces would be sorted in memory; line_id and piece_id order it when needed

@@ -306,7 +306,9 @@ def allocate(cfg: ApportionConfig, source: SourceConfig, month: str, tax: Taxono
                 con.execute(sql_text("allocation/allocate.sql").format(view="basis", line_items="month_all_line_items", **parts))
                 con.execute("CREATE TEMP VIEW basis_line_items AS SELECT * FROM month_all_line_items")
                 apply_splits(con, tax)
-            result = "alloc"
+            from apportion.split_rules import reason_expression
+
+            result = f"(SELECT * REPLACE ({reason_expression(tax)} AS x_AllocationReason) FROM alloc)"
         final = partition_dir(cfg, ALLOCATIONS, source.name, month) if lake is None else \
             lake / ALLOCATIONS / f"x_SourceName={source.name}" / f"x_BillingMonth={month}"
         tmp = new_tmp_dir(final)

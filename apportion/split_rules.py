@@ -310,10 +310,15 @@ def _weights(con, tax: Taxonomy, rule: SplitRule, spread: bool) -> dict[tuple, l
 
 
 def _renumber(con, tax: Taxonomy) -> None:
-    dims = tax.dimension_names
-    reason = " || '; ' || ".join(f"'{d}=' || {dimension_column(d)}Reason" for d in dims)
+    """Pieces of split lines are numbered 1..n again (only those lines: a month-wide sort is costly)."""
     con.execute(
-        "create or replace temp table alloc as select * replace ("
-        "row_number() over (partition by x_LineId order by x_PieceId) as x_PieceId, "
-        f"{reason} as x_AllocationReason) from alloc"
+        "update alloc set x_PieceId = r.n from ("
+        "  select x_LineId, x_PieceId, row_number() over (partition by x_LineId order by x_PieceId) as n"
+        "  from alloc where x_LineId in (select x_LineId from alloc where x_AllocationRuleId is not null)"
+        ") as r where alloc.x_LineId = r.x_LineId and alloc.x_PieceId = r.x_PieceId"
     )
+
+
+def reason_expression(tax: Taxonomy) -> str:
+    """x_AllocationReason from the per-dimension reasons (applied when the pieces are written)."""
+    return " || '; ' || ".join(f"'{d}=' || {dimension_column(d)}Reason" for d in tax.dimension_names)

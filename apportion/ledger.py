@@ -145,24 +145,37 @@ def build_line_items(cfg: ApportionConfig, source: SourceConfig, delivery: Deliv
         qdir = partition_dir(cfg, QUARANTINE, source.name, month)
         qtmp = new_tmp_dir(qdir)
         produced = {r[0] for r in con.execute("DESCRIBE line_items_checked").fetchall()}
-        li_file, q_file = tmp / "data.parquet", qtmp / "rows.parquet"
+        q_file = qtmp / "rows.parquet"
+        split = tmp / "split"
         try:
-            # Streamed twice rather than materialised: a month of CUR can be tens of millions of rows.
+            # One streamed pass, written as two hive partitions (good rows / quarantined rows): a month of
+            # CUR can be tens of millions of rows, never materialised and never computed twice.
             con.execute(
-                f"COPY (SELECT {select_list(available=produced)} FROM line_items_checked "
-                f"WHERE x_QuarantineReason IS NULL) TO {_lit(str(li_file))} "
-                "(FORMAT parquet, COMPRESSION zstd, ROW_GROUP_SIZE 50000)"
-            )
-            con.execute(
-                "COPY (SELECT x_SourceName, x_BillingMonth, x_DeliveryId, x_SourceFile, x_SourceRow, "
-                "x_QuarantineReason AS reason, CAST(BilledCost AS VARCHAR) AS billed_cost "
-                "FROM line_items_checked WHERE x_QuarantineReason IS NOT NULL) "
-                f"TO {_lit(str(q_file))} (FORMAT parquet)"
+                f"COPY (SELECT {select_list(available=produced)}, x_QuarantineReason, "
+                "x_QuarantineReason IS NOT NULL AS quarantined FROM line_items_checked) "
+                f"TO {_lit(str(split))} (FORMAT parquet, COMPRESSION zstd, ROW_GROUP_SIZE 50000, "
+                "PARTITION_BY (quarantined), WRITE_PARTITION_COLUMNS false)"
             )
         except duckdb.Error as exc:
             shutil.rmtree(tmp, ignore_errors=True)
             shutil.rmtree(qtmp, ignore_errors=True)
             raise _locate_bad_file(con, connector, delivery, exc) from None
+        good = sorted(split.glob("quarantined=false/*.parquet"))
+        bad = sorted(split.glob("quarantined=true/*.parquet"))
+        for i, f in enumerate(good):
+            f.rename(tmp / ("data.parquet" if i == 0 else f"data_{i}.parquet"))
+        if not good:  # every row quarantined (or none delivered): an empty, typed partition
+            con.execute(f"COPY (SELECT {select_list(available=produced)} FROM line_items_checked WHERE false) "
+                        f"TO {_lit(str(tmp / 'data.parquet'))} (FORMAT parquet)")
+        bad_source = f"read_parquet({_list_literal(bad)})" if bad else \
+            "(SELECT * FROM line_items_checked WHERE false)"
+        con.execute(
+            "COPY (SELECT x_SourceName, x_BillingMonth, x_DeliveryId, x_SourceFile, x_SourceRow, "
+            f"x_QuarantineReason AS reason, CAST(BilledCost AS VARCHAR) AS billed_cost FROM {bad_source} "
+            f"ORDER BY x_SourceFile, x_SourceRow) TO {_lit(str(q_file))} (FORMAT parquet)"
+        )
+        shutil.rmtree(split)
+        li_file = tmp / "*.parquet"
         rows, billed, effective = con.execute(
             "SELECT count(*), coalesce(sum(BilledCost), 0), coalesce(sum(EffectiveCost), 0) "
             f"FROM read_parquet({_lit(str(li_file))})"
@@ -286,7 +299,7 @@ def allocate(cfg: ApportionConfig, source: SourceConfig, month: str, tax: Taxono
     con = connect(cfg)
     try:
         register_taxonomy(con, tax)
-        files = [li_dir / "data.parquet"]
+        files = sorted(li_dir.glob("*.parquet"))
         if needs_basis:
             files = sorted(cfg.lake.glob(f"{LINE_ITEMS}/x_SourceName=*/x_BillingMonth={month}/*.parquet"))
         reader = f"read_parquet({_list_literal(files)}, union_by_name = true)"
@@ -471,6 +484,9 @@ COLUMN_DOCS = {
         "x_AllocationReason": "How each dimension was decided, e.g. 'project=tag:project; team=account:333...'.",
         "x_AllocationRuleId": "Split rule that produced the piece (null when not split).",
         "x_AllocationMethodDetails": "FOCUS 1.3 AllocatedMethodDetails-shaped JSON for split pieces.",
+        "InvoiceId": "Invoice of the piece's line item.",
+        "x_ProviderLineItemId": "Provider's own id of the piece's line item.",
+        "x_UsageType": "Provider usage type of the piece's line item.",
         "x_ReportingCurrency": "Configured reporting currency (null when none is configured).",
         "x_ReportingBilledCost": "This piece's BilledCost at its line's FX rate (reporting only; not exact by design).",
         "x_ReportingEffectiveCost": "This piece's EffectiveCost at its line's FX rate.",

@@ -40,6 +40,10 @@ select
     li.RegionId,
     li.ResourceId,
     li.BillingCurrency,
+    -- the line's identity, so the line-level finance file needs no join back to line_items
+    li.InvoiceId,
+    li.x_ProviderLineItemId,
+    li.x_UsageType,
     li.BilledCost,
     li.EffectiveCost,
     li.ListCost,

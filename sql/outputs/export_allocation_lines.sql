@@ -4,8 +4,8 @@ select
     a.x_SourceName as source,
     a.x_LineId as line_id,
     a.x_PieceId as piece_id,
-    li.x_ProviderLineItemId as provider_line_item_id,
-    li.InvoiceId as invoice_id,
+    a.x_ProviderLineItemId as provider_line_item_id,
+    a.InvoiceId as invoice_id,
     strftime(a.ChargePeriodStart, '%Y-%m-%dT%H:%M:%SZ') as charge_period_start,
     a.ChargeCategory as charge_category,
     a.ProviderName as provider,
@@ -14,7 +14,7 @@ select
     a.ServiceName as service,
     a.RegionId as region,
     a.ResourceId as resource_id,
-    li.x_UsageType as usage_type,
+    a.x_UsageType as usage_type,
     a.BillingCurrency as billing_currency,
     a.BilledCost as billed_cost,
     a.EffectiveCost as effective_cost,
@@ -26,7 +26,5 @@ select
     a.x_Workload as workload,
     a.x_AllocationReason as allocation_reason
 from allocations as a
-inner join line_items as li
-    on li.x_SourceName = a.x_SourceName and li.x_BillingMonth = a.x_BillingMonth and li.x_LineId = a.x_LineId
 where a.x_BillingMonth = getvariable('export_month')
 -- no ORDER BY: a month of pieces would be sorted in memory; line_id and piece_id order it when needed

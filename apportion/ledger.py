@@ -145,37 +145,26 @@ def build_line_items(cfg: ApportionConfig, source: SourceConfig, delivery: Deliv
         qdir = partition_dir(cfg, QUARANTINE, source.name, month)
         qtmp = new_tmp_dir(qdir)
         produced = {r[0] for r in con.execute("DESCRIBE line_items_checked").fetchall()}
-        q_file = qtmp / "rows.parquet"
-        split = tmp / "split"
+        li_file, q_file = tmp / "data.parquet", qtmp / "rows.parquet"
         try:
-            # One streamed pass, written as two hive partitions (good rows / quarantined rows): a month of
-            # CUR can be tens of millions of rows, never materialised and never computed twice.
+            # Streamed twice rather than materialised: a month of CUR can be tens of millions of rows.
+            # (A single PARTITION_BY pass keeps a writer per partition and thread, and needs more memory.)
             con.execute(
-                f"COPY (SELECT {select_list(available=produced)}, x_QuarantineReason, "
-                "x_QuarantineReason IS NOT NULL AS quarantined FROM line_items_checked) "
-                f"TO {_lit(str(split))} (FORMAT parquet, COMPRESSION zstd, ROW_GROUP_SIZE 50000, "
-                "PARTITION_BY (quarantined), WRITE_PARTITION_COLUMNS false)"
+                f"COPY (SELECT {select_list(available=produced)} FROM line_items_checked "
+                f"WHERE x_QuarantineReason IS NULL) TO {_lit(str(li_file))} "
+                "(FORMAT parquet, COMPRESSION zstd, ROW_GROUP_SIZE 50000)"
+            )
+            # the second pass reads only the columns the reasons need (projection pushdown)
+            con.execute(
+                "COPY (SELECT x_SourceName, x_BillingMonth, x_DeliveryId, x_SourceFile, x_SourceRow, "
+                "x_QuarantineReason AS reason, CAST(BilledCost AS VARCHAR) AS billed_cost "
+                "FROM line_items_checked WHERE x_QuarantineReason IS NOT NULL "
+                f"ORDER BY x_SourceFile, x_SourceRow) TO {_lit(str(q_file))} (FORMAT parquet)"
             )
         except duckdb.Error as exc:
             shutil.rmtree(tmp, ignore_errors=True)
             shutil.rmtree(qtmp, ignore_errors=True)
             raise _locate_bad_file(con, connector, delivery, exc) from None
-        good = sorted(split.glob("quarantined=false/*.parquet"))
-        bad = sorted(split.glob("quarantined=true/*.parquet"))
-        for i, f in enumerate(good):
-            f.rename(tmp / ("data.parquet" if i == 0 else f"data_{i}.parquet"))
-        if not good:  # every row quarantined (or none delivered): an empty, typed partition
-            con.execute(f"COPY (SELECT {select_list(available=produced)} FROM line_items_checked WHERE false) "
-                        f"TO {_lit(str(tmp / 'data.parquet'))} (FORMAT parquet)")
-        bad_source = f"read_parquet({_list_literal(bad)})" if bad else \
-            "(SELECT * FROM line_items_checked WHERE false)"
-        con.execute(
-            "COPY (SELECT x_SourceName, x_BillingMonth, x_DeliveryId, x_SourceFile, x_SourceRow, "
-            f"x_QuarantineReason AS reason, CAST(BilledCost AS VARCHAR) AS billed_cost FROM {bad_source} "
-            f"ORDER BY x_SourceFile, x_SourceRow) TO {_lit(str(q_file))} (FORMAT parquet)"
-        )
-        shutil.rmtree(split)
-        li_file = tmp / "*.parquet"
         rows, billed, effective = con.execute(
             "SELECT count(*), coalesce(sum(BilledCost), 0), coalesce(sum(EffectiveCost), 0) "
             f"FROM read_parquet({_lit(str(li_file))})"

@@ -173,7 +173,8 @@ focus as (
     from typed as t
 ),
 
-mapped as (
+-- not materialised: referenced twice below, and a month of line items must stream, not sit in memory
+mapped as not materialized (
 select
     f.availability_zone as AvailabilityZone,
     f.unblended_cost as BilledCost,
@@ -281,22 +282,16 @@ select
     f.quarantine_reason as x_QuarantineReason
 from focus as f
 cross join ctx
-),
+)
 
 -- FOCUS keeps a commitment's purchase at EffectiveCost 0; the unused part of a Savings Plan or RI fee
 -- is a Usage row of its own (CommitmentDiscountStatus Unused). One CUR fee row becomes two line items
 -- (x_LineId + 2^31 for the second); BilledCost and EffectiveCost totals are unchanged.
-unused_fee as (
-    select x_LineId
-    from mapped
-    where x_LineItemType in ('SavingsPlanRecurringFee', 'RIFee') and EffectiveCost <> 0
-)
-
 select * replace (
-    case when x_LineId in (select x_LineId from unused_fee) then 0 else EffectiveCost end as EffectiveCost,
-    case when x_LineId in (select x_LineId from unused_fee) then null else CommitmentDiscountStatus end
+    case when (x_LineItemType in ('SavingsPlanRecurringFee', 'RIFee') and EffectiveCost <> 0) then 0 else EffectiveCost end as EffectiveCost,
+    case when (x_LineItemType in ('SavingsPlanRecurringFee', 'RIFee') and EffectiveCost <> 0) then null else CommitmentDiscountStatus end
         as CommitmentDiscountStatus,
-    case when x_LineId in (select x_LineId from unused_fee) then 0 else PricingCurrencyEffectiveCost end
+    case when (x_LineItemType in ('SavingsPlanRecurringFee', 'RIFee') and EffectiveCost <> 0) then 0 else PricingCurrencyEffectiveCost end
         as PricingCurrencyEffectiveCost
 )
 from mapped
@@ -316,4 +311,4 @@ select * replace (
     false as x_HasResource
 )
 from mapped
-where x_LineId in (select x_LineId from unused_fee);
+where (x_LineItemType in ('SavingsPlanRecurringFee', 'RIFee') and EffectiveCost <> 0);

@@ -137,34 +137,43 @@ def build_line_items(cfg: ApportionConfig, source: SourceConfig, delivery: Deliv
             " ?::VARCHAR AS billing_month, ?::VARCHAR AS delivery_id, ?::TIMESTAMPTZ AS ingested_at",
             [source.name, source.kind, month, delivery.delivery_id, delivery.fetched_at],
         )
-        connector.stage_sql(con, delivery)
-        con.execute(sql_text(f"line_items/{connector.line_items_sql}"))
-        apply_reporting_currency(con, cfg)  # x_Reporting* columns when reporting_currency is configured
         final = partition_dir(cfg, LINE_ITEMS, source.name, month)
         tmp = new_tmp_dir(final)
         qdir = partition_dir(cfg, QUARANTINE, source.name, month)
         qtmp = new_tmp_dir(qdir)
-        produced = {r[0] for r in con.execute("DESCRIBE line_items_checked").fetchall()}
-        li_file, q_file = tmp / "data.parquet", qtmp / "rows.parquet"
-        try:
-            # Streamed twice rather than materialised: a month of CUR can be tens of millions of rows.
-            # (A single PARTITION_BY pass keeps a writer per partition and thread, and needs more memory.)
-            con.execute(
-                f"COPY (SELECT {select_list(available=produced)} FROM line_items_checked "
-                f"WHERE x_QuarantineReason IS NULL) TO {_lit(str(li_file))} "
-                "(FORMAT parquet, COMPRESSION zstd, ROW_GROUP_SIZE 50000)"
-            )
-            # the second pass reads only the columns the reasons need (projection pushdown)
-            con.execute(
-                "COPY (SELECT x_SourceName, x_BillingMonth, x_DeliveryId, x_SourceFile, x_SourceRow, "
-                "x_QuarantineReason AS reason, CAST(BilledCost AS VARCHAR) AS billed_cost "
-                "FROM line_items_checked WHERE x_QuarantineReason IS NOT NULL "
-                f"ORDER BY x_SourceFile, x_SourceRow) TO {_lit(str(q_file))} (FORMAT parquet)"
-            )
-        except duckdb.Error as exc:
-            shutil.rmtree(tmp, ignore_errors=True)
-            shutil.rmtree(qtmp, ignore_errors=True)
-            raise _locate_bad_file(con, connector, delivery, exc) from None
+        chunks = [[i] for i in range(len(delivery.files))] if getattr(connector, "stages_per_file", False) \
+            and delivery.files else [None]
+        for n, only in enumerate(chunks):
+            suffix = "" if len(chunks) == 1 else f"_{n}"
+            li_part, q_part = tmp / f"data{suffix}.parquet", qtmp / f"rows{suffix}.parquet"
+            try:
+                if only is None:
+                    connector.stage_sql(con, delivery)
+                else:
+                    connector.stage_sql(con, delivery, only=only)
+                con.execute(sql_text(f"line_items/{connector.line_items_sql}"))
+                apply_reporting_currency(con, cfg)  # x_Reporting* columns when reporting_currency is configured
+                produced = {r[0] for r in con.execute("DESCRIBE line_items_checked").fetchall()}
+                # Streamed twice rather than materialised: a month of CUR can be tens of millions of rows.
+                con.execute(
+                    f"COPY (SELECT {select_list(available=produced)} FROM line_items_checked "
+                    f"WHERE x_QuarantineReason IS NULL) TO {_lit(str(li_part))} "
+                    "(FORMAT parquet, COMPRESSION zstd, ROW_GROUP_SIZE 50000)"
+                )
+                # the second pass reads only the columns the reasons need (projection pushdown)
+                con.execute(
+                    "COPY (SELECT x_SourceName, x_BillingMonth, x_DeliveryId, x_SourceFile, x_SourceRow, "
+                    "x_QuarantineReason AS reason, CAST(BilledCost AS VARCHAR) AS billed_cost "
+                    "FROM line_items_checked WHERE x_QuarantineReason IS NOT NULL "
+                    f"ORDER BY x_SourceFile, x_SourceRow) TO {_lit(str(q_part))} (FORMAT parquet)"
+                )
+            except BaseException as exc:
+                shutil.rmtree(tmp, ignore_errors=True)
+                shutil.rmtree(qtmp, ignore_errors=True)
+                if isinstance(exc, duckdb.Error):
+                    raise _locate_bad_file(con, connector, delivery, exc) from None
+                raise
+        li_file, q_file = tmp / "data*.parquet", qtmp / "rows*.parquet"
         rows, billed, effective = con.execute(
             "SELECT count(*), coalesce(sum(BilledCost), 0), coalesce(sum(EffectiveCost), 0) "
             f"FROM read_parquet({_lit(str(li_file))})"

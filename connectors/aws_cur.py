@@ -230,9 +230,14 @@ class AwsCurConnector(Connector):
         return DeliveryPlan(month, assembly, [by_key[k] for k in wanted], manifest_key, "legacy", notes=notes)
 
     # ---------------------------------------------------------------- staging
-    def stage_sql(self, con, delivery: Delivery) -> str:
+    # AWS already cuts a month into files (CUR 2.0: a few million rows each): building them one at a
+    # time bounds memory whatever the size of the month.
+    stages_per_file = True
+
+    def stage_sql(self, con, delivery: Delivery, only: list[int] | None = None) -> str:
         """Create view `stg_aws_cur`: one row per raw row, canonical column names, lineage columns."""
-        selects = [self._file_select(con, key, path, idx) for idx, (key, path) in enumerate(delivery.files)]
+        selects = [self._file_select(con, key, path, idx) for idx, (key, path) in enumerate(delivery.files)
+                   if only is None or idx in only]
         con.execute("CREATE OR REPLACE TEMP VIEW stg_aws_cur AS\n" + "\nUNION ALL BY NAME\n".join(selects))
         return "stg_aws_cur"
 

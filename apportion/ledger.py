@@ -286,7 +286,7 @@ def allocate(cfg: ApportionConfig, source: SourceConfig, month: str, tax: Taxono
     invoice, GPU-hours attributing a cluster's instances), so the month's line items of every source
     are visible here; only this source's pieces are written. `lake` redirects the output (taxonomy diff).
     """
-    from apportion.split_rules import apply_splits, apply_workload_classes, spread_rules
+    from apportion.split_rules import apply_splits, spread_rules, workload_classes_select
 
     tax = tax or load_taxonomy(cfg.taxonomy)
     li_dir = partition_dir(cfg, LINE_ITEMS, source.name, month)
@@ -311,8 +311,7 @@ def allocate(cfg: ApportionConfig, source: SourceConfig, month: str, tax: Taxono
         con.execute(sql_text("allocation/allocate.sql").format(view="allocations_month", line_items="month_line_items", **parts))
         result = "allocations_month"
         if needs_table:
-            con.execute("CREATE TEMP TABLE alloc AS SELECT * FROM allocations_month")
-            apply_workload_classes(con, tax)
+            con.execute(f"CREATE TEMP TABLE alloc AS {workload_classes_select(con, tax, 'allocations_month')}")
             if needs_basis:
                 con.execute(sql_text("allocation/allocate.sql").format(view="basis", line_items="month_all_line_items", **parts))
                 con.execute("CREATE TEMP VIEW basis_line_items AS SELECT * FROM month_all_line_items")

@@ -29,20 +29,22 @@ class SplitConflictError(ValueError):
     """Two split rules claim the same line item."""
 
 
-def apply_workload_classes(con: duckdb.DuckDBPyConnection, tax: Taxonomy) -> None:
-    """Value classes from the workload: after tags and rules, before account mappings and defaults."""
-    for name, d in tax.dimensions.items():
-        if not d.workload_classes:
-            continue
+def workload_classes_select(con: duckdb.DuckDBPyConnection, tax: Taxonomy, source: str) -> str:
+    """SELECT over `source` deciding value classes from the workload: after tags and rules, before account
+    mappings and defaults. A projection, not an UPDATE: a month of pieces must stream."""
+    joins, replaces = [], []
+    for i, (name, d) in enumerate((n, d) for n, d in tax.dimensions.items() if d.workload_classes):
         col = dimension_column(name)
         table = pa.table({"workload": list(d.workload_classes), "value": list(d.workload_classes.values())})
-        con.register("workload_classes_arrow", table)
-        con.execute(
-            f"update alloc set {col} = w.value, {col}Reason = 'workload:' || alloc.x_Workload "
-            "from workload_classes_arrow w where w.workload = alloc.x_Workload "
-            f"and not ({col}Reason like 'tag:%' or {col}Reason like 'rule:%' or {col}Reason like 'override:%')"
-        )
-        con.unregister("workload_classes_arrow")
+        con.register(f"workload_classes_{i}", table)
+        keep = f"(a.{col}Reason like 'tag:%' or a.{col}Reason like 'rule:%' or a.{col}Reason like 'override:%')"
+        joins.append(f"left join workload_classes_{i} as w{i} on w{i}.workload = a.x_Workload")
+        replaces.append(f"case when w{i}.value is not null and not {keep} then w{i}.value else a.{col} end as {col}")
+        replaces.append(f"case when w{i}.value is not null and not {keep} then 'workload:' || a.x_Workload "
+                        f"else a.{col}Reason end as {col}Reason")
+    if not replaces:
+        return f"select * from {source}"
+    return f"select a.* replace ({', '.join(replaces)}) from {source} as a {' '.join(joins)}"
 
 
 def _conditions(match: dict, alias: str, params: list) -> list[str]:

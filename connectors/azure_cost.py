@@ -39,7 +39,6 @@ from connectors.cloudfiles import (
     file_format,
     land_blobs,
     load_cloud_macros,
-    open_cloud_store,
     quote_ident,
     quote_literal,
     reader_sql,
@@ -244,11 +243,6 @@ class AzureCostConnector(Connector):
     kind = "azure_cost"
     line_items_sql = "azure_cost.sql"
 
-    @property
-    def store(self):
-        if self._store is None:
-            self._store = open_cloud_store(self.source.uri, self.source.options)
-        return self._store
 
     # ---------------------------------------------------------------- Cost Details API mode
     @property

@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
-from connectors.objectstore import ObjectInfo, ObjectStore, open_store
+from connectors.objectstore import ObjectInfo, ObjectStore
 from models.config import SourceConfig
 
 
@@ -70,7 +70,9 @@ class Connector:
     @property
     def store(self) -> ObjectStore:
         if self._store is None:
-            self._store = open_store(self.source.uri, self.source.options)
+            from connectors.cloudfiles import open_cloud_store  # s3://, file://, paths, az://, gs://
+
+            self._store = open_cloud_store(self.source.uri, self.source.options)
         return self._store
 
     def months(self) -> list[str]:

@@ -339,6 +339,7 @@ def land_blobs(connector: Connector, month: str, raw_root: Path, blobs: dict[str
         dest.write_bytes(blobs[key])
         objects.append({"key": key, "size": len(blobs[key]), "etag": hashlib.md5(blobs[key]).hexdigest(),
                         "last_modified": fetched_at})
+    staging.mkdir(parents=True, exist_ok=True)  # a month with no pages is still a delivery
     delivery = Delivery(source=connector.source.name, kind=connector.kind, month=month, delivery_id=delivery_id,
                         layout=layout, manifest_key=None, objects=objects, fetched_at=fetched_at, local_dir=str(target))
     (staging / "delivery.json").write_text(json.dumps(asdict(delivery), indent=2))

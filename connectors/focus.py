@@ -29,7 +29,6 @@ from connectors.cloudfiles import (
     file_format,
     load_cloud_macros,
     month_from_path,
-    open_cloud_store,
     quote_ident,
     quote_literal,
     reader_sql,
@@ -190,11 +189,6 @@ class FocusConnector(Connector):
     kind = "focus"
     line_items_sql = "focus.sql"
 
-    @property
-    def store(self):
-        if self._store is None:
-            self._store = open_cloud_store(self.source.uri, self.source.options)
-        return self._store
 
     # ---------------------------------------------------------------- discovery
     def _data_files(self):

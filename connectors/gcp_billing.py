@@ -37,7 +37,6 @@ from connectors.cloudfiles import (
     land_blobs,
     load_cloud_macros,
     month_from_path,
-    open_cloud_store,
     quote_literal,
 )
 
@@ -58,11 +57,6 @@ class GcpBillingConnector(Connector):
     def is_bigquery(self) -> bool:
         return urlparse(self.source.uri).scheme.lower() == "bigquery"
 
-    @property
-    def store(self):
-        if self._store is None:
-            self._store = open_cloud_store(self.source.uri, self.source.options)
-        return self._store
 
     # ================================================================ BigQuery
     def _table(self) -> tuple[str, str, str]:

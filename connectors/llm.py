@@ -17,10 +17,8 @@ page `<path>/<cursor or first-page key>.json`.
 from __future__ import annotations
 
 import email.utils
-import hashlib
 import json
 import os
-import shutil
 import time
 import urllib.error
 import urllib.parse
@@ -33,7 +31,7 @@ from typing import Any, Iterable, Iterator
 
 import pyarrow as pa
 
-from connectors.base import Connector, Delivery, SourceError, _point, safe_dirname
+from connectors.base import Connector, Delivery, SourceError, safe_dirname
 from models.prices import PROVIDER_DISPLAY, TOKEN_TYPE_INFO, TOKEN_TYPES, PriceBook, PriceConfigError
 
 CENT = Decimal("0.000000000001")
@@ -380,40 +378,9 @@ def read_delivery_json(key: str, path: Path) -> Any:
 # ------------------------------------------------------------------ landing API pages
 def land_pages(connector: Connector, month: str, raw_root: Path, pages: dict[str, bytes], layout: str) -> Delivery:
     """Write fetched pages (key -> bytes as received) as the month's delivery; same content = same delivery."""
-    h = hashlib.sha1()
-    for key in sorted(pages):
-        h.update(key.encode() + b"\0" + hashlib.sha1(pages[key]).digest())
-    delivery_id = f"api-{h.hexdigest()[:16]}"
-    month_dir = raw_root / connector.source.name / month
-    target = month_dir / safe_dirname(delivery_id)
-    record_path = target / "delivery.json"
-    if record_path.exists():
-        old = json.loads(record_path.read_text())
-        _point(month_dir, "LANDED", target.name)
-        return Delivery(**{**old, "reused": True})
-    staging = month_dir / (safe_dirname(delivery_id) + ".landing")
-    if staging.exists():
-        shutil.rmtree(staging)
-    fetched_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
-    objects = []
-    for key in sorted(pages):
-        dest = staging / key
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        dest.write_bytes(pages[key])
-        objects.append({"key": key, "size": len(pages[key]), "etag": hashlib.md5(pages[key]).hexdigest(),
-                        "last_modified": fetched_at})
-    staging.mkdir(parents=True, exist_ok=True)
-    delivery = Delivery(source=connector.source.name, kind=connector.kind, month=month, delivery_id=delivery_id,
-                        layout=layout, manifest_key=None, objects=objects, fetched_at=fetched_at,
-                        local_dir=str(target))
-    (staging / "delivery.json").write_text(json.dumps(asdict(delivery), indent=2))
-    if target.exists():
-        shutil.rmtree(target)
-    staging.rename(target)
-    with open(month_dir / "deliveries.jsonl", "a") as log:
-        log.write(json.dumps({k: v for k, v in asdict(delivery).items() if k != "reused"}) + "\n")
-    _point(month_dir, "LANDED", target.name)
-    return delivery
+    from connectors.cloudfiles import land_blobs
+
+    return land_blobs(connector, month, raw_root, pages, layout, prefix="api")
 
 
 class HttpApi:

@@ -202,6 +202,9 @@ def cmd_run(args) -> int:
     from models.config import check_month, load_config
 
     cfg = load_config(args.config)
+    from models.taxonomy import load_taxonomy
+
+    load_taxonomy(cfg.taxonomy)  # a taxonomy error stops the run here (rc 2, with its lines), before any data moves
     if args.all:
         from connectors.registry import connector_for
 
@@ -384,6 +387,13 @@ def summarise(cfg, months: list[str], results: list[dict]) -> dict:
                 "sum(EffectiveCost) FROM allocations WHERE list_contains(?, x_BillingMonth) "
                 "AND x_AllocationRuleId IS NOT NULL GROUP BY ALL ORDER BY 1, 2", params).fetchall()
         ]
+        summary["unmapped_services"] = [
+            dict(zip(("month", "source", "service", "line_items", "effective_cost"), row))
+            for row in con.execute(
+                "SELECT x_BillingMonth, x_SourceName, x_UnmappedService, count(*), sum(EffectiveCost) FROM line_items "
+                "WHERE list_contains(?, x_BillingMonth) AND x_UnmappedService IS NOT NULL GROUP BY ALL "
+                "ORDER BY 1, 2, 5 DESC, 3", params).fetchall()
+        ]
         summary["quarantined_rows"] = con.execute(
             "SELECT count(*) FROM quarantined_rows WHERE list_contains(?, x_BillingMonth)", params).fetchone()[0]
     finally:
@@ -402,62 +412,78 @@ def sql_totals() -> str:
 
 
 def print_summary(summary: dict) -> None:
+    """The run summary as tables. Every value that comes from data (team, tag, service, resource, error
+    text) is printed as plain text, never read as rich markup: a tag value `[/bold]` prints as itself."""
     from rich.console import Console
     from rich.table import Table
+    from rich.text import Text
 
-    console = Console(width=None if sys.stdout.isatty() else 160)
+    def table(title: str, columns: tuple[str, ...], right: tuple[str, ...] = ()) -> Table:
+        t = Table(title=Text(title))
+        for c in columns:
+            t.add_column(c, justify="right" if c in right else "left")
+        return t
+
+    def row(t: Table, *cells) -> None:
+        t.add_row(*(c if isinstance(c, Text) else Text("" if c is None else str(c)) for c in cells))
+
+    width = None if sys.stdout.isatty() else 160
+    console = Console(width=width)
+    errors = Console(stderr=True, width=width)
     for r in summary["months"]:
-        status = "[green]built[/green]" if r["success"] else "[red]FAILED[/red] (previous build kept)"
-        console.print(f"{r['month']}: {status}")
+        if r["success"]:
+            console.print(Text.assemble(f"{r['month']}: ", ("built", "green")))
+        else:
+            errors.print(Text.assemble(f"{r['month']}: ", ("FAILED", "red"), " (previous build kept)"))
         for e in r["errors"]:
-            console.print(f"  [red]{e}[/red]")
+            errors.print(Text(f"  {e}", style="red"))
     if "totals" in summary:
-        t = Table(title="Totals (billing currency)")
-        for c in ("month", "source", "currency", "line items", "billed", "allocated", "ties out"):
-            t.add_column(c, justify="right" if c in ("line items", "billed", "allocated") else "left")
-        for row in summary["totals"]:
-            t.add_row(row["month"], row["source"], row["currency"], f"{row['line_items']:,}",
-                      f"{row['billed_cost']:,.2f}", f"{(row['allocated_billed_cost'] or 0):,.2f}",
-                      "yes" if row["billed_cost"] == row["allocated_billed_cost"] else "[red]NO[/red]")
+        t = table("Totals (billing currency)", ("month", "source", "currency", "line items", "billed", "allocated",
+                                                 "ties out"), right=("line items", "billed", "allocated"))
+        for r in summary["totals"]:
+            ties = r["billed_cost"] == r["allocated_billed_cost"]
+            row(t, r["month"], r["source"], r["currency"], f"{r['line_items']:,}", f"{r['billed_cost']:,.2f}",
+                f"{(r['allocated_billed_cost'] or 0):,.2f}", Text("yes") if ties else Text("NO", style="red"))
         console.print(t)
-        t = Table(title="Spend by team (EffectiveCost)")
-        for c in ("month", "currency", "team", "effective cost"):
-            t.add_column(c, justify="right" if c == "effective cost" else "left")
-        for row in summary["spend_by_team"]:
-            t.add_row(row["month"], row["currency"], row["team"], f"{row['effective_cost']:,.2f}")
+        t = table("Spend by team (EffectiveCost)", ("month", "currency", "team", "effective cost"),
+                  right=("effective cost",))
+        for r in summary["spend_by_team"]:
+            row(t, r["month"], r["currency"], r["team"], f"{r['effective_cost']:,.2f}")
         console.print(t)
-        t = Table(title="Coverage (spend-weighted)")
-        for c in ("month", "source", "dimension", "coverage", "untagged", "shared"):
-            t.add_column(c)
-        for row in summary["coverage"]:
-            cov = row["coverage"]
-            t.add_row(row["month"], row["source"], row["dimension"], f"{cov:.1%}" if cov is not None else "-",
-                      f"{row['untagged_cost']:,.2f}", f"{row['shared_cost']:,.2f}")
+        t = table("Coverage (spend-weighted)", ("month", "source", "dimension", "coverage", "untagged", "shared"))
+        for r in summary["coverage"]:
+            cov = r["coverage"]
+            row(t, r["month"], r["source"], r["dimension"], f"{cov:.1%}" if cov is not None else "-",
+                f"{r['untagged_cost']:,.2f}", f"{r['shared_cost']:,.2f}")
         console.print(t)
         if summary.get("splits"):
-            t = Table(title="Shared costs split (x_AllocationRuleId; each piece's reason says rule, method, ratio)")
-            for c in ("month", "rule", "method", "lines", "pieces", "to teams", "effective cost"):
-                t.add_column(c, justify="right" if c in ("lines", "pieces", "effective cost") else "left")
-            for row in summary["splits"]:
-                t.add_row(row["month"], row["rule"], row["method"] or "", str(row["lines"]), str(row["pieces"]),
-                          row["teams"] or "", f"{row['effective_cost']:,.2f}")
+            t = table("Shared costs split (x_AllocationRuleId; each piece's reason says rule, method, ratio)",
+                      ("month", "rule", "method", "lines", "pieces", "to teams", "effective cost"),
+                      right=("lines", "pieces", "effective cost"))
+            for r in summary["splits"]:
+                row(t, r["month"], r["rule"], r["method"], r["lines"], r["pieces"], r["teams"],
+                    f"{r['effective_cost']:,.2f}")
             console.print(t)
-        t = Table(title="Top untagged spend (team)")
-        for c in ("month", "reason", "account", "service", "resource", "effective cost"):
-            t.add_column(c)
-        for row in summary["top_untagged"]:
-            t.add_row(row["month"], row["reason"], row["account"] or "", row["service"] or "",
-                      (row["resource"] or "")[-48:], f"{row['effective_cost']:,.2f}")
+        t = table("Top untagged spend (team)", ("month", "reason", "account", "service", "resource", "effective cost"))
+        for r in summary["top_untagged"]:
+            row(t, r["month"], r["reason"], r["account"], r["service"], (r["resource"] or "")[-48:],
+                f"{r['effective_cost']:,.2f}")
+        console.print(t)
+    if summary.get("unmapped_services"):
+        t = table("Services without a reference-table row (ServiceCategory Other; add them to "
+                  "models/reference/<kind>/services.csv)", ("month", "source", "service", "line items",
+                                                            "effective cost"), right=("line items", "effective cost"))
+        for r in summary["unmapped_services"]:
+            row(t, r["month"], r["source"], r["service"], f"{r['line_items']:,}", f"{r['effective_cost']:,.2f}")
         console.print(t)
     if summary["quarantined_rows"]:
-        console.print(f"[yellow]{summary['quarantined_rows']} rows quarantined[/yellow]: "
-                      "see the quarantined_rows table")
-    console.print(f"warehouse: {summary['warehouse']}")
+        console.print(Text.assemble((f"{summary['quarantined_rows']} rows quarantined", "yellow"),
+                                    ": see the quarantined_rows table"))
+    console.print(Text(f"warehouse: {summary['warehouse']}"))
     for month, path in summary.get("exports", {}).items():
-        console.print(f"finance CSVs for {month}: {path}")
+        console.print(Text(f"finance CSVs for {month}: {path}"))
     if summary.get("report"):
-        console.print(f"HTML report: {summary['report']}")
-
+        console.print(Text(f"HTML report: {summary['report']}"))
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -31,6 +31,7 @@ from typing import Any, Iterable, Iterator
 
 import pyarrow as pa
 
+from connectors.http import open_url
 from connectors.base import Connector, Delivery, SourceError, safe_dirname
 from models.prices import PROVIDER_DISPLAY, TOKEN_TYPE_INFO, TOKEN_TYPES, PriceBook, PriceConfigError
 
@@ -407,6 +408,12 @@ class HttpApi:
             text = text.replace(s, "***")
         return text
 
+    def _scrub_bytes(self, body: bytes) -> bytes:
+        """A page that echoes the key (a proxy's debug page, a misbehaving server) lands without it."""
+        for s in self.secrets:
+            body = body.replace(s.encode(), b"***")
+        return body
+
     def get(self, path: str, params: list[tuple[str, str]], file_key: str) -> bytes:
         """The body of one page, as received. `file_key` names the page in a file:// folder."""
         if self.is_file:
@@ -424,8 +431,8 @@ class HttpApi:
             try:
                 req = urllib.request.Request(url, headers={**self.headers, "Accept": "application/json",
                                                            "User-Agent": "apportion"})
-                with urllib.request.urlopen(req, timeout=self.timeout) as resp:
-                    return resp.read()
+                with open_url(req, timeout=self.timeout) as resp:
+                    return self._scrub_bytes(resp.read())
             except urllib.error.HTTPError as exc:
                 status = exc.code
                 body = exc.read()[:300].decode("utf-8", "replace") if exc.fp else ""

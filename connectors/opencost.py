@@ -40,6 +40,7 @@ import pyarrow as pa
 from pydantic import Field, field_validator
 
 from connectors.base import Connector, Delivery, SourceError, _point, safe_dirname
+from connectors.http import open_url
 from models.gpu_rates import (GpuOptions, GpuOptionsError, month_bounds, normalize_gpu_model, parse_gpu_options,
                               register_gpu_tables)
 
@@ -164,8 +165,7 @@ class OpencostConnector(Connector):
             url = f"{self.base_url}/allocation?{urllib.parse.urlencode(self.query(d))}"
             name = f"allocation-{d:%Y-%m-%d}.json"
             try:
-                with urllib.request.urlopen(urllib.request.Request(url, headers=headers),
-                                            timeout=self.opts.timeout) as resp:
+                with open_url(urllib.request.Request(url, headers=headers), timeout=self.opts.timeout) as resp:
                     body = resp.read()
             except urllib.error.HTTPError as exc:
                 raise SourceError(f"OpenCost {self.base_url}/allocation for {d}: HTTP {exc.code} {exc.reason}",

@@ -18,6 +18,15 @@ class ConfigError(Exception):
         super().__init__(f"{self.path}: " + ("\n  " if len(problems) > 1 else "") + "\n  ".join(problems))
 
 
+class LocatedProblems(ValueError):
+    """Several problems found by a model-level check, each with the key path it is about, so a file's
+    error can name the line of that key (a split's `by`, a target) instead of the top of the file."""
+
+    def __init__(self, problems: list[tuple[tuple, str]]):
+        self.problems = problems
+        super().__init__("; ".join(f"{format_loc(loc)}: {msg}" for loc, msg in problems))
+
+
 def load_yaml_with_lines(path: Path) -> tuple[Any, dict[tuple, int]]:
     """Parse YAML; return the data and a map from key path (tuple of keys/indexes) to 1-based line."""
     try:
@@ -80,6 +89,13 @@ def problems_from_validation(exc: ValidationError, lines: dict[tuple, int], stri
             msg = msg[len("Value error, "):]
         if err["type"] == "extra_forbidden":
             msg = "unknown key"
+        located = (err.get("ctx") or {}).get("error")
+        if isinstance(located, LocatedProblems):
+            for sub_loc, sub_msg in located.problems:
+                full = loc + tuple(sub_loc)
+                line = line_of(lines, full)
+                problems.append(f"{'line %d: ' % line if line else ''}{format_loc(full[strip:])}: {sub_msg}")
+            continue
         line = line_of(lines, loc)
         where = f"line {line}: " if line else ""
         problems.append(f"{where}{format_loc(loc[strip:])}: {msg}")

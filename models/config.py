@@ -38,6 +38,14 @@ class SourceConfig(BaseModel):
             raise ValueError(f"{v!r} must be lower-case letters, digits, '-' or '_' (it is used in file paths)")
         return v
 
+    @field_validator("uri")
+    @classmethod
+    def _no_credentials_in_uri(cls, v: str) -> str:
+        problem = uri_credentials_problem(v)
+        if problem:
+            raise ValueError(problem)
+        return v
+
     @field_validator("kind")
     @classmethod
     def _kind(cls, v: str) -> str:
@@ -57,6 +65,23 @@ class SourceConfig(BaseModel):
                     "or the SDK's default chain, never from the config file"
                 )
         return v
+
+
+def uri_credentials_problem(value: str) -> str | None:
+    """Why a URI must be refused (it carries a user and password, or an object-store key), or None.
+
+    The message shows the URI with the user part replaced by `***`, so the secret is never echoed.
+    """
+    if "://" not in value or "@" not in value.split("://", 1)[1].split("/", 1)[0]:
+        return None
+    scheme, rest = value.split("://", 1)
+    userinfo, host = rest.split("/", 1)[0].rsplit("@", 1)
+    if ":" not in userinfo and scheme.lower() not in ("s3", "s3a", "gs", "gcs", "az", "abfs", "abfss"):
+        return None  # a bare user name (postgresql://apportion@db) is not a secret
+    shown = f"{scheme}://***@{host}{('/' + rest.split('/', 1)[1]) if '/' in rest else ''}"
+    return (f"{shown} carries credentials inside the URI; credentials come from the environment or the "
+            "SDK's default chain (AWS_*, GOOGLE_APPLICATION_CREDENTIALS, AZURE_*, PGPASSWORD, ~/.pgpass), "
+            "never from the config file")
 
 
 class FxRate(BaseModel):
@@ -131,10 +156,18 @@ def load_config(path: str | Path) -> ApportionConfig:
     data, lines = load_yaml_with_lines(path)
     if not isinstance(data, dict):
         raise ConfigError(path, ["line 1: the config must be a mapping with warehouse, taxonomy and sources"])
+    uri_problems = [
+        f"line {lines.get(('sources', i, 'options', key), 1)}: sources[{i}].options.{key}: {problem}"
+        for i, src in enumerate(data.get("sources") or []) if isinstance(src, dict)
+        for key, value in (src.get("options") or {}).items() if isinstance(value, str)
+        for problem in [uri_credentials_problem(value)] if problem
+    ]
     try:
         cfg = ApportionConfig.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(path, problems_from_validation(exc, lines)) from None
+        raise ConfigError(path, problems_from_validation(exc, lines) + uri_problems) from None
+    if uri_problems:
+        raise ConfigError(path, uri_problems)
     base = path.parent
     cfg.warehouse = (base / cfg.warehouse).resolve()
     cfg.taxonomy = (base / cfg.taxonomy).resolve()

@@ -132,6 +132,9 @@ X_COLUMNS: tuple[Column, ...] = (
     Column("x_PricingBlockSize", QUANTITY, "Units per priced block of the provider's unit of measure (Azure `10K` -> "
            "10000); PricingQuantity and ConsumedQuantity are in single units."),
     Column("x_PricingUnitDescription", "VARCHAR", "Provider's unit of measure as delivered (Azure `1K`, `1 Hour`)."),
+    Column("x_UnmappedService", "VARCHAR", "The provider's own service name when apportion's reference table "
+           "(models/reference/<kind>/services.csv) has no row for it: ServiceCategory is then `Other` and "
+           "ServiceName the provider's name. Null when the service is mapped; counted in the run summary."),
     Column("x_Credits", "JSON", "GCP credits of the row as delivered (name, id, type, amount); netted in "
            "BilledCost and EffectiveCost."),
     Column("x_CreditAmount", MONEY, "Sum of the row's credits (negative); BilledCost = ContractedCost + x_CreditAmount."),
@@ -149,6 +152,41 @@ X_COLUMNS: tuple[Column, ...] = (
 )
 
 LINE_ITEM_COLUMNS: tuple[Column, ...] = FOCUS_COLUMNS + X_COLUMNS
+
+# FOCUS 1.2 ServiceCategory -> its allowed ServiceSubcategory values (each subcategory has one parent).
+# Every row of models/reference/<kind>/services.csv must use these (tests/test_reference_tables.py).
+SERVICE_SUBCATEGORIES: dict[str, tuple[str, ...]] = {
+    "AI and Machine Learning": ("AI Platforms", "Bots", "Generative AI", "Machine Learning",
+                                "Natural Language Processing", "Other (AI and Machine Learning)"),
+    "Analytics": ("Analytics Platforms", "Business Intelligence", "Data Processing", "Search",
+                  "Streaming Analytics", "Other (Analytics)"),
+    "Business Applications": ("Productivity and Collaboration", "Other (Business Applications)"),
+    "Compute": ("Containers", "End User Computing", "Quantum Compute", "Serverless Compute", "Virtual Machines",
+                "Other (Compute)"),
+    "Databases": ("Caching", "Data Warehouses", "Ledger Databases", "NoSQL Databases", "Relational Databases",
+                  "Time Series Databases", "Other (Databases)"),
+    "Developer Tools": ("Developer Platforms", "Continuous Integration and Deployment", "Development Environments",
+                        "Source Code Management", "Quality Assurance", "Other (Developer Tools)"),
+    "Identity": ("Identity and Access Management", "Other (Identity)"),
+    "Integration": ("API Management", "Messaging", "Workflow Orchestration", "Other (Integration)"),
+    "Internet of Things": ("IoT Analytics", "IoT Platforms", "Other (Internet of Things)"),
+    "Management and Governance": ("Architecture", "Compliance", "Cost Management", "Data Governance",
+                                  "Disaster Recovery", "Endpoint Management", "Observability", "Support",
+                                  "Other (Management and Governance)"),
+    "Media": ("Content Creation", "Gaming", "Media Streaming", "Mixed Reality", "Other (Media)"),
+    "Migration": ("Data Migration", "Resource Migration", "Other (Migration)"),
+    "Mobile": ("Other (Mobile)",),
+    "Multicloud": ("Multicloud Integration", "Other (Multicloud)"),
+    "Networking": ("Application Networking", "Content Delivery", "Network Connectivity", "Network Infrastructure",
+                   "Network Routing", "Network Security", "Other (Networking)"),
+    "Security": ("Secret Management", "Security Posture Management", "Threat Detection and Response",
+                 "Other (Security)"),
+    "Storage": ("Backup Storage", "Block Storage", "File Storage", "Object Storage", "Storage Platforms",
+                "Other (Storage)"),
+    "Web": ("Application Platforms", "Other (Web)"),
+    "Other": ("Other (Other)",),
+}
+SERVICE_CATEGORIES: tuple[str, ...] = tuple(SERVICE_SUBCATEGORIES)
 
 # Allocation dimensions every taxonomy has; a taxonomy may add more.
 CORE_DIMENSIONS = ("project", "team", "workload")

@@ -26,7 +26,7 @@ from typing import Any
 import pyarrow as pa
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from models._yaml import ConfigError, load_yaml_with_lines, problems_from_validation
+from models._yaml import LocatedProblems, ConfigError, load_yaml_with_lines, problems_from_validation
 from models.focus import CORE_DIMENSIONS, SHARED, UNTAGGED
 
 DIMENSION_NAME = re.compile(r"^[a-z][a-z0-9_]{0,30}$")
@@ -284,28 +284,38 @@ class Taxonomy(BaseModel):
         missing = [d for d in CORE_DIMENSIONS if d not in self.dimensions]
         if missing:
             raise ValueError(f"missing dimension(s) {', '.join(missing)}: project, team and workload are required")
-        problems = []
+        problems: list[tuple[tuple, str]] = []
         names = [s.name for s in self.splits]
-        for name in {n for n in names if names.count(n) > 1}:
-            problems.append(f"split name {name!r} is used twice")
-        for split in self.splits:
-            for d in [*split.by, *split.dimensions]:
+        for i, split in enumerate(self.splits):
+            at = ("splits", i)
+            if names.count(split.name) > 1 and names.index(split.name) != i:
+                problems.append((at + ("name",), f"split name {split.name!r} is used twice"))
+            for j, d in enumerate(split.by):
                 if d not in self.dimensions:
-                    problems.append(f"split {split.name!r}: unknown dimension {d!r}")
-            for f in split.partition_by:
+                    problems.append((at + ("by", j), f"split {split.name!r}: unknown dimension {d!r}"))
+            for d in split.dimensions:
+                if d not in self.dimensions:
+                    problems.append((at + ("dimensions", d), f"split {split.name!r}: unknown dimension {d!r}"))
+            for j, f in enumerate(split.partition_by):
                 if f not in RULE_FIELDS and f not in self.dimensions:
-                    problems.append(f"split {split.name!r}: cannot partition by {f!r}")
+                    problems.append((at + ("partition_by", j), f"split {split.name!r}: cannot partition by {f!r}"))
             dim = self.dimensions.get(split.by[0]) if split.by else None
             if dim and dim.allowed:
-                for value in [*split.targets, *split.shares]:
+                for j, value in enumerate(split.targets):
                     if value not in dim.allowed:
-                        problems.append(f"split {split.name!r}: target {value!r} is not an allowed {split.by[0]}")
+                        problems.append((at + ("targets", j),
+                                         f"split {split.name!r}: target {value!r} is not an allowed {split.by[0]}"))
+                for value in split.shares:
+                    if value not in dim.allowed:
+                        problems.append((at + ("shares", value),
+                                         f"split {split.name!r}: target {value!r} is not an allowed {split.by[0]}"))
         for name, d in self.dimensions.items():
             if d.workload_classes and name == "workload":
-                problems.append("workload_classes belongs on the value-class dimension, not on workload")
-        problems.extend(split_cycles(self.splits))
+                problems.append((("dimensions", name, "workload_classes"),
+                                 "workload_classes belongs on the value-class dimension, not on workload"))
+        problems.extend((("splits",), p) for p in split_cycles(self.splits))
         if problems:
-            raise ValueError("; ".join(problems))
+            raise LocatedProblems(problems)
         return self
 
     @property

@@ -14,6 +14,7 @@ import pytest
 
 from apportion import ledger
 from connectors.base import SourceError
+from models._yaml import ConfigError
 from tests.llm_helpers import MONTH, build, line_items, make_config, quarantined
 
 PROMPT = "PII: alice@example.com asked about her invoice"
@@ -159,9 +160,8 @@ def test_spend_logs_from_csv_exports_with_bad_rows(tmp_path):
 
 
 def test_password_in_uri_is_rejected_and_unreachable_database_fails_clearly(tmp_path, postgres_server):
-    cfg = pg_config(tmp_path, "postgresql://litellm:hunter2@127.0.0.1:5432/litellm")
-    with pytest.raises(SourceError, match="must not contain a password") as err:
-        ledger.land(cfg, cfg.source("gateway"), MONTH)
+    with pytest.raises(ConfigError, match="carries credentials inside the URI") as err:  # refused at config load
+        pg_config(tmp_path, "postgresql://litellm:hunter2@127.0.0.1:5432/litellm")
     assert "hunter2" not in str(err.value)
     from tests.conftest import _free_port
 

@@ -119,9 +119,9 @@ def test_analyst_holding_the_old_file_is_never_disturbed(project, capsys):
 
 def test_exit_codes_failed_month_and_quarantine(project, capsys):
     cfg_path = str(project / "apportion.yaml")
-    code, out, _ = run_cli(["run", "--config", cfg_path, "--month", "2026-09"], capsys)
+    code, out, err = run_cli(["run", "--config", cfg_path, "--month", "2026-09"], capsys)
     assert code == cli.EXIT_FAILED
-    assert "2026-09: FAILED" in out and "no CUR 2.0 data for 2026-09" in out
+    assert "2026-09: FAILED" in err and "no CUR 2.0 data for 2026-09" in err and "FAILED" not in out
 
     bad = [r if r[0] != "tagged" else r[:8] + ("12,5",) + r[9:] for r in ROWS]
     write_delivery(project / "bucket", bad)

@@ -1,0 +1,155 @@
+"""The fault corpus: hostile input, secrets and broken configs against the real code paths.
+
+Each case names what a hostile world did and what a trusted ledger must do instead. Cases that need a
+whole run (crashes at step boundaries, duplicate deliveries, CSV dialects) build small generated files;
+the HTTP cases talk to real local servers.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+
+from apportion import cli
+from models._yaml import ConfigError
+from models.config import load_config
+from tests.conftest import ReplayResponse, ReplayServer
+from tests.llm_helpers import FIXTURES, make_config
+
+REPO = Path(__file__).resolve().parent.parent
+SECRET = "sk-admin-HOSTILE-0123456789abcdef"
+COMPLETIONS, EMBEDDINGS, COSTS = ("/v1/organization/usage/completions", "/v1/organization/usage/embeddings",
+                                  "/v1/organization/costs")
+CURSOR = "page_AAAAAGdGxdEAAAAAZ0gcqw=="
+
+
+# ------------------------------------------------------------------------------------------ secrets
+def _openai_config(tmp_path, base_url):
+    return make_config(tmp_path, [{"name": "openai-org", "kind": "openai", "uri": "https://api.openai.com",
+                                   "options": {"base_url": base_url, "start_month": "2026-10", "max_retries": 0}}])
+
+
+def test_the_admin_key_never_follows_a_redirect_to_another_host(tmp_path, llm_api, monkeypatch):
+    from apportion import ledger
+
+    monkeypatch.setenv("OPENAI_ADMIN_KEY", SECRET)
+    other = ReplayServer()  # another host:port, as a redirect to an attacker's or a CDN's host would be
+    try:
+        pages = FIXTURES / "openai"
+        llm_api.route(COMPLETIONS, None, ReplayResponse(302, b"", {"Location": f"{other.url}{COMPLETIONS}?x=1"}))
+        other.route(COMPLETIONS, None, (pages / "usage_completions_p1.json").read_bytes())
+        llm_api.route(COMPLETIONS, CURSOR, (pages / "usage_completions_p2.json").read_bytes())
+        llm_api.route(EMBEDDINGS, None, (pages / "usage_embeddings.json").read_bytes())
+        llm_api.route(COSTS, None, (pages / "costs.json").read_bytes())
+        cfg = _openai_config(tmp_path, llm_api.url)
+        ledger.land(cfg, cfg.source("openai-org"), "2026-10")
+        assert other.requests, "the redirect was followed"
+        assert all("authorization" not in r["headers"] for r in other.requests)
+        assert all(r["headers"].get("authorization") == f"Bearer {SECRET}" for r in llm_api.requests)
+    finally:
+        other.stop()
+
+
+def test_a_page_that_echoes_the_key_lands_without_it(tmp_path, llm_api, monkeypatch):
+    from apportion import ledger
+
+    monkeypatch.setenv("OPENAI_ADMIN_KEY", SECRET)
+    pages = FIXTURES / "openai"
+    echo = json.loads((pages / "usage_completions_p1.json").read_text())
+    echo["debug"] = {"request_headers": {"authorization": f"Bearer {SECRET}"}}
+    llm_api.route(COMPLETIONS, None, json.dumps(echo))
+    llm_api.route(COMPLETIONS, CURSOR, (pages / "usage_completions_p2.json").read_bytes())
+    llm_api.route(EMBEDDINGS, None, (pages / "usage_embeddings.json").read_bytes())
+    llm_api.route(COSTS, None, (pages / "costs.json").read_bytes())
+    cfg = _openai_config(tmp_path, llm_api.url)
+    delivery = ledger.land(cfg, cfg.source("openai-org"), "2026-10")
+    landed = b"".join(p.read_bytes() for p in Path(delivery.local_dir).rglob("*") if p.is_file())
+    assert SECRET.encode() not in landed
+    assert b"Bearer ***" in landed
+
+
+@pytest.mark.parametrize("uri, where", [
+    ("s3://AKIAHOSTILE:SECRETSECRET@bucket/cur", "sources[0].uri"),
+    ("https://user:SECRETSECRET@api.example.com/v1", "sources[0].uri"),
+    ("postgresql://litellm:SECRETSECRET@db:5432/litellm", "sources[0].uri"),
+    ("gs://SECRETSECRET@bucket/billing", "sources[0].uri"),
+])
+def test_credentials_inside_a_uri_are_refused_at_config_load_with_the_line(tmp_path, uri, where, caplog):
+    (tmp_path / "taxonomy.yaml").write_text((REPO / "demo" / "taxonomy.yaml").read_text())
+    (tmp_path / "apportion.yaml").write_text(
+        "warehouse: data\ntaxonomy: taxonomy.yaml\nsources:\n"
+        f"  - name: src\n    kind: aws_cur\n    uri: {uri}\n")
+    caplog.set_level(logging.DEBUG)
+    with pytest.raises(ConfigError) as err:
+        load_config(tmp_path / "apportion.yaml")
+    [problem] = err.value.problems
+    assert problem.startswith(f"line 6: {where}:") and "credentials" in problem
+    assert "SECRETSECRET" not in str(err.value) and "SECRETSECRET" not in caplog.text
+    code = cli.main(["run", "--config", str(tmp_path / "apportion.yaml"), "--month", "2026-10"])
+    assert code == cli.EXIT_CONFIG
+
+
+def test_a_credential_uri_in_options_is_refused_too(tmp_path):
+    (tmp_path / "taxonomy.yaml").write_text((REPO / "demo" / "taxonomy.yaml").read_text())
+    (tmp_path / "apportion.yaml").write_text(
+        "warehouse: data\ntaxonomy: taxonomy.yaml\nsources:\n"
+        "  - name: src\n    kind: openai\n    uri: https://api.openai.com\n"
+        "    options:\n      base_url: https://u:SECRETSECRET@proxy.example.com\n")
+    with pytest.raises(ConfigError) as err:
+        load_config(tmp_path / "apportion.yaml")
+    assert "line 8: sources[0].options.base_url:" in str(err.value) and "SECRETSECRET" not in str(err.value)
+
+
+def test_a_user_name_without_password_is_fine(tmp_path):
+    (tmp_path / "taxonomy.yaml").write_text((REPO / "demo" / "taxonomy.yaml").read_text())
+    (tmp_path / "apportion.yaml").write_text(
+        "warehouse: data\ntaxonomy: taxonomy.yaml\nsources:\n"
+        "  - name: src\n    kind: litellm\n    uri: postgresql://litellm@db:5432/litellm\n")
+    assert load_config(tmp_path / "apportion.yaml").sources[0].uri == "postgresql://litellm@db:5432/litellm"
+
+
+# ------------------------------------------------------------------------------------------ printing data
+def test_tag_values_that_look_like_markup_print_as_text(capsys):
+    hostile = "[/bold]ml[red]platform[/]"
+    summary = {
+        "months": [{"month": "2026-10", "success": False, "errors": [f"out_report: tag {hostile}"]}],
+        "totals": [{"month": "2026-10", "source": "aws", "currency": "USD", "line_items": 1,
+                    "billed_cost": Decimal("1"), "allocated_billed_cost": Decimal("1")}],
+        "spend_by_team": [{"month": "2026-10", "currency": "USD", "team": hostile, "effective_cost": Decimal("1")}],
+        "coverage": [], "splits": [],
+        "top_untagged": [{"month": "2026-10", "reason": f"untagged:unknown-value {hostile}", "account": "1",
+                          "service": "[bold]S3", "resource": "r", "effective_cost": Decimal("1")}],
+        "unmapped_services": [{"month": "2026-10", "source": "aws", "service": "[link=x]New", "line_items": 1,
+                               "effective_cost": Decimal("1")}],
+        "quarantined_rows": 0, "warehouse": "w[/]", "exports": {}, "report": None,
+    }
+    cli.print_summary(summary)
+    out = capsys.readouterr()
+    assert hostile in out.out and "[bold]S3" in out.out and "[link=x]New" in out.out and "w[/]" in out.out
+    # failures go to stderr, as documented
+    assert "2026-10: FAILED" in out.err and f"tag {hostile}" in out.err and "FAILED" not in out.out
+
+
+# ------------------------------------------------------------------------------------------ taxonomy
+@pytest.mark.parametrize("edit, expected", [
+    (("by: [team, project]", "by: [team, projekt]"), "splits[0].by[1]: split 'tax-follows-usage': unknown dimension 'projekt'"),
+    (("data-eng: 15", "data-engg: 15"), "splits[1].shares.data-engg: split 'support-plan-shares': target 'data-engg'"),
+    (("match: {charge_category: Tax}", "match: {charge_categori: Tax}"), "splits[0].match"),
+])
+def test_run_validates_the_taxonomy_before_touching_data(tmp_path, capsys, edit, expected):
+    text = (REPO / "demo" / "taxonomy.yaml").read_text()
+    assert edit[0] in text
+    (tmp_path / "taxonomy.yaml").write_text(text.replace(edit[0], edit[1], 1))
+    line = next(n for n, ln in enumerate(text.splitlines(), 1) if edit[0] in ln)
+    (tmp_path / "apportion.yaml").write_text(
+        "warehouse: data\ntaxonomy: taxonomy.yaml\nsources:\n  - name: aws\n    kind: aws_cur\n    uri: bucket/export\n")
+    code = cli.main(["run", "--config", str(tmp_path / "apportion.yaml"), "--month", "2026-10"])
+    err = capsys.readouterr().err
+    assert code == cli.EXIT_CONFIG
+    assert f"line {line}: {expected}" in err
+    assert not (tmp_path / "data").exists(), "nothing may be landed or built before the taxonomy is valid"

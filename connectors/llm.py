@@ -448,7 +448,8 @@ class HttpApi:
             if attempt < self.max_retries:
                 self.sleep(min(wait, self.max_wait))
         raise SourceError(f"{self.source}: {shown} did not arrive after {self.max_retries + 1} attempts "
-                          f"(last: {last}); the month is not built")
+                          f"(last: {last}; the source's max_retries option allows {self.max_retries} retries); "
+                          "the month is not built")
 
 
 def _retry_after(value: str | None, default: float) -> float:

@@ -59,6 +59,8 @@ class SlurmOptions(GpuOptions):
     timezone: str = Field("UTC", description="IANA time zone of the cluster's sacct timestamps.")
     format: str = Field("auto", description="auto | parsable | json")
     columns: list[str] | None = Field(None, description="Field names of header-less -P files (default: the recommended list).")
+    delimiter: str = Field("|", min_length=1, max_length=1,
+                           description="Field separator of -p/-P dumps: '|' by default, or what `sacct --delimiter` set.")
     partition_gpu_models: dict[str, str] = Field(default_factory=dict,
                                                  description="partition glob -> GPU model, for untyped gres/gpu.")
     default_gpu_model: str | None = None
@@ -203,7 +205,8 @@ class SlurmSacctConnector(Connector):
         rows = [(i, line) for i, line in enumerate(lines, start=1) if line.strip()]
         if not rows:
             return []
-        first = [c.strip() for c in rows[0][1].split("|")]
+        sep = self.opts.delimiter
+        first = [c.strip() for c in rows[0][1].split(sep)]
         lowered = {c.lower() for c in first}
         if {"jobid", "jobidraw"} & lowered:
             header = first
@@ -218,13 +221,13 @@ class SlurmSacctConnector(Connector):
         n = len(header)
         out = []
         for data_row, (_, line) in enumerate(rows, start=1):
-            values = line.split("|")
+            values = line.split(sep)
             if len(values) == n + 1 and values[-1] == "":
                 values = values[:-1]
             rec = JobRecord(file=key, row=data_row)
             if len(values) != n:
                 rec.job_id = values[0].strip() if values else None
-                rec.problem = f"job {rec.job_id or '?'}: expected {n} '|'-separated fields, found {len(values)}"
+                rec.problem = f"job {rec.job_id or '?'}: expected {n} {sep!r}-separated fields, found {len(values)}"
                 out.append(rec)
                 continue
             raw = {name: v.strip() for name, v in zip(names, values) if name}

@@ -153,3 +153,24 @@ def test_run_validates_the_taxonomy_before_touching_data(tmp_path, capsys, edit,
     assert code == cli.EXIT_CONFIG
     assert f"line {line}: {expected}" in err
     assert not (tmp_path / "data").exists(), "nothing may be landed or built before the taxonomy is valid"
+
+
+# ------------------------------------------------------------------------------------------ dialects
+def test_sacct_dump_written_with_another_delimiter_reads_like_the_default(tmp_path):
+    from tests.test_slurm_sacct import BASE_OPTIONS, FIXTURES as SLURM, build as build_sacct, make_project
+
+    options = {**BASE_OPTIONS, "timezone": "UTC", "partition_gpu_models": {"gpu-a100*": "a100"}, "max_job_hours": 240}
+    pipes = (SLURM / "sacct-p-noheader.txt").read_text()
+    assert ";" not in pipes
+    (tmp_path / "semi.txt").write_text(pipes.replace("|", ";"))
+    default = make_project(tmp_path / "pipes", {"dump.txt": SLURM / "sacct-p-noheader.txt"}, options)
+    semi = make_project(tmp_path / "semi", {"dump.txt": tmp_path / "semi.txt"}, {**options, "delimiter": ";"})
+    _, rows_default, bad_default = build_sacct(default, "2026-10")
+    _, rows_semi, bad_semi = build_sacct(semi, "2026-10")
+    key = lambda r: (r["x_JobId"], r["x_GpuModel"], r["ConsumedQuantity"], r["x_PricedCost"])  # noqa: E731
+    assert [key(r) for r in rows_semi] == [key(r) for r in rows_default] and rows_semi
+    assert [b[1:] for b in bad_semi] == [b[1:] for b in bad_default]
+    # without the option, the same file is not silently misread: every row is quarantined with the reason
+    wrong = make_project(tmp_path / "wrong", {"dump.txt": tmp_path / "semi.txt"}, options)
+    _, rows_wrong, bad_wrong = build_sacct(wrong, "2026-10")
+    assert rows_wrong == [] and bad_wrong and all("'|'-separated fields" in b[2] for b in bad_wrong)

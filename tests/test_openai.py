@@ -179,7 +179,7 @@ def test_a_page_that_never_arrives_fails_the_month_without_leaking_the_key(tmp_p
         root.setLevel(old_level)
     message = str(err.value)
     assert "GET /v1/organization/usage/completions" in message and "page=page_AAAA" in message
-    assert "did not arrive after 3 attempts (last: HTTP 503)" in message
+    assert "did not arrive after 3 attempts (last: HTTP 503; the source's max_retries option allows 2 retries)" in message
     assert SECRET not in message and SECRET not in logged.getvalue()
     month_dir = cfg.raw / "openai-org" / MONTH
     assert not (month_dir / "LANDED").exists()

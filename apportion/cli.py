@@ -215,6 +215,15 @@ def cmd_run(args) -> int:
         from pipelines.schedules import open_months
 
         months = open_months(datetime.now(timezone.utc), cfg.open_months)
+    from apportion.ledger import clean_leftovers, mixed_delivery_months
+
+    for p in clean_leftovers(cfg):
+        print(f"removed the leftover of an interrupted run: {p}", file=sys.stderr)
+    for source, month, li, al in mixed_delivery_months(cfg):
+        if month not in months and any(s.name == source and s.enabled for s in cfg.sources):
+            print(f"{month}: {source}'s line items (delivery {li or '-'}) and allocations (delivery {al or '-'}) "
+                  "differ, left by an interrupted run: rebuilding the month", file=sys.stderr)
+            months = sorted({*months, month})
     results = run_months(cfg, months, quiet=args.json)
     summary = summarise(cfg, months, results)
     if args.json:
@@ -253,6 +262,7 @@ def run_months(cfg, months: list[str], quiet: bool = False) -> list[dict]:
             progress.begin(month, len(job.nodes_in_topological_order))
         elif not quiet:
             print(f"building {month} ...", file=sys.stderr, flush=True)
+        before = _file_identity(cfg.duckdb_path)
         try:
             result = job.execute_in_process(
                 partition_key=partition_key_of(month),
@@ -263,15 +273,44 @@ def run_months(cfg, months: list[str], quiet: bool = False) -> list[dict]:
         finally:
             if progress:
                 progress.end()
-        errors = []
+        errors, steps = [], {}
         for event in result.all_events:
-            if event.event_type_value == "STEP_FAILURE":
-                data = event.event_specific_data
-                message = getattr(getattr(data, "error", None), "message", "") or str(data)
-                first = message.strip().splitlines()[0] if message else "failed"
-                errors.append(f"{event.step_key}: {first.removeprefix('dagster._core.definitions.events.Failure: ')}")
-        results.append({"month": month, "success": result.success, "errors": errors})
+            kind = event.event_type_value
+            if kind == "STEP_SUCCESS":
+                steps[event.step_key] = "succeeded"
+            elif kind == "STEP_SKIPPED":
+                steps[event.step_key] = "skipped (an upstream step failed)"
+            elif kind == "STEP_FAILURE":
+                steps[event.step_key] = "failed"
+                errors.append(f"{event.step_key}: {failure_text(getattr(event.event_specific_data, 'error', None))}")
+        for node in job.nodes_in_topological_order:  # steps that never started (after a failure)
+            steps.setdefault(node.name, "not run")
+        changed = _file_identity(cfg.duckdb_path) != before
+        results.append({"month": month, "success": result.success, "errors": errors, "steps": steps,
+                        "warehouse_published": changed})
     return results
+
+
+def _file_identity(path: Path) -> tuple | None:
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        return None
+    return (st.st_ino, st.st_mtime_ns, st.st_size)
+
+
+def failure_text(error) -> str:
+    """The underlying cause of a failed step (the DuckDB or Python error, or our own message), not
+    Dagster's wrapper ('Error occurred while executing op ...')."""
+    if error is None:
+        return "failed"
+    while getattr(error, "cause", None) is not None:
+        error = error.cause
+    message = (getattr(error, "message", "") or "").strip()
+    message = message.removeprefix("dagster._core.definitions.events.Failure: ")
+    lines = [ln for ln in message.splitlines() if ln.strip()]
+    text = " ".join(ln.strip() for ln in lines[:3]) if lines else getattr(error, "cls_name", None) or "failed"
+    return text[:1000]
 
 
 STEP_LABELS = (("raw_", "download"), ("core_line_items_", "convert"), ("core_allocations_", "allocate"),
@@ -353,7 +392,9 @@ def summarise(cfg, months: list[str], results: list[dict]) -> dict:
                      "quarantined_rows": 0}
     if not cfg.duckdb_path.exists():
         return summary
-    con = duckdb.connect(str(cfg.duckdb_path), read_only=True)
+    from apportion.ledger import open_published
+
+    con = open_published(cfg)
     try:
         params = [months]
         summary["spend_by_team"] = [
@@ -433,10 +474,19 @@ def print_summary(summary: dict) -> None:
     for r in summary["months"]:
         if r["success"]:
             console.print(Text.assemble(f"{r['month']}: ", ("built", "green")))
-        else:
-            errors.print(Text.assemble(f"{r['month']}: ", ("FAILED", "red"), " (previous build kept)"))
+            continue
+        published = r.get("warehouse_published")
+        errors.print(Text.assemble(f"{r['month']}: ", ("FAILED", "red"), "; the published warehouse was ",
+                                   "replaced by this run (it passed its checks)" if published
+                                   else "not changed (the previous build is kept)"))
         for e in r["errors"]:
             errors.print(Text(f"  {e}", style="red"))
+        done = [k for k, v in r.get("steps", {}).items() if v == "succeeded"]
+        rest = [f"{k} {v}" for k, v in r.get("steps", {}).items() if v not in ("succeeded", "failed")]
+        if done:
+            errors.print(Text(f"  succeeded: {', '.join(done)}"))
+        if rest:
+            errors.print(Text(f"  {'; '.join(rest)}"))
     if "totals" in summary:
         t = table("Totals (billing currency)", ("month", "source", "currency", "line items", "billed", "allocated",
                                                  "ties out"), right=("line items", "billed", "allocated"))

@@ -11,7 +11,10 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
+import signal
+import socket
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -26,6 +29,7 @@ from apportion.currency import apply_reporting_currency
 from connectors.base import Delivery, SourceError, landed_delivery, promote
 from connectors.registry import connector_for
 from models.config import ApportionConfig, SourceConfig
+from models.currencies import billing_currency_codes
 from models.focus import LINE_ITEM_COLUMNS, dimension_column, select_list
 from models.taxonomy import RULE_FIELDS, Taxonomy, load_taxonomy, taxonomy_tables
 
@@ -62,14 +66,28 @@ def connect(cfg: ApportionConfig | None = None, database: str = ":memory:") -> d
 
 def load_reference(con: duckdb.DuckDBPyConnection) -> None:
     for table, file in (
-        ("ref_aws_service_category", "aws_category_mapping.csv"),
-        ("ref_aws_service_overrides", "aws_service_overrides.csv"),
-        ("ref_currencies", "iso4217.csv"),
+        ("ref_aws_services", "aws_cur/services.csv"),
     ):
         con.execute(
             f"CREATE OR REPLACE TEMP TABLE {table} AS SELECT * FROM read_csv(?, header = true, all_varchar = true)",
             [str(REFERENCE / file)],
         )
+    load_currencies(con)
+
+
+def load_currencies(con: duckdb.DuckDBPyConnection) -> None:
+    """Temp table ref_currencies(currency_code): the ISO 4217 codes a bill may be issued in."""
+    codes = pa.table({"currency_code": pa.array(billing_currency_codes(), pa.string())})
+    con.register("_currency_codes", codes)
+    con.execute("CREATE OR REPLACE TEMP TABLE ref_currencies AS SELECT currency_code FROM _currency_codes")
+    con.unregister("_currency_codes")
+
+
+def fault_point(name: str) -> None:
+    """Fault injection for the crash tests: when APPORTION_FAULT_AT names this point, the process dies
+    here at once (SIGKILL, no cleanup), as a killed worker or a power cut would leave it."""
+    if os.environ.get("APPORTION_FAULT_AT") == name:
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 # ------------------------------------------------------------------ lake paths
@@ -84,17 +102,94 @@ def lake_glob(cfg: ApportionConfig, table: str) -> str:
 def replace_partition(tmp_dir: Path, final_dir: Path) -> None:
     """Swap a freshly written partition folder into place (rename is atomic per folder)."""
     final_dir.parent.mkdir(parents=True, exist_ok=True)
-    old = final_dir.with_name(final_dir.name + f".old-{uuid.uuid4().hex[:8]}")
+    old = final_dir.with_name(final_dir.name + f".old-{work_suffix()}")
     if final_dir.exists():
         final_dir.rename(old)
     tmp_dir.rename(final_dir)
     shutil.rmtree(old, ignore_errors=True)
 
 
+def work_suffix() -> str:
+    """`<host>-<pid>-<random>`: names a run's temporary files so that cleanup can tell a crashed run's
+    leftovers (this host, process gone) from the work of a run still going."""
+    return f"{socket.gethostname().replace('-', '_')}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+
+
 def new_tmp_dir(final_dir: Path) -> Path:
-    tmp = final_dir.with_name(final_dir.name + f".tmp-{uuid.uuid4().hex[:8]}")
+    tmp = final_dir.with_name(final_dir.name + f".tmp-{work_suffix()}")
     tmp.mkdir(parents=True)
     return tmp
+
+
+LEFTOVER = re.compile(r"\.(tmp|old|building)-(?P<host>[^-]+)-(?P<pid>\d+)-[0-9a-f]{8}(\.wal)?$")
+LEGACY_LEFTOVER = re.compile(r"\.(tmp|old|building)-[0-9a-f]{8}(\.wal)?$")  # before names carried host and pid
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def clean_leftovers(cfg: ApportionConfig, max_age_hours: float = 24.0) -> list[Path]:
+    """Remove what crashed runs left: `.building-*` warehouse files (and their WAL), `.tmp-*` / `.old-*`
+    partition and export folders. A leftover is removed when its process (on this host) is gone, or
+    when it is older than `max_age_hours` (another host's run). Returns what was removed."""
+    host = socket.gethostname().replace("-", "_")
+    now = datetime.now(timezone.utc).timestamp()
+    removed = []
+    roots = [cfg.warehouse, cfg.exports, *[p for p in (cfg.lake.glob("*/x_SourceName=*") if cfg.lake.exists() else [])]]
+    for root in roots:
+        if not root.is_dir():
+            continue
+        for p in root.iterdir():
+            m = LEFTOVER.search(p.name)
+            if m:
+                dead = m["host"] == host and not _process_alive(int(m["pid"]))
+            elif LEGACY_LEFTOVER.search(p.name):
+                dead = True
+            else:
+                continue
+            try:
+                old = now - p.lstat().st_mtime > max_age_hours * 3600
+            except FileNotFoundError:
+                continue
+            if dead or old:
+                shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
+                removed.append(p)
+    return removed
+
+
+def mixed_delivery_months(cfg: ApportionConfig) -> list[tuple[str, str, str | None, str | None]]:
+    """(source, month, line-item deliveries, allocation deliveries) where the lake's two partitions of a
+    source and month come from different deliveries: a run was stopped between the two steps. The CLI
+    rebuilds those months; the warehouse refuses to publish them."""
+    have = {t: list(cfg.lake.glob(f"{t}/x_SourceName=*/x_BillingMonth=????-??/*.parquet"))
+            for t in (LINE_ITEMS, ALLOCATIONS)}
+    if not have[LINE_ITEMS] and not have[ALLOCATIONS]:
+        return []
+    con = duckdb.connect()
+    try:
+        parts = []
+        for table, files in have.items():
+            if not files:
+                parts.append("SELECT NULL::VARCHAR s, NULL::VARCHAR m, NULL::VARCHAR d WHERE false")
+                continue
+            reader = f"read_parquet({_list_literal(files)}, hive_partitioning = true, union_by_name = true)"
+            cols = {r[0] for r in con.execute(f"DESCRIBE SELECT * FROM {reader}").fetchall()}
+            delivery = "x_DeliveryId" if "x_DeliveryId" in cols else "NULL::VARCHAR"
+            parts.append(f"SELECT x_SourceName s, x_BillingMonth m, string_agg(DISTINCT {delivery}, ', ' "
+                         f"ORDER BY {delivery}) d FROM {reader} GROUP BY ALL")
+        return con.execute(
+            f"WITH li AS ({parts[0]}), al AS ({parts[1]}) SELECT coalesce(li.s, al.s), coalesce(li.m, al.m), "
+            "li.d, al.d FROM li FULL JOIN al ON li.s = al.s AND li.m = al.m "
+            "WHERE li.d IS DISTINCT FROM al.d ORDER BY 2, 1").fetchall()
+    finally:
+        con.close()
 
 
 # ------------------------------------------------------------------ step 1: land
@@ -188,8 +283,10 @@ def build_line_items(cfg: ApportionConfig, source: SourceConfig, delivery: Deliv
             ).fetchall()
         )
         replace_partition(tmp, final)
+        fault_point("line_items:replaced")
         replace_partition(qtmp, qdir)
         promote(delivery)
+        fault_point("line_items:promoted")
         return LineItemStats(source.name, month, delivery.delivery_id, rows, billed, effective, qrows, qbilled, reasons)
     finally:
         con.close()
@@ -334,6 +431,7 @@ def allocate(cfg: ApportionConfig, source: SourceConfig, month: str, tax: Taxono
         pieces, billed, effective = con.execute(
             "SELECT count(*), coalesce(sum(BilledCost), 0), coalesce(sum(EffectiveCost), 0) FROM month_allocations"
         ).fetchone()
+        fault_point("allocations:written")
         replace_partition(tmp, final)
         return AllocationStats(source.name, month, pieces, billed, effective)
     finally:
@@ -358,8 +456,9 @@ def build_warehouse(cfg: ApportionConfig, tax: Taxonomy | None = None) -> dict:
     """
     tax = tax or load_taxonomy(cfg.taxonomy)
     cfg.warehouse.mkdir(parents=True, exist_ok=True)
-    tmp_path = cfg.warehouse / f".apportion.duckdb.building-{uuid.uuid4().hex[:8]}"
+    tmp_path = cfg.warehouse / f".apportion.duckdb.building-{work_suffix()}"
     con = connect(cfg, str(tmp_path))
+    published = False
     try:
         empty = f"SELECT {select_list()} FROM (SELECT NULL) WHERE false"
         li_files = list(cfg.lake.glob(f"{LINE_ITEMS}/x_SourceName=*/x_BillingMonth=????-??/*.parquet"))
@@ -416,11 +515,58 @@ def build_warehouse(cfg: ApportionConfig, tax: Taxonomy | None = None) -> dict:
                 con.execute(sql_text(name))
         analyst_views.document(con, dims)
         counts = {t: con.execute(f"SELECT count(*) FROM {t}").fetchone()[0] for t in WAREHOUSE_TABLES}
+        # the blocking checks run on the staged file: a warehouse that does not tie out is never published
+        ties = con.execute(sql_text("outputs/check_warehouse_ties_out.sql")).fetchall()
+        mixed = con.execute(sql_text("outputs/check_warehouse_deliveries.sql")).fetchall()
+        if ties or mixed:
+            raise WarehouseNotPublished(ties, mixed)
         con.execute("CHECKPOINT")
+        con.close()
+        fault_point("warehouse:staged")
+        _set_aside_stale_wal(cfg.duckdb_path)
+        os.replace(tmp_path, cfg.duckdb_path)
+        published = True
+        fault_point("warehouse:published")
     finally:
         con.close()
-    os.replace(tmp_path, cfg.duckdb_path)
+        if not published:
+            for p in (tmp_path, tmp_path.with_name(tmp_path.name + ".wal")):
+                p.unlink(missing_ok=True)
     return counts
+
+
+class WarehouseNotPublished(Exception):
+    """The staged warehouse failed a blocking check; the published file was not touched."""
+
+    def __init__(self, ties: list[tuple], mixed: list[tuple]):
+        self.ties, self.mixed = ties, mixed
+        parts = [f"{src} {month}: line items billed {li_b} / effective {li_e}, allocated billed {al_b} / "
+                 f"effective {al_e}" for src, month, li_b, al_b, li_e, al_e in ties[:5]]
+        parts += [f"{src} {month}: line items from delivery {li or '-'} but allocations from {al or '-'} "
+                  f"(a run stopped between the steps; `apportion run --month {month}` rebuilds it)"
+                  for src, month, li, al in mixed[:5]]
+        super().__init__("warehouse not published (the previous file is kept): " + "; ".join(parts))
+
+
+def _set_aside_stale_wal(path: Path) -> None:
+    """A WAL next to the published file belongs to the file being replaced (an analyst opened it for
+    writing, which the warehouse does not support): kept aside, it can never be replayed into the new one."""
+    wal = path.with_name(path.name + ".wal")
+    if wal.exists():
+        stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+        wal.rename(path.with_name(f"{path.name}.wal.set-aside-{stamp}"))
+
+
+def open_published(cfg: ApportionConfig) -> duckdb.DuckDBPyConnection:
+    """The published warehouse, read-only. An analyst's write session may have left a WAL that does not
+    match the file: it is set aside (never replayed), so a run's own summary and exports still read."""
+    try:
+        return duckdb.connect(str(cfg.duckdb_path), read_only=True)
+    except duckdb.Error as exc:
+        if "WAL" not in str(exc) and "wal" not in str(exc):
+            raise
+        _set_aside_stale_wal(cfg.duckdb_path)
+        return duckdb.connect(str(cfg.duckdb_path), read_only=True)
 
 
 def _list_literal(paths: list[Path]) -> str:
@@ -544,7 +690,7 @@ def export_month(cfg: ApportionConfig, month: str, out_dir: Path | None = None) 
     out = Path(out_dir) if out_dir else cfg.exports / month
     tmp = out.with_name(out.name + f".tmp-{uuid.uuid4().hex[:8]}")
     tmp.mkdir(parents=True)
-    con = duckdb.connect(str(cfg.duckdb_path), read_only=True)
+    con = open_published(cfg)
     try:
         con.execute("SET TimeZone = 'UTC'")
         # the line-level file sorts a month of pieces: bounded memory, spilling to the warehouse's temp folder
@@ -560,6 +706,7 @@ def export_month(cfg: ApportionConfig, month: str, out_dir: Path | None = None) 
     if out.exists():
         shutil.rmtree(out)
     out.parent.mkdir(parents=True, exist_ok=True)
+    fault_point("exports:written")
     tmp.rename(out)
     return out
 
@@ -591,7 +738,7 @@ def _copy_csv(con, query: str, dest: Path, month: str) -> None:
 # ------------------------------------------------------------------ warehouse-level checks
 def warehouse_breaches(cfg: ApportionConfig) -> list[tuple]:
     """(source, month, line-item billed, allocated billed, line-item effective, allocated effective) that differ."""
-    con = duckdb.connect(str(cfg.duckdb_path), read_only=True)
+    con = open_published(cfg)
     try:
         return con.execute(sql_text("outputs/check_warehouse_ties_out.sql")).fetchall()
     finally:
@@ -600,7 +747,7 @@ def warehouse_breaches(cfg: ApportionConfig) -> list[tuple]:
 
 def low_coverage(cfg: ApportionConfig, month: str, threshold: float) -> list[tuple[str, str, float]]:
     """(source, dimension, coverage) below the threshold for the month."""
-    con = duckdb.connect(str(cfg.duckdb_path), read_only=True)
+    con = open_published(cfg)
     try:
         return con.execute(
             "SELECT x_SourceName, dimension, coverage FROM allocation_coverage "

@@ -51,7 +51,9 @@ def write_report(cfg: ApportionConfig, month: str | None = None, out: Path | Non
         raise ReportError(f"no warehouse at {cfg.duckdb_path}; run `apportion run` first")
     out = Path(out) if out else report_path(cfg)
     out.parent.mkdir(parents=True, exist_ok=True)
-    con = duckdb.connect(str(cfg.duckdb_path), read_only=True)
+    from apportion.ledger import open_published
+
+    con = open_published(cfg)
     try:
         con.execute("SET TimeZone = 'UTC'")
         page = render(con, cfg, month, out.parent)

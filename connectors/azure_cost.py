@@ -46,7 +46,12 @@ from connectors.cloudfiles import (
     varchar_expr,
 )
 
-REFERENCE = Path(__file__).resolve().parent.parent / "models" / "reference"
+# Our own reference tables (how a row is added: models/reference/README.md):
+# services.csv, pricing_units.csv, regions.csv.
+REFERENCE = Path(__file__).resolve().parent.parent / "models" / "reference" / "azure_cost"
+# FocusCost ServiceName values that our services table does not name but whose subcategory is a fact:
+# Azure OpenAI deployments are generative AI (the same rule the ActualCost SQL applies to its meters).
+FOCUS_EXTRA_SUBCATEGORIES = (("Azure OpenAI", "Generative AI"),)
 
 COST_TYPES = {"actualcost": "ActualCost", "amortizedcost": "AmortizedCost", "usage": "ActualCost",
               "focuscost": "FocusCost"}
@@ -86,6 +91,7 @@ AZURE_ALIASES: dict[str, tuple[str, ...]] = {
     "unit_price": ("UnitPrice", "ResourceRate"),
     "payg_price": ("PayGPrice",),
     "cost": ("CostInBillingCurrency", "Cost", "PreTaxCost"),
+    "exchange_rate": ("ExchangeRatePricingToBilling",),
     "payg_cost": ("PaygCostInBillingCurrency",),
     "billing_currency": ("BillingCurrencyCode", "BillingCurrency", "Currency"),
     "pricing_currency": ("PricingCurrencyCode", "PricingCurrency"),
@@ -354,12 +360,17 @@ class AzureCostConnector(Connector):
             from connectors.focus import stage_focus
 
             self.line_items_sql = "focus.sql"
+            # FocusCost 1.0 rows carry ServiceName and ServiceCategory but no ServiceSubcategory: take it from
+            # our services table where the name has exactly one subcategory there.
             con.execute(
                 "CREATE OR REPLACE TEMP TABLE focus_subcategory_map AS SELECT ServiceName AS service_name, "
                 "min(ServiceSubcategory) AS service_subcategory FROM read_csv(?, header = true, all_varchar = true) "
                 "GROUP BY ServiceName HAVING count(DISTINCT ServiceSubcategory) = 1",
-                [str(REFERENCE / "azure_services.csv")],
+                [str(REFERENCE / "services.csv")],
             )
+            for name, subcategory in FOCUS_EXTRA_SUBCATEGORIES:
+                con.execute("DELETE FROM focus_subcategory_map WHERE service_name = ?", [name])
+                con.execute("INSERT INTO focus_subcategory_map VALUES (?, ?)", [name, subcategory])
             version = FOCUS_DATA_VERSIONS.get(delivery.layout.split("-", 2)[-1]) if "FocusCost" in delivery.layout \
                 else None
             return stage_focus(con, delivery, {**self.source.options, "provider_name": "Microsoft"},
@@ -400,19 +411,71 @@ class AzureCostConnector(Connector):
         return f"SELECT {', '.join(parts)} FROM {reader}"
 
 
+# A unit of measure as a lookup key: lower case, single spaces, no space before '/' ("1 /Month" = "1/Month").
+UNIT_KEY_MACRO = """create or replace temp macro apportion_azure_unit_key(u) as
+    regexp_replace(regexp_replace(lower(trim(cast(u as varchar))), '\\s+', ' ', 'g'), ' /', '/', 'g')"""
+# The rule for units the table does not list: `<n>`, `<n>K`, `<n>M`, `<n> <unit>`, `<n>/<time>`, `<n> <unit>/<time>`.
+# Block size = n (x 1,000 for K, x 1,000,000 for M); unit = the rest as written ('Units' when nothing is left,
+# 'Units/<time>' for a bare '/<time>'). A unit without a leading number (or with n = 0) is a block of 1.
+UNIT_RULE_MACROS = r"""
+create or replace temp macro apportion_azure_unit_parts(u) as
+    regexp_extract(trim(cast(u as varchar)), '^([0-9]+(?:\.[0-9]+)?)\s*([KkMm]?)(\s.*|/.*|)$', ['n', 'mult', 'rest']);
+create or replace temp macro apportion_azure_unit_block(u) as
+    case
+        when u is null or apportion_azure_unit_parts(u).n = '' then cast(1 as decimal(38, 12))
+        when try_cast(apportion_azure_unit_parts(u).n as decimal(38, 12)) <= 0 then cast(1 as decimal(38, 12))
+        else cast(cast(apportion_azure_unit_parts(u).n as decimal(38, 12))
+                  * case upper(apportion_azure_unit_parts(u).mult) when 'K' then 1000 when 'M' then 1000000 else 1 end
+                  as decimal(38, 12))
+    end;
+create or replace temp macro apportion_azure_unit_name(u) as
+    case
+        when u is null then null
+        when apportion_azure_unit_parts(u).n = '' then trim(cast(u as varchar))
+        when trim(apportion_azure_unit_parts(u).rest) = '' then 'Units'
+        when starts_with(trim(apportion_azure_unit_parts(u).rest), '/') then 'Units' || trim(apportion_azure_unit_parts(u).rest)
+        else trim(apportion_azure_unit_parts(u).rest)
+    end;
+"""
+
+
 def load_azure_reference(con) -> None:
-    """Microsoft's open data (finops-toolkit): services and pricing units; the FOCUS converters' category map."""
-    for table, file in (
-        ("ref_azure_services", "azure_services.csv"),
-        ("ref_azure_pricing_units", "azure_pricing_units.csv"),
-        ("ref_azure_service_category", "azure_category_mapping.csv"),
-        ("ref_azure_regions", "azure_regions.csv"),
-    ):
-        con.execute(
-            f"CREATE OR REPLACE TEMP TABLE {table} AS SELECT * FROM read_csv(?, header = true, all_varchar = true, "
-            "quote = '\"', escape = '\"', delim = ',')",
-            [str(REFERENCE / file)],
-        )
+    """Our Azure reference tables (models/reference/azure_cost/) as temp tables with normalised lookup keys.
+
+    ref_azure_services(consumed_service, resource_type, meter_category, ServiceName, ServiceCategory,
+    ServiceSubcategory): keys lower-cased, blank = not part of the key. ref_azure_pricing_units(unit_key,
+    block_size, distinct_unit). ref_azure_regions(spelling, RegionId, RegionName): every spelling of a
+    region exports use (id, display name, the billing name `US East 2`, each also without spaces), lower case.
+    """
+    csv_opts = "header = true, all_varchar = true, quote = '\"', escape = '\"', delim = ','"
+    con.execute(UNIT_KEY_MACRO)
+    con.execute(UNIT_RULE_MACROS)
+    con.execute(
+        "CREATE OR REPLACE TEMP TABLE ref_azure_services AS SELECT "
+        "lower(nullif(trim(ConsumedService), '')) AS consumed_service, "
+        "lower(nullif(trim(ResourceType), '')) AS resource_type, "
+        "lower(nullif(trim(MeterCategory), '')) AS meter_category, "
+        "trim(ServiceName) AS ServiceName, trim(ServiceCategory) AS ServiceCategory, "
+        f"trim(ServiceSubcategory) AS ServiceSubcategory FROM read_csv(?, {csv_opts})",
+        [str(REFERENCE / "services.csv")],
+    )
+    con.execute(
+        "CREATE OR REPLACE TEMP TABLE ref_azure_pricing_units AS SELECT DISTINCT "
+        "apportion_azure_unit_key(UnitOfMeasure) AS unit_key, cast(BlockSize AS decimal(38, 12)) AS block_size, "
+        f"trim(DistinctUnit) AS distinct_unit FROM read_csv(?, {csv_opts})",
+        [str(REFERENCE / "pricing_units.csv")],
+    )
+    con.execute(
+        f"CREATE OR REPLACE TEMP TABLE ref_azure_regions AS WITH r AS (SELECT trim(RegionId) AS RegionId, "
+        f"trim(RegionName) AS RegionName, nullif(trim(BillingName), '') AS BillingName FROM read_csv(?, {csv_opts})) "
+        "SELECT DISTINCT spelling, RegionId, RegionName FROM ("
+        " SELECT lower(RegionId) AS spelling, RegionId, RegionName FROM r"
+        " UNION ALL SELECT lower(RegionName), RegionId, RegionName FROM r"
+        " UNION ALL SELECT lower(replace(RegionName, ' ', '')), RegionId, RegionName FROM r"
+        " UNION ALL SELECT lower(BillingName), RegionId, RegionName FROM r WHERE BillingName IS NOT NULL"
+        " UNION ALL SELECT lower(replace(BillingName, ' ', '')), RegionId, RegionName FROM r WHERE BillingName IS NOT NULL)",
+        [str(REFERENCE / "regions.csv")],
+    )
 
 
 # ======================================================================== Cost Management API

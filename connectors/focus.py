@@ -14,6 +14,9 @@ Column names are matched case-insensitively. Version differences: 1.3 `ServicePr
 `HostProviderName` fill the deprecated `PublisherName` / `ProviderName`; 1.0-preview names
 (`Provider`, `Publisher`, `InvoiceIssuer`, `Region`, `AmortizedCost`, `UsageQuantity`...) map to
 the 1.0+ names. A file without `BilledCost` is not FOCUS (unknown export version): SourceError.
+A CSV cell reading `null` is a missing value. ServiceCategory / ServiceSubcategory must be FOCUS 1.2
+allowed values: a missing or unknown category becomes `Other` with the row's ServiceName in
+`x_UnmappedService` (never dropped), an unknown subcategory `Other (<category>)`.
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ from connectors.cloudfiles import (
     row_number_sql,
     varchar_expr,
 )
+from models.focus import SERVICE_SUBCATEGORIES
 
 # canonical FOCUS column -> names it may carry (first present wins; matching ignores case and '_').
 FOCUS_ALIASES: dict[str, tuple[str, ...]] = {
@@ -155,7 +159,12 @@ def focus_file_select(con, key: str, path: Path, file_idx: int, forced_version: 
              f"{quote_literal(f'{dataset_prefix} {version}')} AS _dataset"]
     for canon in FOCUS_ALIASES:
         col = picked.get(canon)
-        parts.append(f"{varchar_expr(col, types.get(col) if col else None)} AS {quote_ident(canon)}")
+        expr = varchar_expr(col, types.get(col) if col else None)
+        if fmt == "csv" and col is not None:
+            # CSV written by hand or by a dataframe tool may spell a missing value `null` (the FOCUS
+            # specification's own example files do): it is NULL, not a value to quarantine or keep.
+            expr = f"(CASE WHEN lower({expr}) = 'null' THEN NULL ELSE {expr} END)"
+        parts.append(f"{expr} AS {quote_ident(canon)}")
     return f"SELECT {', '.join(parts)} FROM {reader}"
 
 
@@ -176,6 +185,12 @@ def stage_focus(con, delivery: Delivery, options: dict | None = None, file_selec
     # ServiceName -> ServiceSubcategory for FOCUS 1.0 files, which have no ServiceSubcategory column
     # (the caller may load a provider map into it; empty otherwise).
     con.execute("CREATE TEMP TABLE IF NOT EXISTS focus_subcategory_map (service_name VARCHAR, service_subcategory VARCHAR)")
+    # The FOCUS 1.2 allowed ServiceCategory / ServiceSubcategory pairs: a file's value outside them is not
+    # passed on (see sql/line_items/focus.sql: Other + x_UnmappedService, or 'Other (<category>)').
+    pairs = [(cat, sub) for cat, subs in SERVICE_SUBCATEGORIES.items() for sub in subs]
+    con.execute("CREATE OR REPLACE TEMP TABLE focus_service_categories AS SELECT * FROM (VALUES "
+                + ", ".join(f"({quote_literal(c)}, {quote_literal(s)})" for c, s in pairs)
+                + ") AS t(service_category, service_subcategory)")
     multi = "true" if delivery.layout == "focus-files" else "false"
     selects = [f"SELECT *, {multi} AS _multi_month FROM ({file_select(con, key, path, idx, **kwargs)})"
                for idx, (key, path) in enumerate(delivery.files)]
@@ -219,11 +234,15 @@ class FocusConnector(Connector):
 
     def _months_in_files(self, objects) -> set[str]:
         """Months of BillingPeriodStart (or ChargePeriodStart) in files whose path names none."""
+        return set().union(*self._file_months(objects).values())
+
+    def _file_months(self, objects) -> dict[str, set[str]]:
+        """File key -> the months of its rows' BillingPeriodStart (or ChargePeriodStart)."""
         import tempfile
 
         import duckdb
 
-        found: set[str] = set()
+        found: dict[str, set[str]] = {}
         with tempfile.TemporaryDirectory(prefix="apportion-focus-") as tmp:
             con = duckdb.connect()
             con.execute("SET TimeZone = 'UTC'")
@@ -237,7 +256,7 @@ class FocusConnector(Connector):
                         "SELECT DISTINCT strftime(coalesce(apportion_ts(BillingPeriodStart), "
                         f"apportion_ts(ChargePeriodStart)), '%Y-%m') FROM ({select})"
                     ).fetchall()
-                    found |= {r[0] for r in rows if r[0]}
+                    found[o.key] = {r[0] for r in rows if r[0]}
                     path.unlink()
             finally:
                 con.close()
@@ -256,9 +275,13 @@ class FocusConnector(Connector):
             if not chosen:
                 raise SourceError(f"no FOCUS data for {month} under {self.source.uri}")
             return _newest_execution(month, chosen)
-        chosen = [o for o in files if month_from_path(o.key) in (month, None)]
-        if not any(month_from_path(o.key) == month for o in chosen) and month not in self._months_in_files(
-                [o for o in chosen if month_from_path(o.key) is None]):
+        labelled = [o for o in files if month_from_path(o.key) == month]
+        unlabelled = [o for o in files if month_from_path(o.key) is None]
+        # a file whose path names no month joins the months its rows belong to; one with no dated row at
+        # all joins every month (its rows are quarantined there, never silently skipped)
+        file_months = self._file_months(unlabelled) if unlabelled else {}
+        chosen = labelled + [o for o in unlabelled if month in file_months[o.key] or not file_months[o.key]]
+        if not labelled and not any(month in file_months[o.key] for o in unlabelled):
             raise SourceError(f"no FOCUS data for {month} under {self.source.uri}")
         return DeliveryPlan(month, "files-" + digest(chosen), chosen, None, "focus-files")
 

@@ -17,7 +17,9 @@
   rows' `invoice.month`; rows of other months are left to their own month.
 
 Every input is reduced to one JSON document per export row (the BigQuery row shape), so one SQL file
-maps all of them (`sql/line_items/gcp_billing.sql`).
+maps all of them (`sql/line_items/gcp_billing.sql`). Services are classified by our table
+`models/reference/gcp_billing/services.csv`; a service it lacks is kept as Other with the provider's own
+name in ServiceName and `x_UnmappedService`.
 """
 
 from __future__ import annotations
@@ -40,7 +42,7 @@ from connectors.cloudfiles import (
     quote_literal,
 )
 
-REFERENCE = Path(__file__).resolve().parent.parent / "models" / "reference"
+REFERENCE = Path(__file__).resolve().parent.parent / "models" / "reference" / "gcp_billing"
 TABLE_NAME = re.compile(r"^[A-Za-z0-9_-]+$")
 PROJECT_NAME = re.compile(r"^[a-z0-9.:-]+$")
 EXPORT_FIELDS = ("billing_account_id", "service", "sku", "usage_start_time", "usage_end_time", "project", "labels",
@@ -217,10 +219,7 @@ class GcpBillingConnector(Connector):
     # ================================================================ staging
     def stage_sql(self, con, delivery: Delivery) -> str:
         load_cloud_macros(con)
-        for table, file in (("ref_gcp_service_category", "gcp_category_mapping.csv"),
-                            ("ref_gcp_service_overrides", "gcp_service_overrides.csv")):
-            con.execute(f"CREATE OR REPLACE TEMP TABLE {table} AS SELECT * FROM read_csv(?, header = true, "
-                        "all_varchar = true)", [str(REFERENCE / file)])
+        load_service_tables(con)
         load_catalog(con, [(k, p) for k, p in delivery.files if k.startswith("catalog/")])
         return stage_files(con, [(k, p) for k, p in delivery.files if not k.startswith("catalog/")], "stg_gcp_billing")
 
@@ -233,6 +232,13 @@ class GcpBillingConnector(Connector):
             _flattened_csv_rows(key, path, idx)
             return "SELECT 1"
         return _file_select(con, key, path, idx)
+
+
+def load_service_tables(con) -> None:
+    """Temp table ref_gcp_services: models/reference/gcp_billing/services.csv (service.description ->
+    ServiceName, ServiceCategory, ServiceSubcategory; FOCUS 1.2 values)."""
+    con.execute("CREATE OR REPLACE TEMP TABLE ref_gcp_services AS SELECT * FROM read_csv(?, header = true, "
+                "all_varchar = true)", [str(REFERENCE / "services.csv")])
 
 
 def load_catalog(con, files) -> None:

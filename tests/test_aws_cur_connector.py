@@ -2,8 +2,9 @@
 
 Layouts follow the AWS user guides (see field notes §1.1-1.2): CUR 2.0 (Data Exports) in overwrite
 mode with its metadata manifest and in create-new-version mode, and the legacy CUR with several
-assemblies per period and a top-level manifest naming the current one. The legacy CSV samples from
-project-koku (tests/fixtures/aws) are built from a local folder.
+assemblies per period and a top-level manifest naming the current one. Our hand-written legacy CUR
+CSVs (tests/fixtures/aws, quirks in its NOTES.md) are built from a local folder; the real samples
+they were modelled on are read in place from ../shared/data (skipped when absent).
 """
 
 from __future__ import annotations
@@ -30,6 +31,8 @@ from connectors.aws_cur import AwsCurConnector
 from connectors.base import SourceError, safe_dirname
 from connectors.registry import connector_for
 from models.config import load_config
+from models.focus import SERVICE_SUBCATEGORIES
+from tests.shared_data import shared_sample
 
 REPO = Path(__file__).resolve().parent.parent
 FIXTURES = REPO / "tests" / "fixtures" / "aws"
@@ -818,13 +821,17 @@ def test_bad_rows_are_quarantined_with_file_row_and_reason(s3_bucket, tmp_path):
     assert counts["quarantined_rows"] == 2 and counts["line_items"] == 4
 
 
-# ============================================================================ 6. koku legacy CSV samples (local path)
-KOKU = {
-    # file: (period folder, month, rows, BilledCost, EffectiveCost, currency, line item type, invoice id)
-    "test_cur.csv": ("20180601-20180701", "2018-06", 19, "0.082749984125", "0.082749984125", "USD", "Usage", None),
-    "2023-06-01.csv": ("20230601-20230701", "2023-06", 3, "30", "0.3", "NOK", "SavingsPlanCoveredUsage", "987654321"),
-    "2023-06-01-not-final.csv": ("20230601-20230701", "2023-06", 3, "30", "0.3", "NOK", "SavingsPlanCoveredUsage", None),
-    "2022-07-01-alt-columns.csv": ("20220701-20220801", "2022-07", 2, "0", "0", "USD", "Usage", "1"),
+# ============================================================================ 6. legacy CUR CSVs from a local folder
+# Our hand-written fixtures (tests/fixtures/aws/NOTES.md names each file's quirks); every expected
+# number below is worked out by hand from the rows of the file, not read back from the pipeline.
+SP_ARN = "arn:aws:savingsplans::041572193860:savingsplan/6c0e2d7b-38f4-4e0a-9a51-b1d2f3e4a5c6"
+OURS = {
+    # file: (period folder, month, raw rows, line items, BilledCost, EffectiveCost, currency, invoice ids)
+    "legacy-slash-names.csv": ("20240901-20241001", "2024-09", 8, 8, "2.457188671371", "2.457188671371", "USD", {None}),
+    "legacy-final.csv": ("20241101-20241201", "2024-11", 10, 13, "18.75", "18.75", "NOK", {"EUINNO24-3081442"}),
+    "legacy-not-final.csv": ("20241101-20241201", "2024-11", 10, 13, "18.75", "18.75", "NOK", {None}),
+    "legacy-athena-snake-case.csv": ("20241001-20241101", "2024-10", 6, 6, "6.8025", "6.8025", "USD",
+                                     {"2024110518", "2024110519"}),
 }
 
 
@@ -835,10 +842,187 @@ def _local_report(tmp_path: Path, name: str, period: str, filename: str, body: b
     return make_config(tmp_path, f"exports/{name}", name=name)
 
 
-@pytest.mark.parametrize("filename", list(KOKU))
-def test_koku_legacy_samples_build(tmp_path, filename):
-    period, month, n, billed, effective, currency, lit, invoice = KOKU[filename]
+def d(value: str) -> Decimal:
+    return Decimal(value).quantize(Q)
+
+
+def _build_fixture(tmp_path: Path, filename: str, name: str = "ours") -> tuple:
+    """Build one of our fixtures as a legacy report with no manifest; checks what holds for every file."""
+    period, month, n_raw, n_items, billed, effective, currency, invoices = OURS[filename]
     raw = (FIXTURES / filename).read_bytes()
+    cfg, source = _local_report(tmp_path, name, period, filename, raw)
+    assert connector_for(source).months() == [month]
+
+    delivery, stats, alloc = run_month(cfg, source, month)
+    assert delivery.layout == "legacy-overwrite"
+    assert landed_files(delivery) == {f"{period}/{filename}": raw}
+    assert (stats.rows, stats.quarantined_rows) == (n_items, 0)
+    assert (stats.billed_cost, stats.effective_cost) == (d(billed), d(effective))
+    assert (alloc.billed_cost, alloc.effective_cost) == (stats.billed_cost, stats.effective_cost)
+
+    rows = line_items(cfg, name, month)
+    assert {r["BillingCurrency"] for r in rows} == {currency}
+    assert {r["InvoiceId"] for r in rows} == invoices
+    y, m = int(month[:4]), int(month[5:])
+    assert all(r["BillingPeriodStart"] == datetime(y, m, 1, tzinfo=timezone.utc) for r in rows)
+    assert all(r["BillingPeriodEnd"] == datetime(y + (m == 12), m % 12 + 1, 1, tzinfo=timezone.utc) for r in rows)
+    # Every raw row is one line item, in file order (a commitment fee's unused part follows as a second one).
+    assert [r["x_SourceRow"] for r in rows[:n_raw]] == list(range(1, n_raw + 1))
+    assert all(r["ServiceSubcategory"] in SERVICE_SUBCATEGORIES[r["ServiceCategory"]] for r in rows)
+    return cfg, month, rows
+
+
+def test_legacy_slash_names(tmp_path):
+    """`category/Name` headers, ragged rows, no tag columns, space-separated dates, >12-decimal costs."""
+    _, _, rows = _build_fixture(tmp_path, "legacy-slash-names.csv")
+    # Each cost rounded to 12 decimals by hand (none sits on a half): e.g. 0.00007763080453383521 -> ...805.
+    assert [r["BilledCost"] for r in rows] == [d(v) for v in (
+        "0.000294521872", "0.000077630805", "0", "0.002519370458", "0.002519370458", "1.212", "1.212",
+        "0.027777777778")]
+    assert [r["EffectiveCost"] for r in rows] == [r["BilledCost"] for r in rows]  # on-demand usage only
+    assert [r["ListCost"] for r in rows] == [r["BilledCost"] for r in rows]  # publicOnDemandCost = cost
+    # Data transfer billed under the EC2 product code is EC2 (product code first, servicecode second).
+    assert {(r["ServiceName"], r["ServiceCategory"], r["ServiceSubcategory"], r["x_ServiceCode"]) for r in rows} == {
+        ("Amazon Elastic Compute Cloud", "Compute", "Virtual Machines", "AmazonEC2")}
+    assert {r["x_UnmappedService"] for r in rows} == {None}
+    assert all(r["Tags"] is None for r in rows)  # the file has no resourceTags/ columns
+    assert all(r["x_CostCategories"] is None for r in rows)  # costCategory/CostCenter: header only, no values
+    assert {r["RegionId"] for r in rows} == {None}  # only product/location, no product/region
+    east, west = "US East (N. Virginia)", "US West (Oregon)"
+    assert [r["RegionName"] for r in rows] == [east, west, west, east, east, west, west, west]
+    assert [r["PricingUnit"] for r in rows] == ["GB"] * 5 + ["Hours"] * 2 + ["GB-Months"]
+    assert rows[7]["ConsumedQuantity"] == d("0.347222222222")  # 250 GB for 1 of 720 hours
+    assert [r["x_InstanceType"] for r in rows] == [None] * 5 + ["g5.2xlarge"] * 2 + [None]
+    # `2024-09-14 03:00:00` (no zone) is UTC, like the ISO bill dates
+    assert (rows[0]["ChargePeriodStart"], rows[0]["ChargePeriodEnd"]) == (
+        datetime(2024, 9, 14, 3, tzinfo=timezone.utc), datetime(2024, 9, 14, 4, tzinfo=timezone.utc))
+    assert {(r["BillingAccountId"], r["SubAccountId"], r["PublisherName"]) for r in rows} == {
+        ("306417829055", "306417829055", "AWS")}
+
+
+@pytest.mark.parametrize("filename", ["legacy-final.csv", "legacy-not-final.csv"])
+def test_legacy_savings_plan_month_in_nok(tmp_path, filename):
+    """Covered usage, its negation, the hourly commitment fee and VAT, billed in NOK."""
+    _, _, rows = _build_fixture(tmp_path, filename)
+    covered, negation, fee, tax = ([r for r in rows[:10] if r["x_LineItemType"] == t] for t in (
+        "SavingsPlanCoveredUsage", "SavingsPlanNegation", "SavingsPlanRecurringFee", "Tax"))
+    assert [r["x_LineItemType"] for r in rows[:10]] == [
+        "SavingsPlanCoveredUsage", "SavingsPlanNegation", "SavingsPlanRecurringFee"] * 3 + ["Tax"]
+    # Covered usage: billed at on-demand, effective at the Savings Plan rate.
+    for r in covered:
+        assert (r["BilledCost"], r["EffectiveCost"], r["ListCost"], r["ConsumedQuantity"]) == (
+            d("11.25"), d("4.05"), d("11.25"), d("1"))
+        assert (r["ChargeCategory"], r["PricingCategory"], r["CommitmentDiscountStatus"]) == (
+            "Usage", "Committed", "Used")
+        assert (r["CommitmentDiscountId"], r["CommitmentDiscountType"]) == (SP_ARN, "Savings Plan")
+    # The negation cancels the on-demand charge and counts no usage a second time.
+    for r in negation:
+        assert (r["BilledCost"], r["EffectiveCost"], r["ListCost"], r["ConsumedQuantity"]) == (d("-11.25"), 0, 0, None)
+        assert (r["ChargeCategory"], r["PricingCategory"]) == ("Usage", "Committed")
+    # The fee is a purchase at effective 0; its unused part (5.00 - 4.05) is a Usage line item of its own.
+    for r in fee:
+        assert (r["ChargeCategory"], r["BilledCost"], r["EffectiveCost"], r["x_HasResource"]) == (
+            "Purchase", d("5.00"), 0, False)
+        assert (r["ServiceName"], r["ServiceCategory"]) == ("Savings Plans for AWS Compute usage", "Compute")
+    unused = rows[10:]
+    assert [r["x_SourceRow"] for r in unused] == [3, 6, 9]
+    assert all((r["ChargeCategory"], r["BilledCost"], r["EffectiveCost"], r["CommitmentDiscountStatus"]) == (
+        "Usage", 0, d("0.95"), "Unused") for r in unused)
+    assert [(r["ChargeCategory"], r["BilledCost"], r["EffectiveCost"], r["Tags"]) for r in tax] == [
+        ("Tax", d("3.75"), d("3.75"), None)]
+    assert sum(r["ConsumedQuantity"] or 0 for r in rows) == 3  # three instance hours, not six
+    # Tags from resourceTags/*; the noTags/* columns (owner, stage, ...) are not tags and never appear.
+    want = {"team": "ml-platform", "project": "retrieval", "aws:createdBy": "IAMUser:AIDA4EXAMPLE7QZ2KX3:ingrid"}
+    assert all(json.loads(r["Tags"]) == want for r in covered + negation)
+    assert all(r["Tags"] is None for r in fee + unused + tax)  # empty strings, not tags
+    # costCategory/* with spaces in the names; the two empty ones are dropped.
+    assert all(json.loads(r["x_CostCategories"]) == {"Business Unit": "ml-research", "Environment": "production"}
+               for r in rows)
+    # An account id with a leading zero stays a string.
+    assert {(r["BillingAccountId"], r["SubAccountId"]) for r in rows} == {("041572193860", "041572193860")}
+    assert {(r["x_InvoicingEntity"], r["PublisherName"]) for r in rows} == {("Amazon Web Services EMEA SARL", "AWS")}
+    assert {(r["RegionId"], r["x_InstanceType"]) for r in covered + negation} == {("eu-north-1", "g5.xlarge")}
+
+
+LINEAGE = ("x_SourceName", "x_DeliveryId", "x_IngestedAt", "x_SourceFile", "InvoiceId")
+
+
+def test_legacy_final_differs_from_not_final_only_in_invoice_id(tmp_path):
+    """A month AWS has invoiced differs from its last open delivery exactly in bill/InvoiceId."""
+    texts = {f: list(csv.reader(io.StringIO((FIXTURES / f).read_text(encoding="utf-8"))))
+             for f in ("legacy-final.csv", "legacy-not-final.csv")}
+    final, open_ = texts["legacy-final.csv"], texts["legacy-not-final.csv"]
+    col = final[0].index("bill/InvoiceId")
+    assert final[0] == open_[0] and len(final) == len(open_)
+    for a, b in zip(final[1:], open_[1:]):
+        assert (a[col], b[col]) == ("EUINNO24-3081442", "")
+        assert a[:col] + a[col + 1:] == b[:col] + b[col + 1:]
+    _, _, built_final = _build_fixture(tmp_path / "a", "legacy-final.csv")
+    _, _, built_open = _build_fixture(tmp_path / "b", "legacy-not-final.csv")
+    strip = lambda rows: [{k: v for k, v in r.items() if k not in LINEAGE} for r in rows]  # noqa: E731
+    assert strip(built_final) == strip(built_open)
+
+
+def test_legacy_athena_snake_case(tmp_path):
+    """Athena-style names, flattened tag columns, Marketplace software and a Bedrock model via Marketplace."""
+    cfg, month, rows = _build_fixture(tmp_path, "legacy-athena-snake-case.csv")
+    assert [r["BilledCost"] for r in rows] == [d(v) for v in ("0.35", "0.35", "2.4", "1.9", "1.515", "0.2875")]
+    software, model, aws = rows[:2], rows[2:4], rows[4:]
+    assert [r["x_BillingEntity"] for r in rows] == ["AWS Marketplace"] * 4 + ["AWS"] * 2
+    assert [r["InvoiceId"] for r in rows] == ["2024110519"] * 4 + ["2024110518"] * 2
+    # Marketplace software under an opaque code: not in our table, kept under its own name.
+    assert {(r["ServiceName"], r["ServiceCategory"], r["ServiceSubcategory"], r["x_UnmappedService"],
+             r["PublisherName"]) for r in software} == {
+        ("Nordlys\u00ae GPU Inference Server", "Other", "Other (Other)", "Nordlys\u00ae GPU Inference Server",
+         "Nordlys Software, Inc.")}
+    # A third-party model on Bedrock is Generative AI by the Bedrock rule, published by its seller.
+    assert {(r["ServiceName"], r["ServiceCategory"], r["ServiceSubcategory"], r["x_UnmappedService"],
+             r["PublisherName"]) for r in model} == {
+        ("Claude Haiku 4.5 (Amazon Bedrock Edition)", "AI and Machine Learning", "Generative AI", None,
+         "Anthropic, PBC")}
+    assert [r["ConsumedQuantity"] for r in model] == [d("2400000"), d("380000")]
+    assert [(r["ServiceName"], r["ServiceCategory"], r["ServiceSubcategory"], r["x_UnmappedService"],
+             r["PublisherName"]) for r in aws] == [
+        ("Amazon SageMaker", "AI and Machine Learning", "Machine Learning", None, "AWS"),
+        ("Amazon Simple Storage Service", "Storage", "Object Storage", None, "AWS")]
+    # resource_tags_user_* -> bare keys (an underscore inside a key survives), resource_tags_aws_created_by ->
+    # aws:created_by; empty strings are no tags.
+    assert [json.loads(r["Tags"]) if r["Tags"] else None for r in rows] == [
+        {"aws:created_by": "IAMUser:AIDA2EXAMPLE5RT8MW1:arne", "team": "search"},
+        {"aws:created_by": "IAMUser:AIDA2EXAMPLE5RT8MW1:arne", "cost_center": "cc-4410", "team": "search"},
+        {"cost_center": "cc-2210", "team": "ml-platform"},
+        {"cost_center": "cc-2210", "team": "ml-platform"},
+        {"cost_center": "cc-2210", "team": "ml-platform"},
+        None,
+    ]
+    assert [json.loads(r["x_CostCategories"]) if r["x_CostCategories"] else None for r in rows] == [None] * 4 + [
+        {"business_unit": "ml-research"}] * 2
+    assert [r["SubAccountId"] for r in rows] == ["518204936071"] * 2 + ["729301845562"] * 4
+    assert {r["BillingAccountId"] for r in rows} == {"729301845562"}
+    assert rows[0]["ChargePeriodStart"] == datetime(2024, 10, 8, 9, tzinfo=timezone.utc)  # `2024-10-08 09:00:00.000`
+    # The normalised keys are what the taxonomy matches on.
+    d_alloc = ledger.partition_dir(cfg, ledger.ALLOCATIONS, "ours", month)
+    teams = query(f"SELECT x_Team, x_TeamReason, sum(BilledCost) AS cost FROM read_parquet('{d_alloc}/*.parquet') "
+                  "GROUP BY ALL ORDER BY x_Team")
+    assert [(t["x_Team"], t["x_TeamReason"], t["cost"]) for t in teams if t["x_TeamReason"] == "tag:team"] == [
+        ("ml-platform", "tag:team", d("5.815")), ("search", "tag:team", d("0.70"))]
+
+
+# ---- the real legacy CUR samples (project-koku), read in place from ../shared/data; skipped when absent
+KOKU = {
+    # file: (period folder, month, rows, BilledCost, EffectiveCost, currency, line item type, invoice id)
+    "test_cur.csv": ("20180601-20180701", "2018-06", 19, "0.082749984125", "0.082749984125", "USD", "Usage", None),
+    "2023-06-01.csv": ("20230601-20230701", "2023-06", 3, "30", "0.3", "NOK", "SavingsPlanCoveredUsage", "987654321"),
+    "2023-06-01-not-final.csv": ("20230601-20230701", "2023-06", 3, "30", "0.3", "NOK", "SavingsPlanCoveredUsage", None),
+    "2022-07-01-alt-columns.csv": ("20220701-20220801", "2022-07", 2, "0", "0", "USD", "Usage", "1"),
+}
+
+
+@pytest.mark.parametrize("filename", list(KOKU))
+def test_real_koku_legacy_samples_build(tmp_path, filename):
+    path = shared_sample(f"aws/{filename}")
+    period, month, n, billed, effective, currency, lit, invoice = KOKU[filename]
+    raw = path.read_bytes()
     cfg, source = _local_report(tmp_path, "koku", period, filename, raw)
     connector = connector_for(source)
     assert connector.months() == [month]
@@ -856,6 +1040,7 @@ def test_koku_legacy_samples_build(tmp_path, filename):
     assert {r["InvoiceId"] for r in rows} == {invoice}
     assert all(r["BillingPeriodStart"] == datetime(int(month[:4]), int(month[5:]), 1, tzinfo=timezone.utc) for r in rows)
     assert [r["x_SourceRow"] for r in rows] == list(range(1, n + 1))
+    assert all(r["ServiceSubcategory"] in SERVICE_SUBCATEGORIES[r["ServiceCategory"]] for r in rows)
     if filename.startswith("2023-06-01"):
         # Savings-plan-covered usage: billed at on-demand, effective = savingsPlan/SavingsPlanEffectiveCost.
         assert all(r["BilledCost"] == Decimal("10").quantize(Q) and r["EffectiveCost"] == Decimal("0.1").quantize(Q)
@@ -864,18 +1049,22 @@ def test_koku_legacy_samples_build(tmp_path, filename):
             ("Usage", "Committed", "Used")}
         # costCategory/* columns (one with a space in its name) become x_CostCategories; empty ones are dropped.
         assert {r["x_CostCategories"] for r in rows} == {'{"cost_env":"prod","name":"compute","qe_source":"aws-single"}'}
+        assert all(r["Tags"] is None for r in rows)  # only noTags/* columns: not tags
     if filename == "test_cur.csv":
-        assert {r["ServiceName"] for r in rows} == {"Amazon Elastic Compute Cloud"}
+        assert {(r["ServiceName"], r["ServiceCategory"]) for r in rows} == {("Amazon Elastic Compute Cloud", "Compute")}
         assert all(r["Tags"] is None for r in rows)  # the sample has no resourceTags/ columns
     if filename == "2022-07-01-alt-columns.csv":
         assert {r["Tags"] for r in rows} == {'{"aws:created_by":"IAMUser:fake:and"}'}
         assert {r["x_BillingEntity"] for r in rows} == {"AWS Marketplace"}
         assert {r["PublisherName"] for r in rows} == {"Red Hat, Inc."}
+        # a Marketplace listing is not in our service table: visible fallback, never dropped
+        assert {(r["ServiceCategory"], r["ServiceName"], r["x_UnmappedService"]) for r in rows} == {
+            ("Other", "Red Hat\u00ae Enterprise Linux\u00ae", "Red Hat\u00ae Enterprise Linux\u00ae")}
 
 
-def test_koku_alt_columns_user_tags_normalised(tmp_path):
-    """Athena-style `resource_tags_user_*` columns (empty in the sample) become bare tag keys."""
-    text = (FIXTURES / "2022-07-01-alt-columns.csv").read_text(encoding="utf-8")
+def test_real_koku_alt_columns_user_tags_normalised(tmp_path):
+    """Athena-style `resource_tags_user_*` columns (empty in the real sample) become bare tag keys."""
+    text = shared_sample("aws/2022-07-01-alt-columns.csv").read_text(encoding="utf-8")
     table = list(csv.reader(io.StringIO(text)))
     header = table[0]
     table[1][header.index("resource_tags_user_insights_project")] = "fraud-detection"
@@ -892,4 +1081,104 @@ def test_koku_alt_columns_user_tags_normalised(tmp_path):
     assert tags == [
         {"aws:created_by": "IAMUser:fake:and", "c25_key": "c25", "insights_project": "fraud-detection"},
         {"aws:created_by": "IAMUser:fake:and", "insights_project": "recsys"},
+    ]
+
+
+def test_legacy_snake_case_gzipped(tmp_path):
+    """Our Athena-style fixture gzipped (`.csv.gz`) builds to the same totals and tags as the plain CSV."""
+    body = gzip.compress((FIXTURES / "legacy-athena-snake-case.csv").read_bytes(), mtime=0)
+    cfg, source = _local_report(tmp_path, "ours-gz", "20241001-20241101", "report-1.csv.gz", body)
+    _, stats, _ = run_month(cfg, source, "2024-10")
+    assert (stats.rows, stats.quarantined_rows, stats.billed_cost) == (6, 0, d("6.8025"))
+    tags = [r["Tags"] for r in line_items(cfg, "ours-gz", "2024-10", "Tags, x_LineId")]
+    assert json.loads(tags[1]) == {"aws:created_by": "IAMUser:AIDA2EXAMPLE5RT8MW1:arne", "cost_center": "cc-4410",
+                                   "team": "search"}
+    assert tags[5] is None
+
+
+# ============================================================================ 7. service reference table
+SERVICES = REPO / "models" / "reference" / "aws_cur" / "services.csv"
+# AI-relevant AWS services a real bill needs mapped (product codes as CUR writes them).
+AI_RELEVANT = (
+    "AmazonEC2", "AmazonSageMaker", "AmazonBedrock", "AmazonEKS", "AmazonECS", "AmazonECR", "AWSLambda", "AmazonS3",
+    "AmazonEBS", "AmazonEFS", "AmazonFSx", "AmazonCloudWatch", "AWSDataTransfer", "AmazonVPC", "AWSELB",
+    "AWSDeveloperSupport", "AWSSupportBusiness", "AWSSupportEnterprise", "comprehend", "AmazonRekognition",
+    "AmazonTextract", "transcribe", "translate", "AmazonPolly", "AmazonKendra", "AmazonQ", "AmazonLex",
+    "AmazonES", "AmazonDynamoDB", "AmazonRDS", "AmazonRedshift", "ComputeSavingsPlans", "MachineLearningSavingsPlans",
+)
+
+
+def _service_rows() -> list[dict]:
+    with open(SERVICES, newline="", encoding="utf-8") as f:
+        reader = csv.DictReader(f)
+        assert reader.fieldnames == ["product_code", "service_name", "service_category", "service_subcategory"]
+        return list(reader)
+
+
+def test_service_table_is_focus_values_one_row_per_code():
+    rows = _service_rows()
+    assert 50 <= len(rows) <= 200
+    codes = [r["product_code"] for r in rows]
+    assert len(codes) == len(set(codes)), [c for c in codes if codes.count(c) > 1]
+    for r in rows:
+        assert all(v and v == v.strip() for v in r.values()), r
+        assert not any(ch in r["product_code"] for ch in "*?%"), r  # exact codes, no patterns
+        assert r["service_category"] in SERVICE_SUBCATEGORIES, r
+        assert r["service_subcategory"] in SERVICE_SUBCATEGORIES[r["service_category"]], r
+    assert set(AI_RELEVANT) <= set(codes), sorted(set(AI_RELEVANT) - set(codes))
+
+
+def test_service_table_covers_fixtures_and_demo(tmp_path):
+    """Every AWS-billed product code in our fixtures and in the demo CUR has a row.
+
+    Marketplace listings (bill/BillingEntity = AWS Marketplace) carry opaque listing ids: they are
+    mapped by the Bedrock rule or take the visible fallback, never a table row."""
+    codes = {r["product_code"] for r in _service_rows()}
+    names = {"entity": ("bill/BillingEntity", "bill_billing_entity"),
+             "code": ("lineItem/ProductCode", "line_item_product_code"),
+             "servicecode": ("product/servicecode", "product_servicecode")}
+    seen = set()
+    for path in FIXTURES.glob("*.csv"):
+        with open(path, newline="", encoding="utf-8") as f:
+            for rec in csv.DictReader(f):
+                get = {k: next(rec[n] for n in spellings if n in rec) for k, spellings in names.items()}
+                if get["entity"] == "AWS":
+                    seen |= {get["code"], get["servicecode"] or get["code"]}
+    assert seen >= {"AmazonEC2", "AWSDataTransfer", "ComputeSavingsPlans", "AmazonSageMaker", "AmazonS3"}
+    assert seen <= codes, sorted(seen - codes)
+
+    from apportion import demo
+
+    files = demo.generate_cur2(tmp_path / "demo", ["2026-09"])
+    demo_codes = query("SELECT DISTINCT bill_billing_entity AS e, line_item_product_code AS c "
+                       f"FROM read_parquet({[str(p) for p in files]})")
+    aws_codes = {r["c"] for r in demo_codes if r["e"] == "AWS"}
+    assert aws_codes >= {"AmazonEC2", "AmazonSageMaker", "AmazonBedrock", "AmazonS3", "AWSDataTransfer",
+                         "AmazonCloudWatch", "AmazonEKS", "AWSSupportBusiness", "ComputeSavingsPlans"}
+    assert aws_codes <= codes, sorted(aws_codes - codes)
+    assert {r["c"] for r in demo_codes if r["e"] == "AWS Marketplace"} == {demo.CLAUDE_PRODUCT_CODE}
+
+
+def test_unknown_service_keeps_a_visible_fallback(tmp_path):
+    """A product code our table does not know is kept: ServiceCategory Other, the provider's own name."""
+    rows = make_rows("2025-12", [1.25, 2.5, 4.0, 8.0])
+    rows[0].update(product_code="AmazonHyperWidget", product_name="Amazon Hyper Widget")
+    rows[1].update(product_code="AWSNewThing", product_name="")  # no product name: the code is the name
+    rows[3].update(product_code="prod-zz9plural9z", product_name="Acme Vector Store (Amazon Bedrock Edition)")
+    root = tmp_path / "exports" / "cur2" / "data" / "BILLING_PERIOD=2025-12"
+    root.mkdir(parents=True)
+    (root / "cur2-00001.snappy.parquet").write_bytes(cur2_parquet(rows))
+    cfg, source = make_config(tmp_path, "exports/cur2")
+
+    _, stats, alloc = run_month(cfg, source, "2025-12")
+    assert (stats.rows, stats.quarantined_rows) == (4, 0)  # never dropped
+    assert stats.billed_cost == alloc.billed_cost == expected_sum([1.25, 2.5, 4.0, 8.0])
+    got = [(r["x_ServiceCode"], r["ServiceName"], r["ServiceCategory"], r["ServiceSubcategory"], r["x_UnmappedService"])
+           for r in line_items(cfg, "aws-main", "2025-12")]
+    assert got == [
+        ("AmazonHyperWidget", "Amazon Hyper Widget", "Other", "Other (Other)", "Amazon Hyper Widget"),
+        ("AWSNewThing", "AWSNewThing", "Other", "Other (Other)", "AWSNewThing"),
+        ("AmazonEC2", "Amazon Elastic Compute Cloud", "Compute", "Virtual Machines", None),
+        ("prod-zz9plural9z", "Acme Vector Store (Amazon Bedrock Edition)", "AI and Machine Learning", "Generative AI",
+         None),
     ]

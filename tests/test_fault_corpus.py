@@ -174,3 +174,119 @@ def test_sacct_dump_written_with_another_delimiter_reads_like_the_default(tmp_pa
     wrong = make_project(tmp_path / "wrong", {"dump.txt": tmp_path / "semi.txt"}, options)
     _, rows_wrong, bad_wrong = build_sacct(wrong, "2026-10")
     assert rows_wrong == [] and bad_wrong and all("'|'-separated fields" in b[2] for b in bad_wrong)
+
+
+# ------------------------------------------------------------------------------------------ publish only what passed
+import os  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+
+import duckdb  # noqa: E402
+import yaml  # noqa: E402
+
+from tests.test_allocation import ROWS, write_delivery  # noqa: E402
+
+
+def _project(tmp_path: Path) -> Path:
+    tax = yaml.safe_load((REPO / "demo" / "taxonomy.yaml").read_text())
+    tax.pop("splits", None)
+    (tmp_path / "taxonomy.yaml").write_text(yaml.safe_dump(tax, sort_keys=False))
+    (tmp_path / "apportion.yaml").write_text(
+        "warehouse: data\ntaxonomy: taxonomy.yaml\nsources:\n  - name: aws-main\n    kind: aws_cur\n    uri: bucket/export\n")
+    return tmp_path / "apportion.yaml"
+
+
+def _totals(db: Path) -> dict:
+    con = duckdb.connect(str(db), read_only=True)
+    try:
+        li = dict(con.execute("SELECT x_BillingMonth, sum(BilledCost) FROM line_items GROUP BY 1").fetchall())
+        al = dict(con.execute("SELECT x_BillingMonth, sum(BilledCost) FROM allocations GROUP BY 1").fetchall())
+    finally:
+        con.close()
+    return {"line_items": li, "allocations": al}
+
+
+def _leftovers(root: Path) -> list[str]:
+    return sorted(str(p.relative_to(root)) for p in root.rglob("*")
+                  if any(tag in p.name for tag in (".tmp-", ".old-", ".building-")))
+
+
+def _run(config: Path, month: str, fault: str | None = None) -> subprocess.CompletedProcess:
+    env = {**os.environ, "APPORTION_FAULT_AT": fault or ""}
+    return subprocess.run([sys.executable, "-m", "apportion.cli", "run", "--config", str(config), "--month", month],
+                          capture_output=True, text=True, env=env, cwd=REPO, timeout=300)
+
+
+RESTATED = [r if r[0] != "tagged" else r[:8] + ("150.00",) + r[9:] for r in ROWS]  # the month is restated
+
+
+@pytest.mark.parametrize("fault", ["line_items:replaced", "line_items:promoted", "allocations:written",
+                                   "warehouse:staged", "warehouse:published", "exports:written"])
+def test_a_run_killed_at_any_step_boundary_never_publishes_a_ledger_that_does_not_tie(tmp_path, fault):
+    config = _project(tmp_path)
+    db = tmp_path / "data" / "apportion.duckdb"
+    write_delivery(tmp_path / "bucket")
+    assert cli.main(["run", "--config", str(config), "--month", "2026-10", "--json"]) == 0
+    before = _totals(db)
+    old_billed = sum(Decimal(r[8]) for r in ROWS)
+    assert before["line_items"]["2026-10"] == before["allocations"]["2026-10"] == old_billed
+
+    write_delivery(tmp_path / "bucket", RESTATED)
+    crashed = _run(config, "2026-10", fault)
+    assert crashed.returncode == -9, crashed.stderr[-2000:]  # killed at the boundary, no cleanup ran
+    after_crash = _totals(db)
+    assert after_crash["line_items"] == after_crash["allocations"], "the published warehouse must tie out"
+    if fault in ("warehouse:published", "exports:written"):
+        assert after_crash["line_items"]["2026-10"] == sum(Decimal(r[8]) for r in RESTATED)  # passed, published
+    else:
+        assert after_crash == before  # nothing new passed its checks, so nothing new was published
+
+    # the next run, of another month, cleans up and repairs the month the crash left half-built
+    write_delivery(tmp_path / "bucket", ROWS, month="2026-11")
+    rerun = _run(config, "2026-11")
+    assert rerun.returncode == 0, rerun.stderr[-2000:]
+    final = _totals(db)
+    new_billed = sum(Decimal(r[8]) for r in RESTATED)
+    assert final["line_items"] == final["allocations"]
+    assert final["line_items"]["2026-10"] == new_billed and final["line_items"]["2026-11"] == old_billed
+    assert _leftovers(tmp_path / "data") == []
+
+
+def test_a_broken_allocation_partition_blocks_publishing_and_the_cli_says_so(tmp_path):
+    config = _project(tmp_path)
+    db = tmp_path / "data" / "apportion.duckdb"
+    write_delivery(tmp_path / "bucket")
+    write_delivery(tmp_path / "bucket", ROWS, month="2026-11")
+    assert cli.main(["run", "--config", str(config), "--month", "2026-10", "--month", "2026-11", "--json"]) == 0
+    published = db.read_bytes()
+    # one piece of October loses a cent on disk (a bad write, a hand edit, a bug in a later version)
+    part = next((tmp_path / "data" / "lake" / "allocations").glob("x_SourceName=aws-main/x_BillingMonth=2026-10/*.parquet"))
+    con = duckdb.connect()
+    con.execute(f"COPY (SELECT * REPLACE (CASE WHEN x_LineId = 1 THEN BilledCost - 0.01 ELSE BilledCost END "
+                f"AS BilledCost) FROM read_parquet('{part}')) TO '{part}.new' (FORMAT parquet)")
+    con.close()
+    os.replace(f"{part}.new", part)
+
+    result = _run(config, "2026-11")
+    assert result.returncode == cli.EXIT_FAILED
+    assert "out_warehouse: warehouse not published (the previous file is kept): aws-main 2026-10" in result.stderr
+    assert "the published warehouse was not changed" in result.stderr
+    assert "out_finance_exports skipped" in result.stderr or "out_finance_exports not run" in result.stderr
+    assert db.read_bytes() == published
+    assert _leftovers(tmp_path / "data") == []
+
+
+def test_an_analyst_write_session_cannot_break_the_next_run(tmp_path):
+    config = _project(tmp_path)
+    db = tmp_path / "data" / "apportion.duckdb"
+    write_delivery(tmp_path / "bucket")
+    assert cli.main(["run", "--config", str(config), "--month", "2026-10", "--json"]) == 0
+    # an analyst opens the file read-write, writes, and the session dies without a checkpoint
+    analyst = subprocess.run([sys.executable, "-c", (
+        "import duckdb, os; con = duckdb.connect(%r); con.execute('SET checkpoint_threshold = \\'1TB\\''); "
+        "con.execute('CREATE TABLE my_notes AS SELECT 1 AS x'); os._exit(0)") % str(db)],
+        capture_output=True, text=True, timeout=60)
+    assert analyst.returncode == 0, analyst.stderr
+    assert db.with_name("apportion.duckdb.wal").exists()
+    assert cli.main(["run", "--config", str(config), "--month", "2026-10", "--json"]) == 0
+    assert _totals(db)["line_items"] == _totals(db)["allocations"]

@@ -149,11 +149,11 @@ def source_files(tmp_path_factory) -> dict[str, Path]:
     # Azure: EA ActualCost, EA AmortizedCost, MCA, and a FocusCost export, one source each
     az = tmp / "azure"
     write_local(az / "actual", export_run("x", "actual", "ActualCost", "2023-09", "2023-09-21T03:00:00Z", "r1",
-                                          {"p.csv": (AZURE_FIX / "EA_ActualCost_Small.csv").read_bytes()}))
+                                          {"p.csv": (AZURE_FIX / "ea-actual-cost.csv").read_bytes()}))
     write_local(az / "amortized", export_run("x", "amortized", "AmortizedCost", "2023-09", "2023-09-21T03:00:00Z",
-                                             "r2", {"p.csv": (AZURE_FIX / "EA_AmortizedCost_Small.csv").read_bytes()}))
+                                             "r2", {"p.csv": (AZURE_FIX / "ea-amortized-cost.csv").read_bytes()}))
     write_local(az / "mca", export_run("x", "mca", "ActualCost", "2023-08", "2023-08-21T03:00:00Z", "r3",
-                                       {"p.csv": (AZURE_FIX / "camel_azure_version_2.csv").read_bytes()}))
+                                       {"p.csv": (AZURE_FIX / "mca-camel-case.csv").read_bytes()}))
     write_local(az / "focus", export_run("x", "focus", "FocusCost", "2024-05", "2024-05-21T03:00:00Z", "r4",
                                          {"p.csv": focus_cost_rows().encode()}, data_version="1.0r2"))
     parts = [_build(tmp, f"azure-{k}", "azure_cost", str(az / k / "x"), [m])
@@ -165,7 +165,7 @@ def source_files(tmp_path_factory) -> dict[str, Path]:
     for p in (REPO / "tests" / "fixtures" / "focus").glob("*.csv"):
         shutil.copyfile(p, fo / p.name)
     files["focus"] = _build(tmp, "focus-ai", "focus", str(fo), ["2025-01", "2025-05"])
-    # GCP: the koku flattened CSVs and the BigQuery-shaped rows (credits, labels, GPU, tax)
+    # GCP: our flattened export CSVs and the BigQuery-shaped rows (credits, labels, GPU, tax)
     gc = tmp / "gcp"
     gc.mkdir()
     for p in (REPO / "tests" / "fixtures" / "gcp").glob("*.csv"):
@@ -176,17 +176,17 @@ def source_files(tmp_path_factory) -> dict[str, Path]:
     (gc / "2022-08" ).mkdir()
     (gc / "2022-08" / "bq.jsonl").write_text("\n".join(rows) + "\n")
     files["gcp_billing"] = _build(tmp, "gcp", "gcp_billing", str(gc), ["2020-11", "2022-08"])
-    # AWS: a demo CUR 2.0 month (every line item type) and the real legacy CUR samples
+    # AWS: a demo CUR 2.0 month (every line item type) and our legacy CUR fixtures
     from apportion.demo import generate_cur2
 
     generate_cur2(tmp / "aws-cur2", ["2026-09"])
     legacy = tmp / "aws-legacy"
-    for src, period in (("test_cur.csv", "20180601-20180701"), ("2023-06-01.csv", "20230601-20230701")):
+    for src, period in (("legacy-slash-names.csv", "20240901-20241001"), ("legacy-final.csv", "20241101-20241201")):
         (legacy / period).mkdir(parents=True)
         shutil.copyfile(REPO / "tests" / "fixtures" / "aws" / src, legacy / period / "report-1.csv")
     files["aws_cur"] = _concat(tmp / "aws_cur.parquet", [
         _build(tmp, "aws-cur2", "aws_cur", str(tmp / "aws-cur2" / "cur" / "apportion-demo"), ["2026-09"]),
-        _build(tmp, "aws-legacy", "aws_cur", str(legacy), ["2018-06", "2023-06"]),
+        _build(tmp, "aws-legacy", "aws_cur", str(legacy), ["2024-09", "2024-11"]),
     ])
     return files
 

@@ -2,9 +2,12 @@
 
 * BigQuery: google-cloud-bigquery's own REST transport talks to a local HTTP server that replays
   recorded jobs.query / jobs.get / jobs.getQueryResults responses (tests/fixtures/gcp/bigquery),
-  three pages joined by pageToken.
+  three pages joined by pageToken; their rows are the rows of our detailed-export CSV.
 * GCS: gcp-storage-emulator on 127.0.0.1 (started by the session fixture), google-cloud-storage client.
-* The koku samples (BigQuery export flattened to CSV, credits as Python lists) from a local folder.
+* Our hand-written exports flattened to CSV (dotted columns, REPEATED fields as Python-repr or JSON
+  lists; tests/fixtures/gcp/NOTES.md) from a local folder, and the real flattened samples read in
+  place from the workplace's shared/data (skipped when absent).
+* The service table models/reference/gcp_billing/ (FOCUS 1.2 values, coverage, unmapped fallback).
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import csv
 import io
 import json
 import re
+import shutil
 import threading
 from decimal import Decimal
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -29,14 +33,22 @@ from apportion import ledger
 from connectors.base import SourceError
 from connectors.registry import connector_for
 from models.config import load_config
+from models.focus import SERVICE_SUBCATEGORIES
+from tests.shared_data import shared_sample
 
 REPO = Path(__file__).resolve().parent.parent
 FIX = REPO / "tests" / "fixtures" / "gcp"
 BQ = FIX / "bigquery"
 CATALOG = FIX / "catalog"
+SERVICES = REPO / "models" / "reference" / "gcp_billing" / "services.csv"
 TAXONOMY = REPO / "demo" / "taxonomy.yaml"
 Q = Decimal("0.000000000001")
-KOKU = {"2022-08": "2022-08-01_5.csv", "2020-11": "202011_30c31bca571d9b7f3b2c8459dd8bc34a_2020-11-08_2020-11-11.csv"}
+STANDARD = "standard-export-flattened.csv"  # invoice month 2020-11, EUR, Python-repr lists
+DETAILED = "detailed-export-flattened.csv"  # invoice month 2022-08, USD, JSON lists; = the BigQuery pages
+OURS = {"2020-11": STANDARD, "2022-08": DETAILED}
+REAL = {"2022-08": "gcp/2022-08-01_5.csv",
+        "2020-11": "gcp/202011_30c31bca571d9b7f3b2c8459dd8bc34a_2020-11-08_2020-11-11.csv"}
+TABLE = "gcp_billing_export_resource_v1_01F3C2_7A9B4E_D05C16"
 
 
 def config(tmp_path: Path, uri: str, **options):
@@ -68,20 +80,33 @@ def quarantine_of(cfg, month):
                                     [str(path)]).fetchall()
 
 
-def koku_totals(name: str) -> tuple[Decimal, Decimal, int]:
-    """(Σ cost, Σ credits.amount, rows) of a flattened koku CSV, parsed independently of the connector."""
+def repeated(text: str) -> list:
+    """A flattened REPEATED field: JSON (`null`, double quotes) or Python repr (`None`, single quotes)."""
+    if not text:
+        return []
+    try:
+        return json.loads(text, parse_float=Decimal)
+    except json.JSONDecodeError:
+        return ast.literal_eval(text)
+
+
+def csv_rows(path: Path) -> list[dict]:
+    with open(path, newline="", encoding="utf-8-sig") as fh:
+        return list(csv.DictReader(fh))
+
+
+def csv_totals(path: Path) -> tuple[Decimal, Decimal, int]:
+    """(Σ cost, Σ credits.amount, rows) of a flattened export CSV, parsed independently of the connector."""
     cost = credits = Decimal(0)
-    n = 0
-    with open(FIX / name, newline="") as fh:
-        for r in csv.DictReader(fh):
-            cost += Decimal(r["cost"])
-            credits += sum((Decimal(str(c["amount"])) for c in ast.literal_eval(r["credits"] or "[]")), Decimal(0))
-            n += 1
-    return cost.quantize(Q), credits.quantize(Q), n
+    rows = csv_rows(path)
+    for r in rows:
+        cost += Decimal(r["cost"])
+        credits += sum((Decimal(str(c["amount"])) for c in repeated(r["credits"])), Decimal(0))
+    return cost.quantize(Q), credits.quantize(Q), len(rows)
 
 
 def export_rows() -> list[dict]:
-    """The 12 export rows of the recorded BigQuery responses, as BigQuery's JSON (Decimal numbers)."""
+    """The 15 export rows of the recorded BigQuery responses, as BigQuery's JSON (Decimal numbers)."""
     rows = []
     for name in ("query_202208_page1.json", "results_202208_page2.json", "results_202208_page3.json"):
         for r in json.loads((BQ / name).read_text())["rows"]:
@@ -95,22 +120,99 @@ def expected(rows) -> tuple[Decimal, Decimal]:
     return cost.quantize(Q), credits.quantize(Q)
 
 
-# ============================================================================ flattened CSV samples
-def test_koku_flattened_csv_standard_and_detailed(tmp_path):
+# ============================================================================ flattened CSV exports
+# Totals worked out by hand from the fixtures (NOTES.md lists every row's arithmetic):
+#   standard 2020-11 (EUR): cost 31.845012 regular - 0.418 goodwill - 0.000003 rounding + 6.436128 VAT
+#     = 37.863137; credits -0.04704 - 0.7315 - 0.000005 (x2) - 0.000002 - 0.000001 - 0.000232 = -0.778785
+#   detailed 2022-08 (USD): cost 57.378789 regular + 2.859336 tax - 0.98 correction = 59.258125;
+#     credits -0.000002 - 0.753408 - 2.933908 - 1.75 - 0.4321 - 5.76 = -11.629418
+HAND = {"2020-11": (Decimal("37.863137"), Decimal("-0.778785"), 15),
+        "2022-08": (Decimal("59.258125"), Decimal("-11.629418"), 15)}
+
+
+def test_our_flattened_csv_exports_standard_and_detailed(tmp_path):
     folder = tmp_path / "export"
     folder.mkdir()
-    for name in KOKU.values():
-        (folder / name).write_bytes((FIX / name).read_bytes())
+    for name in OURS.values():  # no month in the file names: the month comes from the rows' invoice.month
+        shutil.copyfile(FIX / name, folder / name)
     cfg = config(tmp_path, str(folder))
     assert connector_for(cfg.sources[0]).months() == ["2020-11", "2022-08"]
-    for month, name in KOKU.items():
+    for month, name in OURS.items():
         _, stats, alloc = build(cfg, month)
-        cost, credits, n = koku_totals(name)
+        cost, credits, n = csv_totals(FIX / name)
+        assert (cost, credits, n) == HAND[month]
         assert stats.quarantined_rows == 0
         assert (stats.rows, stats.billed_cost, stats.effective_cost) == (n, cost + credits, cost + credits)
         assert alloc.billed_cost == cost + credits
         contracted, credit_sum = rows_of(cfg, month, "sum(ContractedCost), sum(x_CreditAmount)", order="")[0]
         assert (contracted, credit_sum) == (cost, credits)  # gross cost and credits stay visible
+        assert rows_of(cfg, month, "count(*)", "x_UnmappedService IS NOT NULL", order="") == [(0,)]
+    assert stats.billed_cost == Decimal("47.628707")  # 2022-08: 59.258125 - 11.629418
+
+    # standard export: EUR account, Python-repr lists (None, single quotes), credit types side by side
+    std = rows_of(cfg, "2020-11", "x_SourceRow, ServiceName, ServiceCategory, ServiceSubcategory, ChargeCategory, "
+                  "BilledCost, PricingCategory, BillingCurrency, x_SourceDataset")
+    assert {r[7] for r in std} == {"EUR"} and {r[8] for r in std} == {"GCP standard billing export"}
+    assert [r[:5] for r in std if r[0] in (1, 3, 5, 6, 12, 13, 14, 15)] == [
+        (1, "Compute Engine", "Compute", "Virtual Machines", "Usage"),
+        (3, "AI Platform", "AI and Machine Learning", "AI Platforms", "Usage"),
+        (5, "Speech-to-Text", "AI and Machine Learning", "Natural Language Processing", "Usage"),
+        (6, "Security Command Center", "Security", "Security Posture Management", "Usage"),
+        (12, "Support", "Management and Governance", "Support", "Usage"),
+        (13, "Compute Engine", "Compute", "Virtual Machines", "Adjustment"),
+        (14, "Rounding Error", "Other", "Other (Other)", "Adjustment"),
+        (15, "Tax", "Other", "Other (Other)", "Tax")]
+    by_row = {r[0]: r for r in std}
+    assert by_row[1][5:7] == (Decimal("0.18816"), "Standard")  # 0.2352 - 20 % sustained use
+    assert by_row[2][5:7] == (Decimal("1.358495"), "Committed")  # 2.09 - 0.7315 CUD - 0.000005 promotion
+    assert [by_row[i][5] for i in (6, 7, 8, 10, 11)] == [0] * 5  # tiny costs eaten by promotion / free tier
+    credits = rows_of(cfg, "2020-11", "x_Credits", "x_Credits IS NOT NULL")
+    assert sorted({c["type"] for (doc,) in credits for c in json.loads(doc)}) == [
+        "COMMITTED_USAGE_DISCOUNT", "FREE_TIER", "PROMOTION", "SUSTAINED_USAGE_DISCOUNT"]
+    assert json.loads(credits[1][0])[1] == {"name": "FreeTrial:Credit-01B7E5-92C4D1-3FA860", "amount": -5e-06,
+                                             "full_name": None, "id": "FreeTrial:Credit-01B7E5-92C4D1-3FA860",
+                                             "type": "PROMOTION"}
+    first = rows_of(cfg, "2020-11", "Tags, x_InstanceType, AvailabilityZone", "x_SourceRow = 1")
+    assert json.loads(first[0][0]) == {"team": "nlp", "env": "dev",
+                                       "compute.googleapis.com/machine_spec": "n1-standard-8",
+                                       "compute.googleapis.com/cores": "8", "compute.googleapis.com/memory": "30720"}
+    assert first[0][1:] == ("n1-standard-8", "europe-west4-b")
+    # a late row: October usage on the November invoice stays in November
+    late = rows_of(cfg, "2020-11", "strftime(ChargePeriodStart, '%Y-%m-%d %H:%M'), x_BillingMonth, "
+                   "strftime(BillingPeriodStart, '%Y-%m-%d')", "x_SourceRow = 8")
+    assert late == [("2020-10-31 23:00", "2020-11", "2020-11-01")]
+
+    # detailed export: JSON lists, resource.name, zone-less location, the resource label beats the project's
+    detailed = rows_of(cfg, "2022-08", "ResourceId, x_SourceDataset, SubAccountId, RegionId, PricingUnit, Tags")
+    assert detailed[0][:5] == ("ranker-vm-1", "GCP detailed billing export", "recsys-prod-4821", "us-central1",
+                               "gibibyte")
+    assert json.loads(detailed[0][5]) == {"team": "search", "project": "recsys"}
+    ai = rows_of(cfg, "2022-08", "ServiceName, ServiceSubcategory, sum(BilledCost)",
+                 "ServiceCategory = 'AI and Machine Learning'", "GROUP BY ALL ORDER BY ALL")
+    assert ai == [("Cloud TPU", "Machine Learning", Decimal("13.44")),  # 19.2 - 5.76 CUD
+                  ("Gemini API", "Generative AI", Decimal("0.84")),
+                  # one subcategory per service: 13.25 input + 10.5 output tokens + 0.4025 custom training
+                  ("Vertex AI", "Generative AI", Decimal("24.1525"))]
+
+
+def test_real_flattened_samples_load(tmp_path):
+    """The real flattened exports (standard with PROMOTION credits as Python lists; detailed with resource.*)."""
+    folder = tmp_path / "export"
+    folder.mkdir()
+    for relative in REAL.values():
+        path = shared_sample(relative)
+        shutil.copyfile(path, folder / path.name)  # into the test's own temp folder, never the repository
+    cfg = config(tmp_path, str(folder))
+    assert connector_for(cfg.sources[0]).months() == ["2020-11", "2022-08"]
+    for month, relative in REAL.items():
+        _, stats, alloc = build(cfg, month)
+        cost, credits, n = csv_totals(shared_sample(relative))
+        assert stats.quarantined_rows == 0
+        assert (stats.rows, stats.billed_cost, stats.effective_cost) == (n, cost + credits, cost + credits)
+        assert alloc.billed_cost == cost + credits
+        contracted, credit_sum = rows_of(cfg, month, "sum(ContractedCost), sum(x_CreditAmount)", order="")[0]
+        assert (contracted, credit_sum) == (cost, credits)
+        assert rows_of(cfg, month, "count(*)", "x_UnmappedService IS NOT NULL", order="") == [(0,)]
     promo = rows_of(cfg, "2020-11", "x_Credits, x_SourceDataset, ServiceName, ServiceCategory", "x_Credits IS NOT NULL")
     assert promo and json.loads(promo[0][0])[0]["type"] == "PROMOTION"
     assert promo[0][1:] == ("GCP standard billing export", "Security Command Center", "Security")
@@ -199,13 +301,13 @@ def bigquery_replay():
 
 
 def test_bigquery_rest_pages_land_as_received_and_repull(tmp_path, bigquery_replay):
-    uri = "bigquery://billing-admin/billing_export/gcp_billing_export_resource_v1_018984_D0AAA4_940B88"
+    uri = f"bigquery://billing-admin/billing_export/{TABLE}"
     cfg = config(tmp_path, uri, api_endpoint=bigquery_replay.endpoint, anonymous=True, page_size=5)
     assert connector_for(cfg.sources[0]).months() == ["2022-07", "2022-08"]
     delivery, stats, alloc = build(cfg, "2022-08")
     # the query: one table, the invoice month as a parameter, 5 rows a page
     query = next(b for m, _, b in bigquery_replay.requests if m == "POST" and b.get("queryParameters"))
-    assert "`billing-admin.billing_export.gcp_billing_export_resource_v1_018984_D0AAA4_940B88`" in query["query"]
+    assert f"`billing-admin.billing_export.{TABLE}`" in query["query"]
     assert query["queryParameters"][0]["parameterValue"]["value"] == "202208" and query["maxResults"] == 5
     tokens = [parse_qs(urlparse(p).query).get("pageToken", [None])[0] for m, p, _ in bigquery_replay.requests
               if m == "GET" and "/queries/" in p]
@@ -217,23 +319,41 @@ def test_bigquery_rest_pages_land_as_received_and_repull(tmp_path, bigquery_repl
     assert landed["pageToken"] == "BCDEF2" and len(landed["rows"]) == 5
     rows = export_rows()
     cost, credits = expected(rows)
-    assert (stats.rows, stats.quarantined_rows) == (12, 0)
-    assert stats.billed_cost == stats.effective_cost == cost + credits == alloc.billed_cost
+    assert (cost, credits) == HAND["2022-08"][:2]  # the pages hold the detailed CSV's rows
+    assert (stats.rows, stats.quarantined_rows) == (15, 0)
+    assert stats.billed_cost == stats.effective_cost == cost + credits == alloc.billed_cost == Decimal("47.628707")
     vertex = rows_of(cfg, "2022-08", "ServiceName, ServiceCategory, ServiceSubcategory, BilledCost, ContractedCost, "
                      "x_CreditAmount, PricingCategory, Tags, ResourceId", "ServiceName = 'Vertex AI'")
-    assert vertex == [("Vertex AI", "AI and Machine Learning", "Generative AI", Decimal("10.5"), Decimal("12.345678"),
-                       Decimal("-1.845678"), "Committed",
-                       '{"team":"ml-platform","workload":"chat","project":"recsys"}',
-                       "projects/cloud-billing-292519/locations/us-central1/endpoints/chat")]
-    gpu = rows_of(cfg, "2022-08", "x_InstanceType, SkuPriceDetails, Tags", "SkuMeter LIKE 'Nvidia L4%'")
-    assert gpu[0][0] == "g2-standard-8" and json.loads(gpu[0][1]) == {"InstanceType": "g2-standard-8", "CoreCount": 8}
+    chat = "projects/genai-lab-1177/locations/us-central1/endpoints/chat-assist"
+    chat_tags = '{"team":"ml-platform","workload":"chat","project":"assistant"}'
+    assert vertex == [
+        # 61.7284 M input tokens x $0.25 = 15.4321; CUD (dollar base) -1.75 and promotion -0.4321
+        ("Vertex AI", "AI and Machine Learning", "Generative AI", Decimal("13.25"), Decimal("15.4321"),
+         Decimal("-2.1821"), "Committed", chat_tags, chat),
+        ("Vertex AI", "AI and Machine Learning", "Generative AI", Decimal("10.5"), Decimal("10.5"), Decimal(0),
+         "Standard", chat_tags, chat),
+        ("Vertex AI", "AI and Machine Learning", "Generative AI", Decimal("0.4025"), Decimal("0.4025"), Decimal(0),
+         "Standard", '{"workload":"finetune","team":"ml-platform","project":"assistant"}',
+         "projects/genai-lab-1177/locations/us-central1/customJobs/4410092837")]
+    gpu = rows_of(cfg, "2022-08", "x_InstanceType, SkuPriceDetails, Tags, AvailabilityZone, BilledCost",
+                  "SkuMeter LIKE 'Nvidia L4%' AND ChargeCategory = 'Usage'")
+    assert gpu[0][0] == "g2-standard-96"
+    assert json.loads(gpu[0][1]) == {"InstanceType": "g2-standard-96", "CoreCount": 96}
     # project labels fill in; the resource's own label wins; system labels keep their provider prefix
     assert json.loads(gpu[0][2]) == {"team": "research", "project": "recsys",
-                                     "compute.googleapis.com/machine_spec": "g2-standard-8",
-                                     "compute.googleapis.com/cores": "8"}
-    tax = rows_of(cfg, "2022-08", "ChargeCategory, x_HasResource, ServiceName", "ChargeCategory = 'Tax'")
-    assert tax == [("Tax", False, "Tax")]
-    search = rows_of(cfg, "2022-08", "Tags", "ServiceName = 'Compute Engine' AND x_SourceRow = 1 AND x_LineId < 4294967296")
+                                     "compute.googleapis.com/machine_spec": "g2-standard-96",
+                                     "compute.googleapis.com/cores": "96", "compute.googleapis.com/memory": "393216"}
+    assert gpu[0][3:] == ("us-central1-a", Decimal("3.92"))  # 8 GPU-hours x $0.49
+    a100 = rows_of(cfg, "2022-08", "BilledCost, ContractedCost, PricingCategory, x_InstanceType",
+                   "SkuMeter LIKE 'Nvidia Tesla A100%'")
+    assert a100 == [(Decimal(0), Decimal("2.933908"), "Standard", "a2-highgpu-1g")]  # paid by a promotion credit
+    tax = rows_of(cfg, "2022-08", "ChargeCategory, x_HasResource, ServiceName, BilledCost", "ChargeCategory = 'Tax'")
+    assert tax == [("Tax", False, "Tax", Decimal("2.859336"))]  # 6.25 % of the 45.749371 usage net
+    fix = rows_of(cfg, "2022-08", "ChargeCategory, BilledCost, ServiceName, ResourceId",
+                  "x_LineItemType = 'adjustment'")
+    assert fix == [("Adjustment", Decimal("-0.98"), "Compute Engine", "l4-serving-pool-0")]
+    search = rows_of(cfg, "2022-08", "Tags",
+                     "ServiceName = 'Compute Engine' AND x_SourceRow = 1 AND x_LineId < 4294967296")
     assert json.loads(search[0][0])["team"] == "search"
 
     # same content again: the same delivery; late rows arrive: a new delivery replaces the month
@@ -245,28 +365,35 @@ def test_bigquery_rest_pages_land_as_received_and_repull(tmp_path, bigquery_repl
     bigquery_replay.overrides["results_202208_page3.json"] = late
     delivery2, stats2, _ = build(cfg, "2022-08")
     assert delivery2.delivery_id != delivery.delivery_id
-    assert stats2.rows == 13 and stats2.billed_cost == cost + credits + Decimal("3.25")
+    assert stats2.rows == 16 and stats2.billed_cost == cost + credits + Decimal("3.25")
 
 
 def test_catalog_list_prices_and_billing_account_name(tmp_path, bigquery_replay):
     """catalog: true -> SKU list prices (single-tier only) fill ListCost, the account's display name BillingAccountName."""
-    uri = "bigquery://billing-admin/billing_export/gcp_billing_export_resource_v1_018984_D0AAA4_940B88"
+    uri = f"bigquery://billing-admin/billing_export/{TABLE}"
     cfg = config(tmp_path, uri, api_endpoint=bigquery_replay.endpoint, anonymous=True, page_size=5, catalog=True,
                  catalog_endpoint=bigquery_replay.endpoint)
     delivery, stats, _ = build(cfg, "2022-08")
+    # the SKUs of each of the month's six services (Compute Engine in two pages; the replay has no SKUs
+    # for four of them) and the billing account
     assert sorted(o["key"] for o in delivery.objects if o["key"].startswith("catalog/")) == [
-        "catalog/billing-account-018984-D0AAA4-940B88.json", "catalog/skus-6F81-5844-456A-001.json",
-        "catalog/skus-6F81-5844-456A-002.json", "catalog/skus-C7E2-9256-1C43-001.json"]
-    assert stats.rows == 12  # catalog pages are reference data, not line items
-    rows = dict(rows_of(cfg, "2022-08", "SkuMeter, ListCost", "SkuMeter IN ('Nvidia L4 GPU running in Americas', "
-                        "'Gemini 2.5 Flash Input Tokens')"))
-    assert rows == {"Nvidia L4 GPU running in Americas": Decimal("8.0"),  # 10 h x $0.80 list, billed $7.00
-                    "Gemini 2.5 Flash Input Tokens": Decimal("14.8148136")}
+        "catalog/billing-account-01F3C2-7A9B4E-D05C16.json", "catalog/skus-6F81-5844-456A-001.json",
+        "catalog/skus-6F81-5844-456A-002.json", "catalog/skus-95FF-2EF5-5EA1-001.json",
+        "catalog/skus-AEFF-0C7E-1A42-001.json", "catalog/skus-C7E2-9256-1C43-001.json",
+        "catalog/skus-CCD8-9BF1-090E-001.json", "catalog/skus-E000-3F24-B8AA-001.json"]
+    assert stats.rows == 15  # catalog pages are reference data, not line items
+    rows = dict(rows_of(cfg, "2022-08", "SkuMeter, ListCost", "ChargeCategory = 'Usage' AND SkuMeter IN "
+                        "('Nvidia L4 GPU running in Americas', 'Gemini 2.5 Flash Input Tokens')"))
+    assert rows == {"Nvidia L4 GPU running in Americas": Decimal("4.48"),  # 8 h x $0.56 list, billed $3.92
+                    "Gemini 2.5 Flash Input Tokens": Decimal("18.51852")}  # 61.7284 M x $0.30 list, billed 15.4321
+    # a correction is not usage: its list cost is its cost, not the list price x its (zero) quantity
+    correction = rows_of(cfg, "2022-08", "ListCost, ContractedCost", "ChargeCategory = 'Adjustment'")
+    assert correction == [(Decimal("-0.98"), Decimal("-0.98"))]
     egress = rows_of(cfg, "2022-08", "DISTINCT ListCost = ContractedCost", "SkuMeter LIKE 'Network Internet Egress%'",
                      order="")
     assert egress == [(True,)]  # a tiered SKU's list price depends on the month's volume: not guessed
     names = rows_of(cfg, "2022-08", "DISTINCT BillingAccountName", order="")
-    assert names == [("Acme Billing (demo)",)]
+    assert names == [("Recsys and GenAI (fixture)",)]
 
 
 def test_bigquery_empty_month_and_bad_uri(tmp_path, bigquery_replay):
@@ -278,6 +405,29 @@ def test_bigquery_empty_month_and_bad_uri(tmp_path, bigquery_replay):
                  anonymous=True)
     with pytest.raises(SourceError, match="expected bigquery://<project>/<dataset>/<table>"):
         connector_for(cfg.sources[0]).months()
+
+
+def test_bigquery_pages_hold_the_detailed_csv_rows():
+    """The recorded REST pages are our detailed CSV as BigQuery returns it: nested records, RFC 3339 times, numbers."""
+    flat = csv_rows(FIX / DETAILED)
+    docs = export_rows()
+    assert len(flat) == len(docs) == 15
+
+    def ts(text):  # '2022-08-01 03:00:00+00:00' (flattened) -> '2022-08-01T03:00:00Z' (TO_JSON_STRING)
+        return text.replace(" ", "T").replace("+00:00", "Z")
+
+    for f, d in zip(flat, docs):
+        assert (f["service.description"] or None) == (d["service"] or {}).get("description")
+        assert (f["sku.id"] or None) == (d["sku"] or {}).get("id")
+        assert (f["resource.name"] or None) == (d["resource"] or {}).get("name")
+        assert (f["project.id"] or None) == (d["project"] or {}).get("id")
+        assert repeated(f["project.labels"]) == ((d["project"] or {}).get("labels") or [])
+        assert (repeated(f["labels"]), repeated(f["system_labels"])) == (d["labels"], d["system_labels"])
+        assert Decimal(f["cost"]) == d["cost"] and repeated(f["credits"]) == d["credits"]
+        assert (f["cost_type"], f["invoice.month"], f["currency"]) == (d["cost_type"], d["invoice"]["month"],
+                                                                      d["currency"])
+        assert (ts(f["usage_start_time"]), ts(f["export_time"])) == (d["usage_start_time"], d["export_time"])
+        assert "partition_date" not in d  # a column of the flattening query, not of the table
 
 
 # ============================================================================ GCS emulator
@@ -332,28 +482,28 @@ def _arrow_table(rows: list[dict]) -> pa.Table:
 
 def test_export_copied_to_gcs_parquet_jsonl_csv(tmp_path, gcs_bucket, gcs_emulator):
     rows = export_rows()
-    # Parquet (nested) in a month folder, JSON lines without a month in the path, koku CSV for another month
+    # Parquet (nested) in a month folder, JSON lines without a month in the path, our standard CSV for another month
     buf = io.BytesIO()
     pq.write_table(_arrow_table(rows[:7]), buf)
     gcs_bucket.blob("billing/invoice_month=202208/part-000.parquet").upload_from_string(buf.getvalue())
     jsonl = "\n".join(json.dumps(r, default=str) for r in rows[7:]) + "\n"
     gcs_bucket.blob("billing/loose/export-000000000001.json").upload_from_string(jsonl.encode())
-    gcs_bucket.blob("billing/2020-11/koku.csv").upload_from_string((FIX / KOKU["2020-11"]).read_bytes())
+    gcs_bucket.blob("billing/2020-11/standard.csv").upload_from_string((FIX / STANDARD).read_bytes())
     cfg = config(tmp_path, f"gs://{gcs_bucket.name}/billing", endpoint_url=gcs_emulator.endpoint)
     assert connector_for(cfg.sources[0]).months() == ["2020-11", "2022-08"]
     delivery, stats, alloc = build(cfg, "2022-08")
     assert sorted(o["key"] for o in delivery.objects) == ["invoice_month=202208/part-000.parquet",
                                                           "loose/export-000000000001.json"]
     cost, credits = expected(rows)
-    assert (stats.rows, stats.quarantined_rows) == (12, 0)
-    assert stats.billed_cost == cost + credits == alloc.billed_cost
+    assert (stats.rows, stats.quarantined_rows) == (15, 0)
+    assert stats.billed_cost == cost + credits == alloc.billed_cost == Decimal("47.628707")
     _, stats, _ = build(cfg, "2020-11")
-    c, cr, n = koku_totals(KOKU["2020-11"])
-    assert (stats.rows, stats.billed_cost) == (n, c + cr)
+    c, cr, n = csv_totals(FIX / STANDARD)
+    assert (stats.rows, stats.billed_cost) == (n, c + cr) == (15, Decimal("37.084352"))
 
 
 def test_bad_rows_are_quarantined(tmp_path):
-    rows = export_rows()[:6]
+    rows = export_rows()[:5] + [export_rows()[6]]  # five to break, and the Vertex AI input-token row
     rows[0]["cost_type"] = "surprise"
     rows[1]["labels"] = "team=search"  # not a list of {key, value}
     rows[2]["cost"] = "twelve"
@@ -368,4 +518,72 @@ def test_bad_rows_are_quarantined(tmp_path):
         (1, "unknown cost_type surprise"), (2, "malformed labels"), (3, "non-numeric cost twelve"),
         (4, "missing invoice.month"), (5, "unparseable usage_start_time last tuesday")]
     good_cost, good_credits = expected(rows[5:])
-    assert stats.rows == 1 and stats.billed_cost == good_cost + good_credits == alloc.billed_cost
+    assert stats.rows == 1 and stats.billed_cost == good_cost + good_credits == alloc.billed_cost == Decimal("13.25")
+
+
+# ============================================================================ service table
+def test_unknown_service_keeps_a_visible_fallback(tmp_path):
+    """A service our table lacks: Other / Other (Other), its own name, x_UnmappedService; never dropped."""
+    rows = export_rows()
+    rows[9]["service"]["description"] = "Orbital Widget Studio"  # the Gemini API row (token SKU) renamed
+    rows[12]["service"] = None  # a usage row without any service (Cloud Storage)
+    folder = tmp_path / "f" / "2022-08"
+    folder.mkdir(parents=True)
+    (folder / "rows.jsonl").write_text("\n".join(json.dumps(r, default=str) for r in rows) + "\n")
+    cfg = config(tmp_path, str(tmp_path / "f"))
+    _, stats, alloc = build(cfg, "2022-08")
+    assert (stats.rows, stats.quarantined_rows) == (15, 0)
+    assert stats.billed_cost == alloc.billed_cost == Decimal("47.628707")  # nothing lost
+    unmapped = rows_of(cfg, "2022-08", "x_SourceRow, ServiceName, ServiceCategory, ServiceSubcategory, "
+                       "x_UnmappedService, BilledCost", "x_UnmappedService IS NOT NULL", "ORDER BY x_SourceRow")
+    assert unmapped == [
+        # a token SKU does not make an unknown service Generative AI: the service decides
+        (10, "Orbital Widget Studio", "Other", "Other (Other)", "Orbital Widget Studio", Decimal("0.84")),
+        (13, "Unknown", "Other", "Other (Other)", "Unknown", Decimal("0.005479"))]
+    # tax has no service either, but it is not an unmapped service
+    assert rows_of(cfg, "2022-08", "ServiceName, x_UnmappedService", "ChargeCategory = 'Tax'") == [("Tax", None)]
+
+
+def _table(path: Path) -> list[dict]:
+    with open(path, newline="", encoding="utf-8") as fh:
+        return list(csv.DictReader(fh))
+
+
+def test_service_table_is_ours_focus_1_2_and_covers_fixtures_demo_and_ai():
+    from datetime import date
+
+    from apportion.demo_clouds import _gcp_rows
+
+    services = _table(SERVICES)
+    assert list(services[0]) == ["service_description", "ServiceName", "ServiceCategory", "ServiceSubcategory"]
+    names = [r["service_description"] for r in services]
+    assert len(names) == len(set(names)) and len(names) >= 80
+    for r in services:
+        assert r["ServiceSubcategory"] in SERVICE_SUBCATEGORIES[r["ServiceCategory"]], r
+        assert all(v and v == v.strip() for v in r.values()), r
+    # FOCUS: a ServiceName SHOULD have one ServiceSubcategory (focus-validator ServiceName-C-008-C), so
+    # the provider names we fold into one ServiceName (renames, API variants) agree on it
+    per_name: dict[str, set] = {}
+    for r in services:
+        per_name.setdefault(r["ServiceName"], set()).add((r["ServiceCategory"], r["ServiceSubcategory"]))
+    assert {n: c for n, c in per_name.items() if len(c) > 1} == {}
+    # every service of our fixtures and of the demo bill is in the table
+    seen = {r["service.description"] for name in OURS.values() for r in csv_rows(FIX / name)}
+    seen |= {(r["service"] or {}).get("description") for r in export_rows()}
+    seen |= {r["service"]["description"] for r in _gcp_rows(date(2026, 9, 1).strftime("%Y-%m"))}
+    seen -= {"", None}
+    assert seen and seen <= set(names), seen - set(names)
+    # the AI-relevant services of Google Cloud
+    category = {r["service_description"]: (r["ServiceCategory"], r["ServiceSubcategory"]) for r in services}
+    assert category["Vertex AI"] == category["Gemini API"] == category["Generative Language API"] == (
+        "AI and Machine Learning", "Generative AI")
+    assert category["Compute Engine"] == ("Compute", "Virtual Machines")
+    assert category["Kubernetes Engine"] == ("Compute", "Containers")
+    assert category["Cloud Storage"] == ("Storage", "Object Storage")
+    assert category["BigQuery"] == ("Databases", "Data Warehouses")
+    assert category["Support"] == ("Management and Governance", "Support")
+    for service in ("Cloud TPU", "Cloud Run", "Networking", "Cloud Logging", "Cloud Monitoring",
+                    "Cloud Document AI API", "Cloud Speech API", "Cloud Translation", "Cloud Vision API", "Dialogflow",
+                    "Notebooks", "Cloud SQL", "Cloud Spanner", "Cloud Memorystore for Redis", "Cloud Filestore",
+                    "Invoice", "Tax"):
+        assert service in category, service

@@ -1,4 +1,9 @@
-"""GPU utilisation samples: DCGM exporter text and API exports, real nvidia-smi CSV from an H100."""
+"""GPU utilisation samples: DCGM exporter text and API exports, nvidia-smi CSV.
+
+Fixtures in tests/fixtures/gpu are written for apportion (NOTES.md). Real nvidia-smi captures from an
+H100 and dcgm-exporter's default counter list are read in place from the workplace's shared/data/gpu
+(skipped when absent).
+"""
 
 from __future__ import annotations
 
@@ -15,18 +20,22 @@ import yaml
 
 from apportion import ledger
 from connectors.base import SourceError
+from connectors.gpu_metrics import DEV
 from connectors.registry import connector_for
 from models.config import load_config
+from tests.shared_data import shared_sample
 
 REPO = Path(__file__).resolve().parent.parent
 FIXTURES = REPO / "tests" / "fixtures" / "gpu"
 
 
-def project(tmp_path: Path, files: list[str], options: dict) -> Path:
+def project(tmp_path: Path, files: list[str | Path], options: dict) -> Path:
+    """A project over copies of the files (names are fixtures; paths are real samples, copied at test time)."""
     folder = tmp_path / "metrics"
     folder.mkdir()
-    for name in files:
-        shutil.copy(FIXTURES / name, folder / name)
+    for f in files:
+        src = f if isinstance(f, Path) else FIXTURES / f
+        shutil.copy(src, folder / src.name)
     shutil.copy(REPO / "demo" / "taxonomy.yaml", tmp_path / "taxonomy.yaml")
     cfg = {"warehouse": "data", "taxonomy": "taxonomy.yaml",
            "sources": [{"name": "gpu-util", "kind": "gpu_metrics", "uri": "metrics", "options": options}]}
@@ -83,37 +92,86 @@ def test_dcgm_exposition_and_prometheus_export(tmp_path):
                                                       "DCGM_FI_DEV_GPU_UTIL: non-numeric value 'NaN'")]
 
 
-def expected_from_loop(path: Path) -> tuple[Decimal, Decimal]:
-    """Observed GPU-hours and utilisation of the real loop file, computed independently."""
-    samples = []
+SMI_LOOP_COLUMNS = ["timestamp", "index", "uuid", "utilization.gpu", "col5", "power.draw"]
+
+
+def expected_from_loop(path: Path) -> dict[str, tuple[Decimal, Decimal]]:
+    """GPU uuid -> observed GPU-hours and utilisation of a header-less loop file, computed independently."""
+    series: dict[str, list] = {}
     for line in path.read_text().splitlines():
-        ts, _index, _uuid, util, *_ = (c.strip() for c in line.split(","))
-        samples.append((datetime.strptime(ts, "%Y/%m/%d %H:%M:%S.%f").replace(tzinfo=timezone.utc), int(util)))
-    gaps = [(b[0] - a[0]).total_seconds() for a, b in zip(samples, samples[1:])]
-    med = median(gaps)
-    durations = [min(g, 2 * med) for g in gaps] + [med]
-    total = sum(durations)
-    util = sum(d * u / 100 for d, (_, u) in zip(durations, samples)) / total
-    return Decimal(str(total)) / 3600, Decimal(str(round(util, 6)))
+        ts, _index, uuid, util, *_ = (c.strip() for c in line.split(","))
+        when = datetime.strptime(ts, "%Y/%m/%d %H:%M:%S.%f").replace(tzinfo=timezone.utc)
+        series.setdefault(uuid, []).append((when, int(util)))
+    out = {}
+    for uuid, samples in series.items():
+        gaps = [(b[0] - a[0]).total_seconds() for a, b in zip(samples, samples[1:])]
+        med = median(gaps)
+        durations = [min(g, 2 * med) for g in gaps] + [med]
+        total = sum(durations)
+        util = sum(d * u / 100 for d, (_, u) in zip(durations, samples)) / total
+        out[uuid] = (Decimal(str(total)) / 3600, Decimal(str(round(util, 6))))
+    return out
+
+
+def test_nvidia_smi_loop_csv_two_gpus_with_a_hole(tmp_path):
+    options = {"cluster": "hpc1", "hostname": "l40s-box", "nvidia_smi_columns": SMI_LOOP_COLUMNS}
+    config = project(tmp_path, ["nvidia-smi-loop-l40s.csv"], options)
+    assert connector_for(load_config(config).sources[0]).months() == ["2026-11"]
+    rows, bad = build(config, "2026-11")
+    assert bad == []
+    got = {r["ResourceId"]: (r["ConsumedQuantity"], r["x_GpuUtilization"]) for r in rows}
+    # by hand: 1 s samples at 0..9 s and 15..19 s; the 6 s hole after 9 s counts twice the median (2 s), the
+    # last sample one median: 9 + 2 + 4 + 1 = 16 s per GPU. GPU 0 ramps 0 -> 100 % -> 0: busy
+    # (5+30+65+90+100+100+100+2*100+100+100+55+10) % of a second = 9.55 s of 16 -> 0.596875;
+    # GPU 1 holds ~12 %: 1.92 s of 16 -> 0.12
+    assert got == {
+        "gpu/hpc1/l40s-box/GPU-1f6a92c4-3d58-4e07-b9a2-5c8d0e71f3b6": (h(16), Decimal("0.596875")),
+        "gpu/hpc1/l40s-box/GPU-a47d0e3b-9c21-46f8-8e5a-0b3f7c92d1e4": (h(16), Decimal("0.12")),
+    }
+    independent = expected_from_loop(FIXTURES / "nvidia-smi-loop-l40s.csv")
+    for rid, (hours, util) in got.items():
+        assert abs(hours - independent[rid.rsplit("/", 1)[1]][0]) < Decimal("1e-9")
+        assert util == independent[rid.rsplit("/", 1)[1]][1]
+    assert {(r["x_Node"], r["x_JobId"], r["x_Cluster"]) for r in rows} == {("l40s-box", None, "hpc1")}
+    assert {r["ChargePeriodStart"].isoformat() for r in rows} == {"2026-11-18T00:00:00+00:00"}
 
 
 def test_real_nvidia_smi_loop_csv_from_an_h100(tmp_path):
-    options = {"cluster": "hpc1", "hostname": "h100-box",
-               "nvidia_smi_columns": ["timestamp", "index", "uuid", "utilization.gpu", "col5", "power.draw"]}
-    config = project(tmp_path, ["nvidia-smi-loop.csv"], options)
-    rows, bad = build(config, "2026-11")
+    real = shared_sample("gpu/nvidia-smi-loop.csv")
+    options = {"cluster": "hpc1", "hostname": "h100-box", "nvidia_smi_columns": SMI_LOOP_COLUMNS}
+    config = project(tmp_path, [real], options)
+    months = connector_for(load_config(config).sources[0]).months()
+    assert len(months) == 1
+    rows, bad = build(config, months[0])
     assert bad == []
+    ((uuid, (hours, util)),) = expected_from_loop(real).items()
     [row] = rows
-    hours, util = expected_from_loop(FIXTURES / "nvidia-smi-loop.csv")
     assert abs(row["ConsumedQuantity"] - hours) < Decimal("1e-9")
-    assert row["x_GpuUtilization"] == util
+    assert row["x_GpuUtilization"] == util and 0 < util < 1  # a load ramp: neither idle nor flat out
     assert row["x_Node"] == "h100-box" and row["x_JobId"] is None
-    assert row["ResourceId"] == "gpu/hpc1/h100-box/GPU-00000000-1111-2222-3333-444444444444"
+    assert row["ResourceId"] == f"gpu/hpc1/h100-box/{uuid}"
+
+
+def test_nvidia_smi_query_gpu_csv_with_header(tmp_path):
+    config = project(tmp_path, ["a100-node-07.csv"], {"timezone": "UTC"})
+    assert connector_for(load_config(config).sources[0]).months() == ["2026-11"]
+    rows, bad = build(config, "2026-11")
+    # a MIG-enabled GPU reports no whole-GPU utilisation: visible in quarantine, not read as idle
+    assert bad == [("a100-node-07.csv", 5, "a100-node-07 GPU GPU-e8a63d07-b2f1-4c98-a5d4-7f1b9c0e2d36: "
+                                           "nvidia-smi: non-numeric value '[N/A]'")]
+    assert [(r["x_GpuUtilization"], r["ConsumedQuantity"]) for r in rows] == [
+        (Decimal("0.97"), h(30)), (Decimal("0.43"), h(30)), (Decimal(0), h(30))]  # ' %' units; one 30 s sample
+    assert {r["x_GpuModel"] for r in rows} == {"a100-sxm4-80gb"}  # 'NVIDIA A100-SXM4-80GB' from the name column
+    assert {r["x_Node"] for r in rows} == {"a100-node-07"}  # host from the file name when no hostname option
+    assert rows[0]["ResourceId"] == "gpu/default/a100-node-07/GPU-3b9c1f52-8e07-4d2a-b6a1-0c4e5d7f9a11"
+    assert {r["ChargePeriodStart"].isoformat() for r in rows} == {"2026-11-30T00:00:00+00:00"}
 
 
 def test_real_nvidia_smi_query_gpu_csv_with_header(tmp_path):
-    config = project(tmp_path, ["nvidia-smi-query-gpu.csv"], {"timezone": "UTC"})
-    rows, bad = build(config, "2026-11")
+    real = shared_sample("gpu/nvidia-smi-query-gpu.csv")
+    config = project(tmp_path, [real], {"timezone": "UTC"})
+    (month,) = connector_for(load_config(config).sources[0]).months()
+    rows, bad = build(config, month)
     assert bad == []
     [row] = rows
     assert row["x_GpuModel"] == "h100-80gb-hbm3"  # 'NVIDIA H100 80GB HBM3' from the name column
@@ -122,9 +180,11 @@ def test_real_nvidia_smi_query_gpu_csv_with_header(tmp_path):
 
 
 def test_nvidia_smi_local_time_zone_and_missing_columns(tmp_path):
-    config = project(tmp_path, ["nvidia-smi-query-gpu.csv"], {"timezone": "America/New_York"})
-    rows, _ = build(config, "2026-11")
-    assert rows[0]["ChargePeriodStart"].isoformat() == "2026-11-27T00:00:00+00:00"  # 02:07 EST = 07:07 UTC
+    config = project(tmp_path, ["a100-node-07.csv"], {"timezone": "America/New_York"})
+    # 2026/11/30 21:15 EST = 2026-12-01 02:15 UTC: another day and another month
+    assert connector_for(load_config(config).sources[0]).months() == ["2026-12"]
+    rows, _ = build(config, "2026-12")
+    assert {r["ChargePeriodStart"].isoformat() for r in rows} == {"2026-12-01T00:00:00+00:00"}
     folder = tmp_path / "other"
     folder.mkdir()
     (folder / "host.csv").write_text("a, b\n1, 2\n")
@@ -133,3 +193,17 @@ def test_nvidia_smi_local_time_zone_and_missing_columns(tmp_path):
                                             "options": {"nvidia_smi_columns": ["timestamp", "index", "uuid"]}})
     with pytest.raises(SourceError, match="needs timestamp and utilization.gpu columns"):
         connector_for(src).months()
+
+
+def test_util_metric_is_a_dcgm_exporter_default_counter_in_percent():
+    """DCGM_FI_DEV_GPU_UTIL, which the connector divides by 100, is on by default and measured in %."""
+    real = shared_sample("gpu/dcgm-exporter_default-counters.csv")
+    fields = {}
+    for line in real.read_text().splitlines():
+        if line.strip() and not line.startswith("#"):
+            name, kind, help_text = (c.strip() for c in line.split(",", 2))
+            fields[name] = (kind, help_text)
+    assert fields[DEV][0] == "gauge" and "%" in fields[DEV][1]
+    ours = {line.split("{")[0] for name in ("dcgm-exporter-scrapes.prom", "dcgm-gpu-node-2-20261014T120000Z.prom")
+            for line in (FIXTURES / name).read_text().splitlines() if line.startswith("DCGM_FI_")}
+    assert DEV in ours

@@ -44,7 +44,10 @@ def test_run_json_summary_ties_out_and_writes_exports(project, capsys):
     code, out, _ = run_cli(["run", "--config", str(project / "apportion.yaml"), "--month", "2026-10", "--json"], capsys)
     assert code == cli.EXIT_OK
     summary = json.loads(out)
-    assert summary["months"] == [{"month": "2026-10", "success": True, "errors": []}]
+    [month] = summary["months"]
+    assert (month["month"], month["success"], month["errors"], month["warehouse_published"]) == (
+        "2026-10", True, [], True)
+    assert set(month["steps"].values()) == {"succeeded"} and "out_warehouse" in month["steps"]
     [totals] = summary["totals"]
     billed = sum(Decimal(r[8]) for r in ROWS)
     assert Decimal(totals["billed_cost"]) == Decimal(totals["allocated_billed_cost"]) == billed
@@ -74,7 +77,7 @@ def test_run_json_summary_ties_out_and_writes_exports(project, capsys):
     assert (project / "pack" / "allocation_by_team.csv").read_text() == (export_dir / "allocation_by_team.csv").read_text()
 
 
-def test_every_table_and_column_is_documented_and_readme_queries_run(project, capsys):
+def test_every_table_and_column_is_documented_and_warehouse_doc_queries_run(project, capsys):
     assert cli.main(["run", "--config", str(project / "apportion.yaml"), "--month", "2026-10", "--json"]) == 0
     capsys.readouterr()
     con = duckdb.connect(str(project / "data" / "apportion.duckdb"), read_only=True)
@@ -85,8 +88,8 @@ def test_every_table_and_column_is_documented_and_readme_queries_run(project, ca
         "SELECT table_name, column_name FROM duckdb_columns() WHERE table_name IN ('line_items', 'allocations') "
         "AND (comment IS NULL OR comment = '')").fetchall()
     assert undocumented == []
-    readme = (REPO / "README.md").read_text()
-    block = re.search(r"Example queries.*?```sql\n(.*?)```", readme, re.S).group(1)
+    page = (REPO / "docs" / "warehouse.md").read_text(encoding="utf-8")
+    block = re.search(r"Example queries.*?```sql\n(.*?)```", page, re.S).group(1)
     ran = 0
     for statement in block.split(";"):
         sql = "\n".join(line for line in statement.splitlines() if not line.strip().startswith("--")).strip()

@@ -28,6 +28,8 @@ select
     li.x_SourceKind,
     li.x_BillingMonth,
     li.x_LineId,
+    -- the delivery the line came from: the warehouse refuses a month whose line items and pieces differ
+    li.x_DeliveryId,
     1 as x_PieceId,
     li.BillingPeriodStart,
     li.ChargePeriodStart,

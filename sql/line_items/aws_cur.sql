@@ -1,6 +1,6 @@
 -- AWS CUR (2.0 and legacy, after staging to canonical snake_case names) -> FOCUS 1.2 line items.
--- Reads:  stg_aws_cur (one row per raw row), run_context (one row), ref_aws_service_category,
---         ref_aws_service_overrides, ref_currencies.
+-- Reads:  stg_aws_cur (one row per raw row), run_context (one row), ref_aws_services
+--         (models/reference/aws_cur/services.csv), ref_currencies.
 -- Writes: temp view line_items_checked = contract columns + x_QuarantineReason (null = good row).
 
 create or replace temp view line_items_checked as
@@ -21,27 +21,37 @@ services as (
     from src
 ),
 
+-- A service is looked up by its product code (product_servicecode when the code is blank) in our
+-- table. Not in the table: a third-party model sold through AWS Marketplace for Bedrock (its code is
+-- an opaque listing id, its product name says "Bedrock") is Generative AI under its own name; anything
+-- else keeps a visible fallback (Other, the provider's own name, x_UnmappedService), never dropped.
 service_map as (
     select
         s.line_item_product_code,
         s.product_product_name,
         s.product_servicecode,
         s.bill_billing_entity,
-        coalesce(o.ServiceCategory, c.ServiceCategory,
-                 case when s.product_product_name ilike '%bedrock%' then 'AI and Machine Learning' end,
-                 'Other') as ServiceCategory,
-        coalesce(o.ServiceSubcategory,
-                 case when s.product_product_name ilike '%bedrock%' then 'Generative AI' end) as ServiceSubcategory
+        case
+            when r.product_code is not null then r.service_category
+            when s.product_product_name ilike '%bedrock%' then 'AI and Machine Learning'
+            else 'Other'
+        end as ServiceCategory,
+        case
+            when r.product_code is not null then r.service_subcategory
+            when s.product_product_name ilike '%bedrock%' then 'Generative AI'
+            else 'Other (Other)'
+        end as ServiceSubcategory,
+        coalesce(r.service_name, nullif(s.product_product_name, ''), nullif(s.line_item_product_code, ''),
+                 nullif(s.product_servicecode, ''), 'Unknown') as ServiceName,
+        case
+            when r.product_code is null and not s.product_product_name ilike '%bedrock%'
+                then coalesce(nullif(s.product_product_name, ''), nullif(s.line_item_product_code, ''),
+                              nullif(s.product_servicecode, ''), 'Unknown')
+        end as UnmappedService
     from services as s
-    left join ref_aws_service_overrides as o
-        on o.product_code = coalesce(nullif(s.line_item_product_code, ''), s.product_servicecode)
-    left join lateral (
-        select m.ServiceCategory
-        from ref_aws_service_category as m
-        where coalesce(nullif(s.line_item_product_code, ''), s.product_servicecode) like replace(m.product_code, '*', '%')
-        order by length(m.product_code) desc
-        limit 1
-    ) as c on true
+    -- one row per product code even if the table were to repeat one: a lookup must never duplicate cost
+    left join (select * from ref_aws_services qualify row_number() over (partition by product_code order by service_name) = 1) as r
+        on r.product_code = coalesce(nullif(s.line_item_product_code, ''), s.product_servicecode)
 ),
 
 -- Tags repeat for every hour and day of a resource: normalise each distinct tag map once.
@@ -121,6 +131,8 @@ typed as (
         cj.cost_categories,
         sm.ServiceCategory as service_category,
         sm.ServiceSubcategory as service_subcategory,
+        sm.ServiceName as service_name,
+        sm.UnmappedService as unmapped_service,
         -- Quarantine reasons, first problem wins. A bad row never becomes a zero.
         case
             when src._bad is not null then src._bad
@@ -246,9 +258,9 @@ select
     f.resource_id as ResourceId,
     f.resource_id as ResourceName,
     null as ResourceType,
-    coalesce(f.service_category, 'Other') as ServiceCategory,
-    coalesce(f.product_name, f.product_code, 'Unknown') as ServiceName,
-    coalesce(f.service_subcategory, 'Other (' || coalesce(f.service_category, 'Other') || ')') as ServiceSubcategory,
+    f.service_category as ServiceCategory,
+    f.service_name as ServiceName,
+    f.service_subcategory as ServiceSubcategory,
     f.sku as SkuId,
     f.usage_type as SkuMeter,
     case
@@ -279,6 +291,7 @@ select
     not (f.resource_id is null and f.charge_category in ('Tax', 'Credit', 'Purchase', 'Adjustment')) as x_HasResource,
     'invoice' as x_CostBasis,
     f.invoicing_entity as x_InvoicingEntity,
+    f.unmapped_service as x_UnmappedService,
     f.quarantine_reason as x_QuarantineReason
 from focus as f
 cross join ctx

@@ -1,7 +1,8 @@
 -- Azure Cost Management ActualCost / AmortizedCost rows (EA, MCA, v1 column sets) -> apportion line items.
 -- Reads:  stg_azure_cost (canonical snake_case text columns + _file/_row/_file_idx/_dataset), run_context,
---         ref_azure_services (finops-toolkit Services.csv), ref_azure_pricing_units (PricingUnits.csv),
---         ref_azure_service_category (FOCUS converters' map), ref_azure_regions (Regions.csv), ref_currencies.
+--         our reference tables from models/reference/azure_cost/ (connectors.azure_cost.load_azure_reference):
+--         ref_azure_services, ref_azure_pricing_units (+ the unit rule macros apportion_azure_unit_*),
+--         ref_azure_regions; ref_currencies.
 -- Writes: temp view line_items_checked = contract columns + x_QuarantineReason (null = good row).
 --
 -- Costs: ActualCost -> BilledCost = EffectiveCost = cost, except commitment (reservation / savings plan)
@@ -10,7 +11,14 @@
 -- AmortizedCost -> EffectiveCost = cost; BilledCost = 0 on commitment-covered usage and unused
 -- commitment (that money was billed by the purchase, which the amortized dataset spreads), cost elsewhere.
 -- Units: UnitOfMeasure `10K` / `1M` / `1 Hour` is a block of units; quantities are multiplied out
--- to single units (PricingUnits.csv gives the block size and the unit) and unit prices divided.
+-- to single units (pricing_units.csv gives the block size and the unit; a spelling it lacks goes by the
+-- rule `<n>[K|M] [unit]`) and unit prices divided.
+-- Services: services.csv, first match wins: a cross-cutting meter category (Bandwidth, Functions, ...), the
+-- exact ConsumedService + resource type, the resource type alone, the ConsumedService alone. No match:
+-- ServiceCategory 'Other', ServiceSubcategory 'Other (Other)', ServiceName = the provider's own name
+-- (MeterCategory, else ConsumedService) and x_UnmappedService = that name; the row is kept.
+-- Prices: MCA prices are in the pricing currency; with ExchangeRatePricingToBilling they are converted to the
+-- billing currency (FOCUS unit prices are in BillingCurrency).
 
 create or replace temp view line_items_checked as
 with
@@ -25,33 +33,54 @@ src as (
 ),
 
 services as (
-    select distinct lower(consumed_service) as consumed_service, resource_type_key, meter_category, meter_subcategory,
-        meter_name
+    select distinct consumed_service, lower(consumed_service) as consumed_key, resource_type_key, meter_category,
+        meter_subcategory, meter_name
     from src
+),
+
+service_match as (
+    select
+        s.*,
+        coalesce(by_meter.ServiceName, exact.ServiceName, by_type.ServiceName, by_service.ServiceName) as mapped_name,
+        coalesce(by_meter.ServiceCategory, exact.ServiceCategory, by_type.ServiceCategory, by_service.ServiceCategory)
+            as mapped_category,
+        coalesce(by_meter.ServiceSubcategory, exact.ServiceSubcategory, by_type.ServiceSubcategory,
+                 by_service.ServiceSubcategory) as mapped_subcategory,
+        coalesce(s.meter_category, s.consumed_service, 'Unknown') as provider_service
+    from services as s
+    left join ref_azure_services as by_meter
+        on by_meter.consumed_service is null and by_meter.resource_type is null
+        and by_meter.meter_category = lower(s.meter_category)
+    left join ref_azure_services as exact
+        on exact.meter_category is null and exact.consumed_service = s.consumed_key
+        and exact.resource_type = s.resource_type_key
+    left join lateral (
+        select r.ServiceName, r.ServiceCategory, r.ServiceSubcategory
+        from ref_azure_services as r
+        where r.meter_category is null and r.resource_type = s.resource_type_key
+        order by r.consumed_service nulls first
+        limit 1
+    ) as by_type on true
+    left join ref_azure_services as by_service
+        on by_service.meter_category is null and by_service.resource_type is null
+        and by_service.consumed_service = s.consumed_key
 ),
 
 service_map as (
     select
-        s.*,
-        coalesce(exact.ServiceName, by_type.ServiceName, s.meter_category, s.consumed_service, 'Unknown') as service_name,
-        coalesce(exact.ServiceCategory, by_type.ServiceCategory, cat.ServiceCategory, 'Other') as service_category,
+        m.consumed_service, m.resource_type_key, m.meter_category, m.meter_subcategory, m.meter_name,
+        coalesce(m.mapped_name, m.provider_service) as service_name,
+        coalesce(m.mapped_category, 'Other') as service_category,
         case
-            when s.meter_subcategory ilike '%openai%' or s.meter_category ilike '%openai%'
-                 or s.meter_category ilike 'Foundry Models%' or s.meter_name ilike '%token%'
+            -- Azure OpenAI / Foundry model meters of an AI service are generative AI
+            when m.mapped_category = 'AI and Machine Learning'
+                 and (m.meter_subcategory ilike '%openai%' or m.meter_category ilike '%openai%'
+                      or m.meter_category ilike 'Foundry Models%' or m.meter_name ilike '%token%')
                 then 'Generative AI'
-            else coalesce(exact.ServiceSubcategory, by_type.ServiceSubcategory)
-        end as service_subcategory
-    from services as s
-    left join ref_azure_services as exact
-        on lower(exact.ConsumedService) = s.consumed_service and lower(exact.ResourceType) = s.resource_type_key
-    left join lateral (
-        select r.ServiceName, r.ServiceCategory, r.ServiceSubcategory
-        from ref_azure_services as r
-        where lower(r.ResourceType) = s.resource_type_key
-        order by r.ConsumedService
-        limit 1
-    ) as by_type on true
-    left join ref_azure_service_category as cat on lower(cat.ConsumedService) = s.consumed_service
+            else coalesce(m.mapped_subcategory, 'Other (Other)')
+        end as service_subcategory,
+        case when m.mapped_name is null then m.provider_service end as unmapped_service
+    from service_match as m
 ),
 
 units as (
@@ -61,16 +90,10 @@ units as (
 unit_map as (
     select
         u.unit_of_measure,
-        coalesce(apportion_money(pu.PricingBlockSize), 1) as block_size,
-        coalesce(pu.DistinctUnits, u.unit_of_measure) as distinct_unit
+        coalesce(pu.block_size, apportion_azure_unit_block(u.unit_of_measure)) as block_size,
+        coalesce(pu.distinct_unit, apportion_azure_unit_name(u.unit_of_measure)) as distinct_unit
     from units as u
-    left join lateral (
-        select p.PricingBlockSize, p.DistinctUnits
-        from ref_azure_pricing_units as p
-        where p.UnitOfMeasure = u.unit_of_measure or trim(p.UnitOfMeasure) = trim(u.unit_of_measure)
-        order by (p.UnitOfMeasure = u.unit_of_measure) desc
-        limit 1
-    ) as pu on true
+    left join ref_azure_pricing_units as pu on pu.unit_key = apportion_azure_unit_key(u.unit_of_measure)
 ),
 
 regions as (
@@ -80,12 +103,7 @@ regions as (
 region_map as (
     select r.resource_location, g.RegionId, g.RegionName
     from regions as r
-    left join lateral (
-        select x.RegionId, x.RegionName
-        from ref_azure_regions as x
-        where x.OriginalValue = lower(trim(r.resource_location))
-        limit 1
-    ) as g on true
+    left join ref_azure_regions as g on g.spelling = lower(trim(r.resource_location))
 ),
 
 tag_sets as (select distinct tags as raw from src),
@@ -107,8 +125,8 @@ typed as (
         lower(s.resource_id) as resource_id,
         apportion_money(s.cost) as cost,
         apportion_money(s.quantity) as quantity,
-        apportion_money(s.unit_price) as unit_price,
-        apportion_money(s.payg_price) as payg_price,
+        cast(apportion_money(s.unit_price) * fx.rate as decimal(38, 12)) as unit_price,
+        cast(apportion_money(s.payg_price) * fx.rate as decimal(38, 12)) as payg_price,
         apportion_money(s.payg_cost) as payg_cost,
         upper(s.billing_currency) as currency,
         upper(s.pricing_currency) as pricing_currency,
@@ -121,7 +139,7 @@ typed as (
         date_trunc('month', apportion_ts(s.billing_period_start)) as period_start,
         apportion_json_object(s.additional_info) as additional_info,
         tj.tags,
-        sm.service_name, sm.service_category, sm.service_subcategory,
+        sm.service_name, sm.service_category, sm.service_subcategory, sm.unmapped_service,
         um.block_size, um.distinct_unit,
         rm.RegionId as region_id, coalesce(rm.RegionName, s.resource_location) as region_name,
         case lower(coalesce(s.charge_type, 'Usage'))
@@ -141,6 +159,8 @@ typed as (
             when apportion_not_numeric(s.quantity) then 'non-numeric Quantity ' || s.quantity
             when apportion_not_numeric(s.payg_price) then 'non-numeric PayGPrice ' || s.payg_price
             when apportion_not_numeric(s.unit_price) then 'non-numeric UnitPrice ' || s.unit_price
+            when apportion_not_numeric(s.exchange_rate)
+                then 'non-numeric ExchangeRatePricingToBilling ' || s.exchange_rate
             when s.billing_currency is null then 'missing BillingCurrency'
             when upper(s.billing_currency) not in (select currency_code from ref_currencies)
                 then 'unknown currency ' || s.billing_currency
@@ -157,9 +177,15 @@ typed as (
             when apportion_bad_json_object(s.tags) then 'malformed Tags'
         end as quarantine_reason
     from src as s
+    cross join lateral (
+        select coalesce(case when s.pricing_currency is not null and s.billing_currency is not null
+                             and upper(s.pricing_currency) <> upper(s.billing_currency)
+                             then apportion_money(s.exchange_rate) end,
+                        cast(1 as decimal(38, 12))) as rate
+    ) as fx
     left join tag_json as tj on tj.raw is not distinct from s.tags
     left join service_map as sm
-        on sm.consumed_service is not distinct from lower(s.consumed_service)
+        on sm.consumed_service is not distinct from s.consumed_service
         and sm.resource_type_key is not distinct from s.resource_type_key
         and sm.meter_category is not distinct from s.meter_category
         and sm.meter_subcategory is not distinct from s.meter_subcategory
@@ -181,7 +207,11 @@ focus as (
                  or lower(coalesce(t.charge_type, '')) = 'unusedreservation' then 'Reservation'
         end as commitment_type,
         coalesce(t.quantity, 0) * t.block_size as units,
-        (t.meter_name ilike '%token%' or t.meter_subcategory ilike '%openai%') as is_tokens,
+        -- token meters: named so, or an Azure OpenAI / Foundry Models meter counted in plain unit blocks (`1K`, `1M`;
+        -- cached-input meters may lack the word); the same service's hourly meters (provisioned units) stay hours
+        (t.meter_name ilike '%token%'
+         or ((t.meter_subcategory ilike '%openai%' or t.meter_category ilike 'Foundry Models%')
+             and t.distinct_unit = 'Units')) as is_tokens,
         case
             when t._dataset = 'AmortizedCost'
                  and (lower(coalesce(t.charge_type, '')) in ('unusedreservation', 'unusedsavingsplan')
@@ -271,8 +301,8 @@ select
     f.resource_type_key as ResourceType,
     coalesce(f.service_category, 'Other') as ServiceCategory,
     coalesce(f.service_name, 'Unknown') as ServiceName,
-    coalesce(f.service_subcategory, case when coalesce(f.service_category, 'Other') = 'Other' then 'Other'
-             else 'Other (' || f.service_category || ')' end) as ServiceSubcategory,
+    coalesce(f.service_subcategory, 'Other (Other)') as ServiceSubcategory,
+    f.unmapped_service as x_UnmappedService,
     f.meter_id as SkuId,
     f.meter_name as SkuMeter,
     case

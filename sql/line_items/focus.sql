@@ -1,10 +1,14 @@
 -- Native FOCUS (1.0-preview .. 1.3) rows -> apportion line items.
 -- Reads:  stg_focus (every FOCUS column as text, _file/_row/_file_idx/_dataset/_multi_month), run_context,
---         ref_currencies. Macros from sql/macros/cloud_macros.sql.
+--         ref_currencies, focus_options, focus_subcategory_map, focus_service_categories (the FOCUS 1.2
+--         allowed category / subcategory pairs). Macros from sql/macros/cloud_macros.sql.
 -- Writes: temp view line_items_checked = contract columns + x_QuarantineReason (null = good row).
 -- Version differences: 1.3 ServiceProviderName / HostProviderName stand in for the deprecated
 -- PublisherName / ProviderName; a file that lacks EffectiveCost / ListCost / ContractedCost (partial
 -- samples) gets BilledCost there, as FOCUS defines them equal when no discount or commitment applies.
+-- ServiceCategory / ServiceSubcategory: only FOCUS 1.2 allowed values go out (matched ignoring case). A row
+-- without a known category is kept as 'Other' / 'Other (Other)' with its ServiceName in x_UnmappedService;
+-- an unknown subcategory becomes 'Other (<category>)' (1.0 files: the provider map first).
 
 create or replace temp view line_items_checked as
 with
@@ -54,6 +58,8 @@ typed as (
             when 'usage' then 'Usage' when 'purchase' then 'Purchase' when 'tax' then 'Tax'
             when 'credit' then 'Credit' when 'adjustment' then 'Adjustment'
         end as charge_category,
+        fc.service_category,
+        fs.service_subcategory,
         apportion_ts(m.ChargePeriodStart) as cp_start,
         apportion_ts(m.ChargePeriodEnd) as cp_end,
         apportion_ts(m.BillingPeriodEnd) as bp_end,
@@ -90,6 +96,11 @@ typed as (
         end as quarantine_reason
     from mine as m
     left join tag_json as tj on tj.raw is not distinct from m.Tags
+    left join (select distinct service_category from focus_service_categories) as fc
+        on lower(fc.service_category) = lower(trim(m.ServiceCategory))
+    left join focus_service_categories as fs
+        on fs.service_category = fc.service_category
+        and lower(fs.service_subcategory) = lower(trim(m.ServiceSubcategory))
 )
 
 select
@@ -139,12 +150,14 @@ select
     t.ResourceId as ResourceId,
     t.ResourceName as ResourceName,
     t.ResourceType as ResourceType,
-    coalesce(t.ServiceCategory, 'Other') as ServiceCategory,
+    coalesce(t.service_category, 'Other') as ServiceCategory,
     coalesce(t.ServiceName, t.SkuMeter, t.ChargeDescription, 'Unknown') as ServiceName,
-    coalesce(t.ServiceSubcategory,
-             (select min(m.service_subcategory) from focus_subcategory_map as m where m.service_name = t.ServiceName),
-             case when coalesce(t.ServiceCategory, 'Other') = 'Other' then 'Other'
-             else 'Other (' || t.ServiceCategory || ')' end) as ServiceSubcategory,
+    coalesce(t.service_subcategory,
+             (select min(m.service_subcategory) from focus_subcategory_map as m
+              join focus_service_categories as a
+                  on a.service_category = t.service_category and a.service_subcategory = m.service_subcategory
+              where m.service_name = t.ServiceName),
+             'Other (' || coalesce(t.service_category, 'Other') || ')') as ServiceSubcategory,
     t.SkuId as SkuId,
     t.SkuMeter as SkuMeter,
     apportion_json_object(t.SkuPriceDetails) as SkuPriceDetails,
@@ -174,6 +187,8 @@ select
     t._dataset as x_SourceDataset,
     t.x_ResourceGroupName as x_ResourceGroupName,
     apportion_money(t.x_PricingBlockSize) as x_PricingBlockSize,
+    case when t.service_category is null
+         then coalesce(t.ServiceName, t.SkuMeter, t.ChargeDescription, 'Unknown') end as x_UnmappedService,
     t.x_PricingUnitDescription as x_PricingUnitDescription,
     t.quarantine_reason as x_QuarantineReason
 from typed as t

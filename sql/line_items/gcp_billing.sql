@@ -1,14 +1,15 @@
 -- Google Cloud Billing export rows (standard and detailed) -> apportion line items.
 -- Reads:  stg_gcp_billing (_file, _file_idx, _row, row_json = one export row as BigQuery's JSON), run_context,
---         ref_gcp_service_overrides, ref_gcp_service_category, ref_currencies, gcp_catalog_skus and
---         gcp_billing_accounts (Cloud Billing Catalog / account names when `catalog: true`; empty otherwise).
+--         ref_gcp_services (models/reference/gcp_billing/services.csv), ref_currencies,
+--         gcp_catalog_skus and gcp_billing_accounts (Cloud Billing Catalog / account names when
+--         `catalog: true`; empty otherwise).
 --         Macros: cloud_macros.sql.
 -- Writes: temp view line_items_checked = contract columns + x_QuarantineReason (null = good row).
 --
 -- Money: ContractedCost = cost (after negotiated prices); credits[] (negative) are kept in x_Credits and
 -- netted: BilledCost = EffectiveCost = cost + sum(credits.amount), which is what the invoice charges.
--- ListCost = cost_at_list when exported, else the catalog's single-tier list price x usage in pricing
--- units (same currency only), else cost. Tags = labels, then tags, then project.labels
+-- ListCost = cost_at_list when exported, else (usage rows) the catalog's single-tier list price x usage in
+-- pricing units (same currency only), else cost. Tags = labels, then tags, then project.labels
 -- (the first wins on a key clash: the resource's own label beats the project's), then system_labels
 -- (already provider-prefixed: compute.googleapis.com/machine_spec).
 
@@ -106,22 +107,40 @@ label_json as (
     from label_sets as l
 ),
 
-services as (select distinct service_description from mine),
+-- Services: service.description looked up in our table (models/reference/gcp_billing/services.csv), one
+-- category and subcategory per service (FOCUS: a ServiceName SHOULD have one ServiceSubcategory, so a
+-- Vertex AI training SKU is not told apart from a Gemini token SKU here). A row without a service is
+-- named after its cost_type (tax -> 'Tax', which the table maps; rounding error, adjustment: Other).
+-- A named service missing from the table keeps a visible fallback: Other / 'Other (Other)', the
+-- provider's own name as ServiceName and in x_UnmappedService (counted in the run summary); the row is
+-- never dropped. A usage row with no service at all is 'Unknown', unmapped too.
+service_keys as (
+    select distinct
+        service_description,
+        coalesce(cost_type, 'regular') as cost_type_key,
+        nullif(trim(service_description), '') as provider_service,
+        coalesce(nullif(trim(service_description), ''),
+                 case coalesce(cost_type, 'regular') when 'tax' then 'Tax' when 'rounding_error' then 'Rounding Error'
+                                                     when 'adjustment' then 'Adjustment' end) as service_key
+    from mine
+),
 
 service_map as (
     select
-        s.service_description,
-        coalesce(o.ServiceCategory, c.ServiceCategory,
-                 case f.resource_family when 'Compute' then 'Compute' when 'Storage' then 'Storage'
-                                        when 'Network' then 'Networking' end,
-                 'Other') as ServiceCategory,
-        o.ServiceSubcategory
-    from services as s
-    left join ref_gcp_service_overrides as o on o.service_description = s.service_description
-    left join (select ConsumedService, any_value(ServiceCategory) as ServiceCategory
-               from ref_gcp_service_category group by all) as c on c.ConsumedService = s.service_description
-    left join (select service_display_name, min(resource_family) as resource_family
-               from gcp_catalog_skus group by all) as f on f.service_display_name = s.service_description
+        s.service_description, s.cost_type_key,
+        coalesce(r.ServiceName, s.service_key, 'Unknown') as ServiceName,
+        coalesce(r.ServiceCategory, 'Other') as ServiceCategory,
+        coalesce(r.ServiceSubcategory, 'Other (Other)') as ServiceSubcategory,
+        case
+            when r.service_description is null
+                 and (s.provider_service is not null or s.cost_type_key = 'regular')
+                then coalesce(s.service_key, 'Unknown')
+        end as UnmappedService
+    from service_keys as s
+    -- one row per service even if the table were to repeat one: a lookup must never duplicate cost
+    left join (select * from ref_gcp_services
+               qualify row_number() over (partition by service_description order by ServiceName) = 1) as r
+        on r.service_description = s.service_key
 ),
 
 credit_rows as (
@@ -155,18 +174,14 @@ typed as (
         apportion_ts(m.usage_end_raw) as usage_end,
         upper(m.currency_raw) as currency,
         lj.tags, lj.machine_spec, lj.cores,
-        case when k.price_currency = upper(m.currency_raw)
+        case when k.price_currency = upper(m.currency_raw) and coalesce(m.cost_type, 'regular') = 'regular'
              then cast(apportion_money(m.pricing_amount_raw) * k.list_unit_price as decimal(38, 12)) end
             as catalog_list_cost,
         ba.display_name as billing_account_name,
+        sm.ServiceName as service_name,
         sm.ServiceCategory as service_category,
-        case
-            when m.service_description in ('Vertex AI', 'Gemini API', 'Generative Language API')
-                 and (m.sku_description ilike '%token%' or m.sku_description ilike '%gemini%'
-                      or m.sku_description ilike '%claude%' or m.sku_description ilike '%characters%')
-                then 'Generative AI'
-            else sm.ServiceSubcategory
-        end as service_subcategory,
+        sm.ServiceSubcategory as service_subcategory,
+        sm.UnmappedService as unmapped_service,
         case coalesce(m.cost_type, 'regular')
             when 'regular' then 'Usage'
             when 'tax' then 'Tax'
@@ -199,7 +214,9 @@ typed as (
         and lj.tags_json is not distinct from m.tags_json
         and lj.project_labels_json is not distinct from m.project_labels_json
         and lj.system_labels_json is not distinct from m.system_labels_json
-    left join service_map as sm on sm.service_description is not distinct from m.service_description
+    left join service_map as sm
+        on sm.service_description is not distinct from m.service_description
+        and sm.cost_type_key = coalesce(m.cost_type, 'regular')
     left join gcp_catalog_skus as k on k.sku_id = m.sku_id
     left join gcp_billing_accounts as ba on ba.billing_account_id = m.billing_account_id
 ),
@@ -264,10 +281,9 @@ select
     f.resource_name as ResourceId,
     f.resource_name as ResourceName,
     null as ResourceType,
-    coalesce(f.service_category, 'Other') as ServiceCategory,
-    coalesce(f.service_description, case f.charge_category when 'Tax' then 'Tax' else 'Unknown' end) as ServiceName,
-    coalesce(f.service_subcategory, case when coalesce(f.service_category, 'Other') = 'Other' then 'Other'
-             else 'Other (' || f.service_category || ')' end) as ServiceSubcategory,
+    f.service_category as ServiceCategory,
+    f.service_name as ServiceName,
+    f.service_subcategory as ServiceSubcategory,
     f.sku_id as SkuId,
     f.sku_description as SkuMeter,
     case when f.machine_spec is not null
@@ -297,6 +313,7 @@ select
     not (f.charge_category in ('Tax', 'Adjustment') and f.resource_name is null and f.project_id is null) as x_HasResource,
     'invoice' as x_CostBasis,
     case when f.is_detailed then 'GCP detailed billing export' else 'GCP standard billing export' end as x_SourceDataset,
+    f.unmapped_service as x_UnmappedService,
     f.credits_kept as x_Credits,
     f.credit_amount as x_CreditAmount,
     f.quarantine_reason as x_QuarantineReason

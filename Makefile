@@ -17,8 +17,9 @@ demo: $(STAMP)
 	$(BIN)/apportion demo
 	$(BIN)/apportion run --config demo/apportion.yaml
 
-## test: the whole test suite (CI runs exactly this)
+## test: lint, then the whole test suite (CI runs exactly this)
 test: $(STAMP)
+	$(BIN)/ruff check .
 	$(BIN)/python -m pytest
 
 ## bench: end-to-end vs hand-written DuckDB query (ROWS=5000000 by default)
@@ -27,7 +28,7 @@ bench: $(STAMP)
 
 ## dev: the Dagster UI on the demo config
 dev: $(STAMP)
-	DAGSTER_HOME=$(CURDIR) APPORTION_CONFIG=$${APPORTION_CONFIG:-demo/apportion.yaml} $(BIN)/dagster dev -m pipelines.definitions
+	DAGSTER_HOME=$(CURDIR) APPORTION_CONFIG=$${APPORTION_CONFIG:-demo/apportion.yaml} $(BIN)/dagster dev -m apportion.pipelines.definitions
 
 ## lock: re-pin the full dependency set after changing pyproject.toml
 lock: $(STAMP)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import duckdb
 
-from models.focus import LINE_ITEM_COLUMNS, dimension_column
+from apportion.models.focus import LINE_ITEM_COLUMNS, dimension_column
 
 VIEWS = ("monthly_spend",)
 
@@ -106,7 +106,7 @@ COLUMN_DOCS: dict[str, dict[str, str]] = {
 
 def create_views(con: duckdb.DuckDBPyConnection) -> list[str]:
     """Create the analyst views; skipped while `allocations` has no rows' shape yet (empty lake)."""
-    from apportion.ledger import sql_text
+    from apportion.sql import sql_text
 
     cols = {r[0] for r in con.execute(
         "SELECT column_name FROM information_schema.columns WHERE table_name = 'allocations'").fetchall()}

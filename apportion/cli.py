@@ -51,7 +51,10 @@ def main(argv: list[str] | None = None) -> int:
     months.add_argument("--config", default="apportion.yaml")
 
     demo = sub.add_parser("demo", help="generate the bundled demo data (deterministic)")
-    demo.add_argument("--out", default=None, help="default: the demo config's source folder")
+    demo.add_argument("--dir", default=None,
+                      help="write a demo project here (DIR/demo/apportion.yaml, data under DIR/data); default: "
+                           "the checkout's demo/ folder, or ./apportion-demo when apportion is installed from a wheel")
+    demo.add_argument("--out", default=None, help="only the CUR 2.0 export, into this folder")
 
     args = parser.parse_args(argv)
     try:
@@ -76,17 +79,15 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _config_errors():
-    from models._yaml import ConfigError
+    from apportion.models._yaml import ConfigError
 
     return (ConfigError, ValueError)
 
 
 def cmd_taxonomy_check(args) -> int:
-    from models._yaml import ConfigError
-    from models.taxonomy import load_taxonomy
-
+    from apportion.models._yaml import ConfigError, line_of, load_yaml_with_lines
+    from apportion.models.taxonomy import load_taxonomy
     from apportion.taxonomy_tools import lint
-    from models._yaml import load_yaml_with_lines, line_of
 
     try:
         tax = load_taxonomy(args.file)
@@ -113,9 +114,9 @@ def cmd_taxonomy_check(args) -> int:
 
 
 def cmd_taxonomy_diff(args) -> int:
+    from apportion.models.config import check_month, load_config
+    from apportion.models.taxonomy import load_taxonomy
     from apportion.taxonomy_tools import diff
-    from models.config import check_month, load_config
-    from models.taxonomy import load_taxonomy
 
     cfg = load_config(args.config)
     result = diff(cfg, load_taxonomy(args.old), load_taxonomy(args.new), check_month(args.month))
@@ -135,8 +136,8 @@ def cmd_taxonomy_diff(args) -> int:
 
 
 def cmd_months(args) -> int:
-    from connectors.registry import connector_for
-    from models.config import load_config
+    from apportion.connectors.registry import connector_for
+    from apportion.models.config import load_config
 
     cfg = load_config(args.config)
     for s in cfg.sources:
@@ -145,23 +146,23 @@ def cmd_months(args) -> int:
 
 
 def cmd_export(args) -> int:
-    from apportion import ledger
-    from models.config import check_month, load_config
+    from apportion import steps
+    from apportion.models.config import check_month, load_config
 
     cfg = load_config(args.config)
     month = check_month(args.month)
     if not cfg.duckdb_path.exists():
         print(f"error: no warehouse at {cfg.duckdb_path}; run `apportion run` first", file=sys.stderr)
         return EXIT_FAILED
-    out = ledger.export_month(cfg, month, Path(args.out))
+    out = steps.export_month(cfg, month, Path(args.out))
     for p in sorted(out.iterdir()):
         print(p)
     return EXIT_OK
 
 
 def cmd_report(args) -> int:
+    from apportion.models.config import check_month, load_config
     from apportion.report import ReportError, write_report
-    from models.config import check_month, load_config
 
     cfg = load_config(args.config)
     month = check_month(args.month) if args.month else None
@@ -175,47 +176,58 @@ def cmd_report(args) -> int:
 
 
 def cmd_demo(args) -> int:
-    from apportion.demo import demo_months, generate_cur2
-    from pipelines.definitions import DEMO_CONFIG
-    from models.config import load_config
+    import shutil
 
-    cfg = load_config(DEMO_CONFIG)
+    from apportion.demo import DEMO_CONFIG, DEMO_DIR, DEMO_TAXONOMY
+    from apportion.demo.generators.aws_cur import demo_months, generate_cur2
+    from apportion.models.config import load_config
+
+    config = DEMO_CONFIG
+    in_checkout = (DEMO_DIR.parent / "pyproject.toml").exists()
+    if args.dir or not in_checkout:  # an installed package never writes its demo data into site-packages
+        project = Path(args.dir or "apportion-demo").resolve() / "demo"
+        project.mkdir(parents=True, exist_ok=True)
+        for f in (DEMO_CONFIG, DEMO_TAXONOMY):
+            shutil.copyfile(f, project / f.name)
+        config = project / DEMO_CONFIG.name
+    cfg = load_config(config)
+    print(f"demo config: {config} (run it with `apportion run --config {config}`)")
     out = Path(args.out) if args.out else Path(cfg.sources[0].uri).parents[1]
     files = generate_cur2(out, demo_months())
     print(f"demo CUR 2.0 export for {', '.join(demo_months())}: {len(files)} data files under {out}")
     if not args.out:  # the GPU sources read the CUR just written (their nodes are its p5/g5 instances)
-        from apportion.demo_gpu import generate_gpu_demo
+        from apportion.demo.generators.gpu import generate_gpu_demo
 
         for line in generate_gpu_demo(cfg, demo_months()):
             print(line)
-    from apportion.demo_llm import generate_llm_demo
+    from apportion.demo.generators.llm import generate_llm_demo
 
     llm_out = out.parent / "demo-llm"  # next to the demo bucket: data/demo-llm
     llm_files = generate_llm_demo(llm_out, demo_months())
     print(f"demo LLM gateway logs and OpenAI/Anthropic pages: {len(llm_files)} files under {llm_out}")
-    from apportion.demo_clouds import generate_cloud_demo
+    from apportion.demo.generators.clouds import generate_cloud_demo
     print(*generate_cloud_demo(out.parent, demo_months()), sep="\n")
     return EXIT_OK
 
 
 def cmd_run(args) -> int:
-    from models.config import check_month, load_config
+    from apportion.models.config import check_month, load_config
 
     cfg = load_config(args.config)
-    from models.taxonomy import load_taxonomy
+    from apportion.models.taxonomy import load_taxonomy
 
     load_taxonomy(cfg.taxonomy)  # a taxonomy error stops the run here (rc 2, with its lines), before any data moves
     if args.all:
-        from connectors.registry import connector_for
+        from apportion.connectors.registry import connector_for
 
         months = sorted({m for s in cfg.sources if s.enabled for m in connector_for(s).months()})
     elif args.month:
         months = [check_month(m) for m in args.month]
     else:
-        from pipelines.schedules import open_months
+        from apportion.pipelines.schedules import open_months
 
         months = open_months(datetime.now(timezone.utc), cfg.open_months)
-    from apportion.ledger import clean_leftovers, mixed_delivery_months
+    from apportion.lake import clean_leftovers, mixed_delivery_months
 
     for p in clean_leftovers(cfg):
         print(f"removed the leftover of an interrupted run: {p}", file=sys.stderr)
@@ -243,8 +255,8 @@ def run_months(cfg, months: list[str], quiet: bool = False) -> list[dict]:
 
     import dagster as dg
 
-    from pipelines.location import build_definitions
-    from pipelines.partitions import partition_key_of
+    from apportion.pipelines.location import build_definitions
+    from apportion.pipelines.partitions import partition_key_of
 
     logging.getLogger("dagster").setLevel(logging.WARNING)
     defs = build_definitions(cfg)
@@ -383,8 +395,6 @@ class RunProgress:
 
 
 def summarise(cfg, months: list[str], results: list[dict]) -> dict:
-    import duckdb
-
     summary: dict = {"config": str(cfg.config_path), "months": results, "warehouse": str(cfg.duckdb_path),
                      "exports": {m: str(cfg.exports / m) for m in months if (cfg.exports / m).exists()},
                      "report": str(cfg.warehouse / "report" / "index.html")
@@ -392,7 +402,7 @@ def summarise(cfg, months: list[str], results: list[dict]) -> dict:
                      "quarantined_rows": 0}
     if not cfg.duckdb_path.exists():
         return summary
-    from apportion.ledger import open_published
+    from apportion.db import open_published
 
     con = open_published(cfg)
     try:

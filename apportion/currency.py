@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from connectors.base import SourceError
+from apportion.connectors.base import SourceError
 
 
 class FxRateMissing(SourceError):

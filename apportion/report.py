@@ -17,11 +17,9 @@ from datetime import datetime, timezone
 from decimal import ROUND_HALF_EVEN, Decimal
 from pathlib import Path
 
-import duckdb
-
-from apportion.ledger import sql_text
-from models.config import ApportionConfig
-from models.focus import dimension_column
+from apportion.models.config import ApportionConfig
+from apportion.models.focus import dimension_column
+from apportion.sql import sql_text
 
 PLOTLY_CONFIG = {"displaylogo": False, "responsive": True}
 PALETTE = ["#2563eb", "#f59e0b", "#10b981", "#ef4444", "#8b5cf6", "#06b6d4", "#ec4899", "#84cc16",
@@ -51,7 +49,7 @@ def write_report(cfg: ApportionConfig, month: str | None = None, out: Path | Non
         raise ReportError(f"no warehouse at {cfg.duckdb_path}; run `apportion run` first")
     out = Path(out) if out else report_path(cfg)
     out.parent.mkdir(parents=True, exist_ok=True)
-    from apportion.ledger import open_published
+    from apportion.db import open_published
 
     con = open_published(cfg)
     try:

@@ -17,9 +17,9 @@ from decimal import Decimal
 import duckdb
 import pyarrow as pa
 
+from apportion.models.focus import LINE_ITEM_COLUMNS, SHARED, UNTAGGED, dimension_column
+from apportion.models.taxonomy import RULE_FIELDS, SplitRule, SplitWeights, Taxonomy, glob_to_regex, split_order
 from apportion.splits import split_exact
-from models.focus import LINE_ITEM_COLUMNS, SHARED, UNTAGGED, dimension_column
-from models.taxonomy import RULE_FIELDS, SplitRule, SplitWeights, Taxonomy, glob_to_regex, split_order
 
 NUMERIC_PREFIXES = ("DECIMAL", "BIGINT", "INTEGER", "DOUBLE", "HUGEINT")
 MEASURES = {c.name for c in LINE_ITEM_COLUMNS if c.type.startswith(NUMERIC_PREFIXES)}

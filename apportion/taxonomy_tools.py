@@ -9,9 +9,9 @@ from pathlib import Path
 
 import duckdb
 
-from models.config import ApportionConfig
-from models.focus import SHARED, UNTAGGED, dimension_column
-from models.taxonomy import Rule, Taxonomy, glob_to_regex
+from apportion.models.config import ApportionConfig
+from apportion.models.focus import SHARED, UNTAGGED, dimension_column
+from apportion.models.taxonomy import Rule, Taxonomy, glob_to_regex
 
 
 def _covers(earlier: str, later: str) -> bool:
@@ -59,21 +59,23 @@ def lint(tax: Taxonomy) -> list[str]:
 
 def diff(cfg: ApportionConfig, old: Taxonomy, new: Taxonomy, month: str) -> dict:
     """Allocate `month` of the current lake with both taxonomies (into temp dirs) and compare."""
-    from apportion import ledger
+    from apportion import steps
+    from apportion.db import list_literal
+    from apportion.lake import ALLOCATIONS, current_files
 
     out: dict = {"month": month, "coverage": [], "teams": []}
     tmp = Path(tempfile.mkdtemp(prefix="apportion-taxdiff-", dir=cfg.warehouse))
     try:
         for label, tax in (("old", old), ("new", new)):
             for source in cfg.sources:
-                if ledger.partition_dir(cfg, ledger.LINE_ITEMS, source.name, month).exists():
-                    ledger.allocate(cfg, source, month, tax, lake=tmp / label)
+                if steps.partition_dir(cfg, steps.LINE_ITEMS, source.name, month).exists():
+                    steps.allocate(cfg, source, month, tax, lake=tmp / label)
         con = duckdb.connect()
         for label in ("old", "new"):
-            files = sorted((tmp / label).glob("allocations/*/*/*.parquet"))
+            files = current_files(tmp / label, ALLOCATIONS, month=month)
             if not files:
                 raise ValueError(f"no line items for {month}: run the month first")
-            con.execute(f"CREATE VIEW {label} AS SELECT * FROM read_parquet({ledger._list_literal(files)}, union_by_name = true)")
+            con.execute(f"CREATE VIEW {label} AS SELECT * FROM read_parquet({list_literal(files)}, union_by_name = true)")
         dims = [d for d in new.dimension_names if d in old.dimensions]
         for d in dims:
             col = dimension_column(d)

@@ -116,7 +116,7 @@ def main() -> int:
     if not (args.keep and bucket.exists()):
         shutil.rmtree(out, ignore_errors=True)
         out.mkdir(parents=True)
-        t, rss, rc = run_measured([sys.executable, "-m", "apportion.demo", str(bucket), "--months", MONTH,
+        t, rss, rc = run_measured([sys.executable, "-m", "apportion.demo.generators.aws_cur", str(bucket), "--months", MONTH,
                                    "--rows", str(args.rows)])
         print(f"generate   {args.rows:>12,} rows  {t:8.1f} s  peak {rss:6,} MiB")
     shutil.rmtree(out / "data", ignore_errors=True)

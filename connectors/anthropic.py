@@ -25,10 +25,18 @@ from datetime import timedelta
 from decimal import Decimal, InvalidOperation
 from typing import Iterable
 
-from connectors.base import Delivery, SourceError
-from connectors.llm import (ApiConnector, UsageRecord, as_count, invoice_row, month_bounds, read_delivery_json,
-                            usage_rows, utc_day)
-from models.prices import PriceBook
+from apportion.connectors.base import Delivery, SourceError
+from apportion.connectors.llm import (
+    ApiConnector,
+    UsageRecord,
+    as_count,
+    invoice_row,
+    month_bounds,
+    read_delivery_json,
+    usage_rows,
+    utc_day,
+)
+from apportion.models.prices import PriceBook
 
 USAGE_GROUP_BY = ["workspace_id", "api_key_id", "model", "service_tier", "context_window"]
 COST_TOKEN_TYPES = {

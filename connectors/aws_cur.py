@@ -22,8 +22,16 @@ import re
 import shutil
 from pathlib import Path
 
-from connectors.base import Connector, Delivery, DeliveryPlan, SourceError
+import duckdb
 
+from apportion.connectors.base import Connector, Delivery, DeliveryPlan, SourceError
+from apportion.connectors.sqltext import quote_ident, quote_literal
+
+# A line item's identity within a month (CUR: identity_line_item_id + identity_time_interval), hashed
+# to 128 bits for the per-month memory of earlier files; aws_cur.sql uses the same expression.
+IDENTITY_HASH = "md5_number(identity_line_item_id || chr(0) || coalesce(identity_time_interval, ''))"
+
+REFERENCE = Path(__file__).resolve().parent.parent / "models" / "reference" / "aws_cur"
 PERIOD_PARTITION = re.compile(r"billing_period=(\d{4}-\d{2})", re.I)
 LEGACY_PERIOD = re.compile(r"^(\d{4})(\d{2})01-(\d{8})$")
 DATA_SUFFIXES = (".parquet", ".csv.gz", ".csv", ".gz", ".csv.zip", ".zip")
@@ -234,14 +242,49 @@ class AwsCurConnector(Connector):
     # time bounds memory whatever the size of the month.
     stages_per_file = True
 
+    def reference_tables(self) -> dict[str, Path]:
+        """ref_aws_services: product code -> ServiceName, ServiceCategory, ServiceSubcategory."""
+        return {"ref_aws_services": REFERENCE / "services.csv"}
+
     def stage_sql(self, con, delivery: Delivery, only: list[int] | None = None) -> str:
         """Create view `stg_aws_cur`: one row per raw row, canonical column names, lineage columns."""
-        selects = [self._file_select(con, key, path, idx) for idx, (key, path) in enumerate(delivery.files)
+        selects = [self.file_select(con, key, path, idx) for idx, (key, path) in enumerate(delivery.files)
                    if only is None or idx in only]
         con.execute("CREATE OR REPLACE TEMP VIEW stg_aws_cur AS\n" + "\nUNION ALL BY NAME\n".join(selects))
+        self._remember_earlier_files(con, delivery, min(only) if only else 0)
         return "stg_aws_cur"
 
-    def _file_select(self, con, key: str, path: Path, file_idx: int) -> str:
+    def _remember_earlier_files(self, con, delivery: Delivery, upto: int) -> None:
+        """Temp tables `aws_cur_seen` / `aws_cur_seen_files`: the line-item identities of files 0..upto-1.
+
+        A month is built one file at a time, but a line item re-delivered under another file name
+        (AWS does re-deliver parts) must still be counted once: aws_cur.sql quarantines every row whose
+        (identity_line_item_id, identity_time_interval) an earlier file already holds. Only a 128-bit
+        hash of the identity and where it was first seen are kept (the first occurrence per identity),
+        and each earlier file is read once more, for those two columns only."""
+        key = f"{delivery.month}\0{delivery.delivery_id}\0" + "\0".join(k for k, _ in delivery.files)
+        try:
+            done, same = con.execute(
+                "SELECT count(*), coalesce(bool_and(delivery = ?), true) FROM aws_cur_seen_files", [key]
+            ).fetchone()
+        except duckdb.CatalogException:
+            done, same = None, False
+        if done is None or not same or done > upto:
+            con.execute("CREATE OR REPLACE TEMP TABLE aws_cur_seen_files "
+                        "(_file_idx INTEGER, _file VARCHAR, delivery VARCHAR)")
+            con.execute("CREATE OR REPLACE TEMP TABLE aws_cur_seen (k UHUGEINT, _file_idx INTEGER, _row BIGINT)")
+            done = 0
+        for idx in range(done, upto):
+            file_key, path = delivery.files[idx]
+            con.execute(
+                "INSERT INTO aws_cur_seen SELECT t.k, any_value(t._file_idx), min(t._row) FROM ("
+                f"SELECT {IDENTITY_HASH} AS k, _file_idx, _row FROM ({self.file_select(con, file_key, path, idx)}) "
+                "WHERE identity_line_item_id IS NOT NULL) AS t "
+                "ANTI JOIN aws_cur_seen AS s ON s.k = t.k GROUP BY t.k"
+            )
+            con.execute("INSERT INTO aws_cur_seen_files VALUES (?, ?, ?)", [idx, file_key, key])
+
+    def file_select(self, con, key: str, path: Path, file_idx: int) -> str:
         if path.name.lower().endswith(".zip"):
             path = _unzipped(path, key)
         reader = _reader(path)
@@ -366,9 +409,3 @@ def _first_line(exc: Exception) -> str:
     return str(exc).strip().splitlines()[0][:300]
 
 
-def quote_ident(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
-
-
-def quote_literal(value: str) -> str:
-    return "'" + value.replace("'", "''") + "'"

@@ -24,15 +24,13 @@ instead of exports (options `metric`, `since`); credentials from azure-identity.
 
 from __future__ import annotations
 
-import json
-import re
-from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from urllib.parse import urlparse
 
-from connectors.base import Connector, Delivery, DeliveryPlan, SourceError
-from connectors.cloudfiles import (
+from apportion.connectors.azure_exports import FOCUS_DATA_VERSIONS, PERIOD_FOLDER, find_runs, plan_run
+from apportion.connectors.base import Connector, Delivery, DeliveryPlan, SourceError
+from apportion.connectors.cloudfiles import (
     column_picker,
     describe,
     digest,
@@ -52,15 +50,6 @@ REFERENCE = Path(__file__).resolve().parent.parent / "models" / "reference" / "a
 # FocusCost ServiceName values that our services table does not name but whose subcategory is a fact:
 # Azure OpenAI deployments are generative AI (the same rule the ActualCost SQL applies to its meters).
 FOCUS_EXTRA_SUBCATEGORIES = (("Azure OpenAI", "Generative AI"),)
-
-COST_TYPES = {"actualcost": "ActualCost", "amortizedcost": "AmortizedCost", "usage": "ActualCost",
-              "focuscost": "FocusCost"}
-# FocusCost dataVersions Cost Management has shipped; anything else is refused rather than misread.
-FOCUS_DATA_VERSIONS = {"1.0-preview(v1)": "1.0-preview", "1.0": "1.0", "1.0r2": "1.0", "1.2-preview": "1.2",
-                       "1.2": "1.2"}
-COST_DATA_VERSION = re.compile(r"^\d{4}-\d{2}-\d{2}(-preview)?$")
-PERIOD_FOLDER = re.compile(r"(?:^|/)((\d{4})(\d{2})\d{2})-(\d{8})(?:/|$)")
-RUN_TIME_FOLDER = re.compile(r"(?:^|/)(\d{12})(?:/|$)")
 
 # canonical staging column -> header spellings seen in EA, MCA, v1 (PreTaxCost) and camelCase exports.
 AZURE_ALIASES: dict[str, tuple[str, ...]] = {
@@ -118,136 +107,13 @@ AZURE_ALIASES: dict[str, tuple[str, ...]] = {
 FOCUS_MARKERS = ("billedcost", "chargecategory", "effectivecost")
 
 
-@dataclass
-class ExportRun:
-    manifest_key: str
-    month: str
-    export_name: str
-    dataset: str  # ActualCost | AmortizedCost | FocusCost
-    data_version: str
-    submitted: str
-    run_id: str
-    blobs: list[str]
-
-
-def find_runs(store, source, focus_only: bool = False) -> list[ExportRun]:
-    """Every export run under the root, from its manifest.json (unusable manifests raise SourceError)."""
-    objects, _ = store.list("")
-    runs = []
-    for o in objects:
-        if o.key.rsplit("/", 1)[-1].lower() != "manifest.json":
-            continue
-        try:
-            m = json.loads(store.read_bytes(o.key).decode("utf-8-sig"))
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise SourceError(f"manifest {o.key} is not valid JSON ({exc})", file=o.key) from None
-        if not isinstance(m, dict) or not isinstance(m.get("blobs"), list):
-            raise SourceError(f"manifest {o.key} has no blobs list: not a Cost Management export manifest",
-                              file=o.key)
-        cfg = m.get("exportConfig") or {}
-        run = m.get("runInfo") or {}
-        raw_type = str(cfg.get("type") or m.get("dataset") or "")
-        dataset = COST_TYPES.get(raw_type.lower(), raw_type or None)
-        if dataset is None:  # manifest 2021-01-01: no export config, a cost export by construction
-            dataset = "ActualCost"
-        if dataset not in ("ActualCost", "AmortizedCost", "FocusCost"):
-            continue  # price sheets, reservation details...: not cost line items
-        if focus_only and dataset != "FocusCost":
-            continue
-        month = _month_of_run(o.key, run)
-        if month is None:
-            raise SourceError(f"manifest {o.key}: cannot tell the billing period (no runInfo.startDate and no "
-                              "YYYYMMDD-YYYYMMDD folder)", file=o.key)
-        version = str(cfg.get("dataVersion") or "")
-        if dataset == "FocusCost" and version not in FOCUS_DATA_VERSIONS:
-            raise SourceError(f"manifest {o.key}: unknown FocusCost dataVersion {version!r} "
-                              f"(known: {', '.join(FOCUS_DATA_VERSIONS)})", file=o.key)
-        if dataset != "FocusCost" and version and not COST_DATA_VERSION.match(version):
-            raise SourceError(f"manifest {o.key}: unknown {dataset} dataVersion {version!r}", file=o.key)
-        rt = RUN_TIME_FOLDER.search(o.key)
-        submitted = str(run.get("submittedTime") or (rt.group(1) if rt else "") or o.last_modified)
-        name = str(cfg.get("exportName") or _export_name_from_path(o.key))
-        blobs = [str(b.get("blobName") or "") for b in m["blobs"] if isinstance(b, dict)]
-        if not blobs or not all(blobs):
-            raise SourceError(f"manifest {o.key} lists no blobs", file=o.key)
-        runs.append(ExportRun(o.key, month, name, dataset, version, _sortable(submitted),
-                              str(run.get("runId") or (o.key.rsplit("/", 2)[-2] if "/" in o.key else "run")), blobs))
-    export_name = source.options.get("export_name")
-    if export_name:
-        runs = [r for r in runs if r.export_name.lower() == str(export_name).lower()]
-    return runs
-
-
-def plan_run(store, source, runs: list[ExportRun], month: str) -> DeliveryPlan:
-    """The newest run of the month; its blobs must all exist."""
-    mine = [r for r in runs if r.month == month]
-    if not mine:
-        raise SourceError(f"no Cost Management export run for {month} under {source.uri}")
-    names = sorted({r.export_name for r in mine})
-    if len(names) > 1:
-        raise SourceError(f"{len(names)} exports deliver {month} under {source.uri} ({', '.join(names)}): loading "
-                          "more than one would count the month twice; set options.export_name")
-    newest = max(mine, key=lambda r: (r.submitted, r.manifest_key))
-    listed, _ = store.list("")
-    by_key = {o.key: o for o in listed}
-    chosen = []
-    folder = newest.manifest_key.rsplit("/", 1)[0] + "/" if "/" in newest.manifest_key else ""
-    for blob in newest.blobs:
-        key = _blob_key(blob, by_key, folder, store)
-        if key is None:
-            raise SourceError(f"manifest {newest.manifest_key} names {blob}, which does not exist", file=newest.manifest_key)
-        chosen.append(by_key[key])
-    notes = [f"{len(mine)} runs found; loaded the newest ({newest.submitted})"] if len(mine) > 1 else []
-    layout = f"azure-{newest.dataset}" + (f"-{newest.data_version}" if newest.data_version else "")
-    return DeliveryPlan(month, f"{newest.run_id}", chosen, newest.manifest_key, layout, notes=notes)
-
-
-def _blob_key(blob: str, by_key: dict, folder: str, store) -> str | None:
-    """A manifest blobName (container-relative, sometimes with the container) -> key under our root."""
-    name = blob.split("://", 1)[-1].lstrip("/")
-    root = getattr(store, "root_prefix", "")
-    candidates = [name]
-    if root and name.startswith(root):
-        candidates.insert(0, name[len(root):])
-    parts = name.split("/")
-    candidates += ["/".join(parts[i:]) for i in range(1, len(parts))]  # container or root folders in front
-    candidates.append(folder + parts[-1])
-    for c in candidates:
-        if c in by_key:
-            return c
-    return None
-
-
-def _month_of_run(key: str, run: dict) -> str | None:
-    start = str(run.get("startDate") or "")
-    if re.match(r"^\d{4}-\d{2}", start):
-        return start[:7]
-    m = PERIOD_FOLDER.search(key)
-    return f"{m.group(2)}-{m.group(3)}" if m else None
-
-
-def _export_name_from_path(key: str) -> str:
-    """Folder before the period folder (`<export>/<YYYYMMDD-YYYYMMDD>/...`) or after it."""
-    parts = key.split("/")
-    for i, p in enumerate(parts):
-        if PERIOD_FOLDER.search("/" + p + "/"):
-            if i > 0:
-                return parts[i - 1]
-            if i + 1 < len(parts) - 1 and not RUN_TIME_FOLDER.search("/" + parts[i + 1] + "/"):
-                return parts[i + 1]
-    return "export"
-
-
-def _sortable(ts: str) -> str:
-    """ISO time or a YYYYMMDDHHmm run folder -> sortable ISO text."""
-    if re.fullmatch(r"\d{12}", ts):
-        return f"{ts[:4]}-{ts[4:6]}-{ts[6:8]}T{ts[8:10]}:{ts[10:12]}:00"
-    return ts
-
-
 class AzureCostConnector(Connector):
     kind = "azure_cost"
     line_items_sql = "azure_cost.sql"
+
+    def __init__(self, source):
+        super().__init__(source)
+        self._focus_deliveries: set[str] = set()  # FocusCost exports among the deliveries staged
 
 
     # ---------------------------------------------------------------- Cost Details API mode
@@ -354,12 +220,16 @@ class AzureCostConnector(Connector):
                             notes=[f"no manifest: loaded the newest of {len(files)} files"])
 
     # ---------------------------------------------------------------- staging
+    def line_items_sql_for(self, delivery: Delivery) -> str:
+        """FocusCost deliveries (found when staging) map with the native FOCUS SQL."""
+        return "focus.sql" if delivery.delivery_id in self._focus_deliveries else "azure_cost.sql"
+
     def stage_sql(self, con, delivery: Delivery) -> str:
         load_cloud_macros(con)
         if self._is_focus(con, delivery):
-            from connectors.focus import stage_focus
+            from apportion.connectors.focus import stage_focus
 
-            self.line_items_sql = "focus.sql"
+            self._focus_deliveries.add(delivery.delivery_id)
             # FocusCost 1.0 rows carry ServiceName and ServiceCategory but no ServiceSubcategory: take it from
             # our services table where the name has exactly one subcategory there.
             con.execute(
@@ -375,12 +245,12 @@ class AzureCostConnector(Connector):
                 else None
             return stage_focus(con, delivery, {**self.source.options, "provider_name": "Microsoft"},
                                forced_version=version, dataset_prefix="Azure FocusCost")
-        self.line_items_sql = "azure_cost.sql"
+        self._focus_deliveries.discard(delivery.delivery_id)
         load_azure_reference(con)
         dataset = "AmortizedCost" if "AmortizedCost" in delivery.layout else "ActualCost"
         if self.source.options.get("dataset") in ("ActualCost", "AmortizedCost"):
             dataset = self.source.options["dataset"]
-        selects = [self._file_select(con, key, path, idx, dataset) for idx, (key, path) in enumerate(delivery.files)]
+        selects = [self.file_select(con, key, path, idx, dataset) for idx, (key, path) in enumerate(delivery.files)]
         if not selects:
             raise SourceError(f"{delivery.source} {delivery.month}: the delivery has no data files")
         con.execute("CREATE OR REPLACE TEMP VIEW stg_azure_cost AS\n" + "\nUNION ALL BY NAME\n".join(selects))
@@ -395,7 +265,7 @@ class AzureCostConnector(Connector):
         cols = {c.lower() for c in describe(con, reader_sql(path), key)}
         return all(m in cols for m in FOCUS_MARKERS)
 
-    def _file_select(self, con, key: str, path: Path, file_idx: int, dataset: str = "ActualCost") -> str:
+    def file_select(self, con, key: str, path: Path, file_idx: int, dataset: str = "ActualCost") -> str:
         fmt = file_format(path.name) or "csv"
         reader = reader_sql(path, fmt)
         types = describe(con, reader, key)

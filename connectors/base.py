@@ -11,20 +11,16 @@ from __future__ import annotations
 
 import json
 import shutil
+from abc import ABC, abstractmethod
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import ClassVar
 
-from connectors.objectstore import ObjectInfo, ObjectStore
-from models.config import SourceConfig
-
-
-class SourceError(Exception):
-    """A delivery cannot be used: the month is not built and the previous build stays in place."""
-
-    def __init__(self, message: str, file: str | None = None):
-        self.file = file
-        super().__init__(message)
+from apportion.connectors.errors import SourceError
+from apportion.connectors.objectstore import ObjectInfo, ObjectStore
+from apportion.models.config import SourceConfig
+from apportion.sql import sql_text
 
 
 @dataclass
@@ -58,10 +54,21 @@ class Delivery:
         return [(o["key"], Path(self.local_dir) / o["key"]) for o in self.objects]
 
 
-class Connector:
-    """Base class: subclasses implement `months`, `plan` and `stage_sql`."""
+class Connector(ABC):
+    """The contract between a source kind and the core steps; the steps use nothing else.
 
-    kind: str = ""
+    A kind implements: `months` and `plan` (what the provider says is current), `stage_sql` (register the
+    landed delivery's rows as a relation of text columns plus `_file`, `_row`, `_file_idx`),
+    `file_select` (one file's rows, so an unreadable file can be named), and names its line-item SQL
+    (`line_items_sql`, a file under sql/line_items/). Optional: `land` (default: copy the planned
+    objects byte for byte), `reference_tables` (temp tables its SQL joins), `stages_per_file` (the core
+    stages and converts one file at a time, bounding memory on big months), `line_items_sql_for` (a
+    kind with two layouts picks the SQL per delivery) and `line_items_sql_text` (the SQL itself).
+    """
+
+    kind: ClassVar[str] = ""
+    line_items_sql: ClassVar[str] = ""  # the file under sql/line_items/ that maps staging to line items
+    stages_per_file: ClassVar[bool] = False
 
     def __init__(self, source: SourceConfig):
         self.source = source
@@ -70,18 +77,19 @@ class Connector:
     @property
     def store(self) -> ObjectStore:
         if self._store is None:
-            from connectors.cloudfiles import open_cloud_store  # s3://, file://, paths, az://, gs://
+            from apportion.connectors.stores import open_cloud_store  # s3://, file://, paths, az://, gs://
 
             self._store = open_cloud_store(self.source.uri, self.source.options)
         return self._store
 
+    @abstractmethod
     def months(self) -> list[str]:
         """Billing months the source has deliveries for (YYYY-MM)."""
-        raise NotImplementedError
 
     def plan(self, month: str) -> DeliveryPlan:
-        """The current delivery of `month`; SourceError if the provider's own records disagree."""
-        raise NotImplementedError
+        """The current delivery of `month`; SourceError if the provider's own records disagree.
+        Used by the default `land`; a kind that fetches pages from an API overrides `land` instead."""
+        raise NotImplementedError(f"{type(self).__name__} lands by fetching; it has no plan")
 
     def land(self, month: str, raw_root: Path) -> Delivery:
         """Copy the current delivery of `month` unchanged into the raw zone (idempotent)."""
@@ -131,13 +139,26 @@ class Connector:
         _point(month_dir, "LANDED", target.name)
         return delivery
 
+    @abstractmethod
     def stage_sql(self, con, delivery: Delivery) -> str:
-        """Register the delivery's rows in `con` and return the name of the staging relation."""
-        raise NotImplementedError
+        """Register the delivery's rows in `con` and return the name of the staging relation.
+        A kind with `stages_per_file` also takes `only=[file index]`."""
 
-    # Name of the SQL file (under sql/line_items/) that maps the staging relation to line items.
-    line_items_sql: str = ""
+    @abstractmethod
+    def file_select(self, con, key: str, path: Path, file_idx: int) -> str:
+        """SELECT of one landed file's rows; raises SourceError (or a DuckDB error) when it is unreadable."""
 
+    def reference_tables(self) -> dict[str, Path]:
+        """Temp table name -> CSV file of the reference data the kind's SQL joins (models/reference/<kind>/)."""
+        return {}
+
+    def line_items_sql_for(self, delivery: Delivery) -> str:
+        """The sql/line_items/ file for this delivery (after `stage_sql`)."""
+        return self.line_items_sql
+
+    def line_items_sql_text(self, delivery: Delivery) -> str:
+        """The SQL that turns the staging relation into the `line_items_checked` view."""
+        return sql_text(f"line_items/{self.line_items_sql_for(delivery)}")
 
 def _point(month_dir: Path, name: str, target: str) -> None:
     tmp = month_dir / f"{name}.tmp"

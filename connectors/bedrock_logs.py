@@ -27,9 +27,9 @@ import re
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
-from connectors.base import Delivery, DeliveryPlan, SourceError
-from connectors.llm import Aggregator, LlmConnector, UsageRecord, as_count, month_bounds, usage_rows, utc_day
-from models.prices import PriceBook
+from apportion.connectors.base import Delivery, DeliveryPlan, SourceError
+from apportion.connectors.llm import Aggregator, LlmConnector, UsageRecord, as_count, month_bounds, usage_rows, utc_day
+from apportion.models.prices import PriceBook
 
 DATE_PATH = re.compile(r"(?:^|/)(\d{4})/(\d{2})/(\d{2})/")
 SUFFIXES = (".json", ".json.gz")

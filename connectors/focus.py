@@ -14,7 +14,9 @@ Column names are matched case-insensitively. Version differences: 1.3 `ServicePr
 `HostProviderName` fill the deprecated `PublisherName` / `ProviderName`; 1.0-preview names
 (`Provider`, `Publisher`, `InvoiceIssuer`, `Region`, `AmortizedCost`, `UsageQuantity`...) map to
 the 1.0+ names. A file without `BilledCost` is not FOCUS (unknown export version): SourceError.
-A CSV cell reading `null` is a missing value. ServiceCategory / ServiceSubcategory must be FOCUS 1.2
+CSV: option `delimiter` (',' by default); cells
+listed in option `null_strings` (default '', `NULL`, `null`) are missing values; a row whose field count
+differs from the header's is quarantined with its line and counts, never shifted or padded. ServiceCategory / ServiceSubcategory must be FOCUS 1.2
 allowed values: a missing or unknown category becomes `Other` with the row's ServiceName in
 `x_UnmappedService` (never dropped), an unknown subcategory `Other (<category>)`.
 """
@@ -24,8 +26,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from connectors.base import Connector, Delivery, DeliveryPlan, SourceError
-from connectors.cloudfiles import (
+from apportion.connectors.base import Connector, Delivery, DeliveryPlan, SourceError
+from apportion.connectors.cloudfiles import (
     column_picker,
     describe,
     digest,
@@ -38,7 +40,7 @@ from connectors.cloudfiles import (
     row_number_sql,
     varchar_expr,
 )
-from models.focus import SERVICE_SUBCATEGORIES
+from apportion.models.focus import SERVICE_SUBCATEGORIES
 
 # canonical FOCUS column -> names it may carry (first present wins; matching ignores case and '_').
 FOCUS_ALIASES: dict[str, tuple[str, ...]] = {
@@ -142,11 +144,76 @@ def focus_version(columns) -> str:
     return "1.0-preview"
 
 
+DEFAULT_NULL_STRINGS = ("", "NULL", "null")
+
+
+def csv_dialect(options: dict | None) -> dict:
+    """`delimiter` (one character, ',' by default) and `null_strings` (cells read as missing: '', NULL, null)."""
+    options = options or {}
+    delimiter = options.get("delimiter", ",")
+    if not isinstance(delimiter, str) or len(delimiter) != 1 or delimiter in "\"\r\n":
+        raise SourceError(f"option delimiter must be one character (not a quote or newline), got {delimiter!r}")
+    nulls = options.get("null_strings", list(DEFAULT_NULL_STRINGS))
+    if isinstance(nulls, str) or not isinstance(nulls, (list, tuple)) or not all(isinstance(n, str) for n in nulls):
+        raise SourceError(f"option null_strings must be a list of strings, got {nulls!r}")
+    return {"delimiter": delimiter, "null_strings": tuple(nulls)}
+
+
+def csv_shape_errors(path: Path, delimiter: str = ",") -> tuple[int, list[tuple[int, int, int]], int]:
+    """Stream a CSV (or CSV.gz) once: (records, [(row, line, fields)] of rows whose field count differs
+    from the header's, header fields). Rows are numbered as the reader numbers them (blank lines skipped);
+    line is the file line the record starts on. Memory stays bounded by one record."""
+    import csv
+    import gzip
+    import io
+    import sys
+
+    csv.field_size_limit(min(sys.maxsize, 2**31 - 1))
+    with open(path, "rb") as raw:
+        gz = raw.read(2) == b"\x1f\x8b"
+    opener = gzip.open(path, "rb") if gz else open(path, "rb")
+    with opener as fb, io.TextIOWrapper(fb, encoding="utf-8-sig", errors="replace", newline="") as fh:
+        reader = csv.reader(fh, delimiter=delimiter, quotechar='"', doublequote=True, strict=False)
+        header = None
+        bad: list[tuple[int, int, int]] = []
+        rows = 0
+        last_line = 0
+        for record in reader:
+            start, last_line = last_line + 1, reader.line_num
+            if not record:
+                continue
+            if header is None:
+                header = len(record)
+                continue
+            rows += 1
+            if len(record) != header:
+                bad.append((rows, start, len(record)))
+    return rows, bad, header or 0
+
+
 def focus_file_select(con, key: str, path: Path, file_idx: int, forced_version: str | None = None,
-                      dataset_prefix: str = "FOCUS") -> str:
-    """SELECT of one FOCUS file: canonical columns as text, lineage, detected version."""
+                      dataset_prefix: str = "FOCUS", delimiter: str = ",",
+                      null_strings=DEFAULT_NULL_STRINGS) -> str:
+    """SELECT of one FOCUS file: canonical columns as text, lineage, detected version.
+
+    CSV: every row must have the header's number of fields. One that has not (an unquoted delimiter in a
+    description, a row cut short) is never shifted or padded into line items: it keeps its row number and
+    `_row_error` says why (file line and field counts); its values are not read.
+    """
+    import hashlib
+
     fmt = file_format(path.name) or "csv"
-    reader = reader_sql(path, fmt)
+    row_error = "CAST(NULL AS VARCHAR)"
+    row_number = row_number_sql(fmt)
+    if fmt == "csv":
+        try:
+            records, bad, header = csv_shape_errors(path, delimiter)
+        except (OSError, EOFError, ValueError) as exc:
+            raise SourceError(f"cannot read {key}: {exc}", file=key) from None
+        reader = reader_sql(path, fmt, delimiter=delimiter, strict=not bad)
+    else:
+        bad = []
+        reader = reader_sql(path, fmt)
     types = describe(con, reader, key)
     picked = column_picker(types, FOCUS_ALIASES)
     if "BilledCost" not in picked:
@@ -155,15 +222,31 @@ def focus_file_select(con, key: str, path: Path, file_idx: int, forced_version: 
     version = forced_version or focus_version(types)
     if version not in KNOWN_VERSIONS:
         raise SourceError(f"{key}: unknown FOCUS version {version!r} (known: {', '.join(KNOWN_VERSIONS)})", file=key)
-    parts = [f"{quote_literal(key)} AS _file", f"{int(file_idx)} AS _file_idx", f"{row_number_sql(fmt)} AS _row",
-             f"{quote_literal(f'{dataset_prefix} {version}')} AS _dataset"]
+    if bad:
+        # the tolerant read must give one row per record, in file order, or the rows cannot be told apart
+        got = con.execute(f"SELECT count(*) FROM {reader}").fetchone()[0]
+        if got != records:
+            raise SourceError(f"{key}: {len(bad)} rows have the wrong number of fields (first at line {bad[0][1]}: "
+                              f"{bad[0][2]} fields, the header has {header}) and the file's rows cannot be "
+                              "located reliably", file=key)
+        table = "focus_shape_" + hashlib.sha1(f"{key}\0{path}".encode()).hexdigest()[:16]
+        con.execute(f"CREATE OR REPLACE TEMP TABLE {table} (bad_row BIGINT, bad_reason VARCHAR)")
+        con.executemany(f"INSERT INTO {table} VALUES (?, ?)",
+                        [(row, f"row has {n} fields, the header has {header} (line {line}; values not read, "
+                               "cost unknown)") for row, line, n in bad])
+        reader = (f"(SELECT * FROM (SELECT *, row_number() OVER () AS __apportion_row FROM {reader}) "
+                  f"LEFT JOIN {table} ON bad_row = __apportion_row)")
+        row_number, row_error = "__apportion_row", "bad_reason"
+    parts = [f"{quote_literal(key)} AS _file", f"{int(file_idx)} AS _file_idx", f"{row_number} AS _row",
+             f"{quote_literal(f'{dataset_prefix} {version}')} AS _dataset", f"{row_error} AS _row_error"]
+    nulls = ", ".join(quote_literal(n.strip()) for n in null_strings if n.strip())
     for canon in FOCUS_ALIASES:
         col = picked.get(canon)
         expr = varchar_expr(col, types.get(col) if col else None)
-        if fmt == "csv" and col is not None:
-            # CSV written by hand or by a dataframe tool may spell a missing value `null` (the FOCUS
-            # specification's own example files do): it is NULL, not a value to quarantine or keep.
-            expr = f"(CASE WHEN lower({expr}) = 'null' THEN NULL ELSE {expr} END)"
+        if fmt == "csv" and col is not None and nulls:
+            # CSV exported by SQL tools spells a missing value NULL, dataframe tools and the FOCUS
+            # specification's own example files `null`: it is missing, not a value to quarantine or keep.
+            expr = f"(CASE WHEN {expr} IN ({nulls}) THEN NULL ELSE {expr} END)"
         parts.append(f"{expr} AS {quote_ident(canon)}")
     return f"SELECT {', '.join(parts)} FROM {reader}"
 
@@ -192,6 +275,8 @@ def stage_focus(con, delivery: Delivery, options: dict | None = None, file_selec
                 + ", ".join(f"({quote_literal(c)}, {quote_literal(s)})" for c, s in pairs)
                 + ") AS t(service_category, service_subcategory)")
     multi = "true" if delivery.layout == "focus-files" else "false"
+    if file_select is focus_file_select:
+        kwargs = {**csv_dialect(options), **kwargs}
     selects = [f"SELECT *, {multi} AS _multi_month FROM ({file_select(con, key, path, idx, **kwargs)})"
                for idx, (key, path) in enumerate(delivery.files)]
     if not selects:
@@ -212,7 +297,7 @@ class FocusConnector(Connector):
                 and "/_" not in "/" + o.key]
 
     def _azure_runs(self):
-        from connectors.azure_cost import find_runs
+        from apportion.connectors.azure_exports import find_runs
 
         return find_runs(self.store, self.source, focus_only=True)
 
@@ -251,7 +336,7 @@ class FocusConnector(Connector):
                 for o in objects:
                     path = Path(tmp) / Path(o.key).name
                     self.store.download(o.key, path)
-                    select = focus_file_select(con, o.key, path, 0)
+                    select = focus_file_select(con, o.key, path, 0, **csv_dialect(self.source.options))
                     rows = con.execute(
                         "SELECT DISTINCT strftime(coalesce(apportion_ts(BillingPeriodStart), "
                         f"apportion_ts(ChargePeriodStart)), '%Y-%m') FROM ({select})"
@@ -265,7 +350,7 @@ class FocusConnector(Connector):
     def plan(self, month: str) -> DeliveryPlan:
         runs = self._azure_runs()
         if runs:
-            from connectors.azure_cost import plan_run
+            from apportion.connectors.azure_exports import plan_run
 
             return plan_run(self.store, self.source, runs, month)
         files = self._data_files()
@@ -290,14 +375,15 @@ class FocusConnector(Connector):
         version = self.source.options.get("focus_version")
         prefix = "FOCUS"
         if delivery.layout.startswith("azure-FocusCost"):  # Cost Management says which version it wrote
-            from connectors.azure_cost import FOCUS_DATA_VERSIONS
+            from apportion.connectors.azure_exports import FOCUS_DATA_VERSIONS
 
             version = version or FOCUS_DATA_VERSIONS.get(delivery.layout.split("-", 2)[-1])
             prefix = "Azure FocusCost"
         return stage_focus(con, delivery, self.source.options, forced_version=version, dataset_prefix=prefix)
 
-    def _file_select(self, con, key, path, idx):
-        return focus_file_select(con, key, path, idx, forced_version=self.source.options.get("focus_version"))
+    def file_select(self, con, key, path, idx):
+        return focus_file_select(con, key, path, idx, forced_version=self.source.options.get("focus_version"),
+                                 **csv_dialect(self.source.options))
 
 
 def _newest_execution(month: str, objects) -> DeliveryPlan:

@@ -31,8 +31,8 @@ import re
 from pathlib import Path
 from urllib.parse import urlparse
 
-from connectors.base import Connector, Delivery, DeliveryPlan, SourceError
-from connectors.cloudfiles import (
+from apportion.connectors.base import Connector, Delivery, DeliveryPlan, SourceError
+from apportion.connectors.cloudfiles import (
     digest,
     file_format,
     first_line,
@@ -217,13 +217,16 @@ class GcpBillingConnector(Connector):
         return super().land(month, raw_root)
 
     # ================================================================ staging
+    def reference_tables(self) -> dict[str, Path]:
+        """ref_gcp_services: service.description -> ServiceName, ServiceCategory, ServiceSubcategory."""
+        return {"ref_gcp_services": REFERENCE / "services.csv"}
+
     def stage_sql(self, con, delivery: Delivery) -> str:
         load_cloud_macros(con)
-        load_service_tables(con)
         load_catalog(con, [(k, p) for k, p in delivery.files if k.startswith("catalog/")])
         return stage_files(con, [(k, p) for k, p in delivery.files if not k.startswith("catalog/")], "stg_gcp_billing")
 
-    def _file_select(self, con, key, path, idx):
+    def file_select(self, con, key, path, idx):
         """One file's rows (used to name the unreadable file when the combined read fails)."""
         if key.startswith("catalog/"):
             load_catalog(con, [(key, path)])
@@ -232,13 +235,6 @@ class GcpBillingConnector(Connector):
             _flattened_csv_rows(key, path, idx)
             return "SELECT 1"
         return _file_select(con, key, path, idx)
-
-
-def load_service_tables(con) -> None:
-    """Temp table ref_gcp_services: models/reference/gcp_billing/services.csv (service.description ->
-    ServiceName, ServiceCategory, ServiceSubcategory; FOCUS 1.2 values)."""
-    con.execute("CREATE OR REPLACE TEMP TABLE ref_gcp_services AS SELECT * FROM read_csv(?, header = true, "
-                "all_varchar = true)", [str(REFERENCE / "services.csv")])
 
 
 def load_catalog(con, files) -> None:

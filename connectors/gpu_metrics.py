@@ -37,8 +37,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import pyarrow as pa
 from pydantic import Field, field_validator
 
-from connectors.base import Connector, Delivery, DeliveryPlan, SourceError
-from models.gpu_rates import GpuOptions, GpuOptionsError, normalize_gpu_model, parse_gpu_options
+from apportion.connectors.base import Connector, Delivery, DeliveryPlan, SourceError
+from apportion.models.gpu_rates import GpuOptions, GpuOptionsError, normalize_gpu_model, parse_gpu_options
 
 PROF = "DCGM_FI_PROF_GR_ENGINE_ACTIVE"
 DEV = "DCGM_FI_DEV_GPU_UTIL"
@@ -260,7 +260,7 @@ class GpuMetricsConnector(Connector):
         )
         return "stg_gpu_metrics"
 
-    def _file_select(self, con, key: str, path: Path, file_idx: int) -> str:
+    def file_select(self, con, key: str, path: Path, file_idx: int) -> str:
         self.parse_bytes(key, Path(path).read_bytes())
         return "SELECT 1"
 

@@ -36,10 +36,19 @@ from pathlib import Path
 from typing import Iterable
 from urllib.parse import urlparse
 
-from connectors.base import Delivery, DeliveryPlan, SourceError
-from connectors.llm import (Aggregator, LlmConnector, UsageRecord, as_count, configured_months, land_pages,
-                            month_bounds, usage_rows, utc_day)
-from models.prices import PREFIX_PROVIDERS, PriceBook, split_input
+from apportion.connectors.base import Delivery, DeliveryPlan, SourceError
+from apportion.connectors.llm import (
+    Aggregator,
+    LlmConnector,
+    UsageRecord,
+    as_count,
+    configured_months,
+    land_pages,
+    month_bounds,
+    usage_rows,
+    utc_day,
+)
+from apportion.models.prices import PREFIX_PROVIDERS, PriceBook, split_input
 
 TABLE = "LiteLLM_SpendLogs"
 # Columns landed from the database (those present in the installed LiteLLM version); never prompts/responses.

@@ -24,16 +24,16 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from dataclasses import asdict, dataclass, field
-from datetime import date, datetime, timedelta, timezone
+from datetime import date, datetime, timezone
 from decimal import ROUND_HALF_EVEN, Decimal
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
 import pyarrow as pa
 
-from connectors.http import open_url
-from connectors.base import Connector, Delivery, SourceError, safe_dirname
-from models.prices import PROVIDER_DISPLAY, TOKEN_TYPE_INFO, TOKEN_TYPES, PriceBook, PriceConfigError
+from apportion.connectors.base import Connector, Delivery, SourceError, safe_dirname
+from apportion.connectors.http import open_url
+from apportion.models.prices import PROVIDER_DISPLAY, TOKEN_TYPE_INFO, TOKEN_TYPES, PriceBook, PriceConfigError
 
 CENT = Decimal("0.000000000001")
 
@@ -364,7 +364,7 @@ class LlmConnector(Connector):
         self.unpriced = book.unpriced_report()
         return "stg_llm"
 
-    def _file_select(self, con, key: str, path: Path, idx: int) -> str:
+    def file_select(self, con, key: str, path: Path, idx: int) -> str:
         # Called by the ledger only to locate an unreadable file after a failed build; staging is in Python.
         return "SELECT 1"
 
@@ -379,7 +379,7 @@ def read_delivery_json(key: str, path: Path) -> Any:
 # ------------------------------------------------------------------ landing API pages
 def land_pages(connector: Connector, month: str, raw_root: Path, pages: dict[str, bytes], layout: str) -> Delivery:
     """Write fetched pages (key -> bytes as received) as the month's delivery; same content = same delivery."""
-    from connectors.cloudfiles import land_blobs
+    from apportion.connectors.cloudfiles import land_blobs
 
     return land_blobs(connector, month, raw_root, pages, layout, prefix="api")
 

@@ -28,10 +28,18 @@ from datetime import datetime, time, timedelta, timezone
 from decimal import Decimal
 from typing import Iterable
 
-from connectors.base import Delivery, SourceError
-from connectors.llm import (ApiConnector, UsageRecord, as_count, invoice_row, month_bounds, read_delivery_json,
-                            usage_rows, utc_day)
-from models.prices import PriceBook, split_input
+from apportion.connectors.base import Delivery, SourceError
+from apportion.connectors.llm import (
+    ApiConnector,
+    UsageRecord,
+    as_count,
+    invoice_row,
+    month_bounds,
+    read_delivery_json,
+    usage_rows,
+    utc_day,
+)
+from apportion.models.prices import PriceBook, split_input
 
 USAGE_GROUP_BY = {
     "completions": ["project_id", "api_key_id", "model", "batch", "service_tier"],

@@ -2,7 +2,7 @@
 
 `uri` (or the `base_url` option) is the OpenCost API (`http://opencost.opencost:9003`) or a folder of
 recorded responses (`file:///path` or a plain path) named `allocation-YYYY-MM-DD.json` (one day) or
-`allocation-YYYY-MM.json` (a month with `step=1d`), as written by `apportion.demo_gpu`.
+`allocation-YYYY-MM.json` (a month with `step=1d`), as written by `apportion.demo.generators.gpu`.
 
 For every day of the month (up to today) the connector asks
 
@@ -39,10 +39,16 @@ from typing import Any
 import pyarrow as pa
 from pydantic import Field, field_validator
 
-from connectors.base import Connector, Delivery, SourceError, _point, safe_dirname
-from connectors.http import open_url
-from models.gpu_rates import (GpuOptions, GpuOptionsError, month_bounds, normalize_gpu_model, parse_gpu_options,
-                              register_gpu_tables)
+from apportion.connectors.base import Connector, Delivery, SourceError, _point, safe_dirname
+from apportion.connectors.http import open_url
+from apportion.models.gpu_rates import (
+    GpuOptions,
+    GpuOptionsError,
+    month_bounds,
+    normalize_gpu_model,
+    parse_gpu_options,
+    register_gpu_tables,
+)
 
 TOKEN_ENV = "OPENCOST_BEARER_TOKEN"
 DAY_FILE = re.compile(r"^allocation-(\d{4}-\d{2})(-\d{2})?\.json$")
@@ -304,7 +310,7 @@ class OpencostConnector(Connector):
         )
         return "stg_opencost"
 
-    def _file_select(self, con, key: str, path: Path, file_idx: int) -> str:
+    def file_select(self, con, key: str, path: Path, file_idx: int) -> str:
         check_response(key, Path(path).read_bytes())
         return "SELECT 1"
 

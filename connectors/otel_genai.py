@@ -27,9 +27,9 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
-from connectors.base import Delivery, DeliveryPlan, SourceError
-from connectors.llm import Aggregator, LlmConnector, UsageRecord, as_count, month_bounds, usage_rows, utc_day
-from models.prices import PriceBook
+from apportion.connectors.base import Delivery, DeliveryPlan, SourceError
+from apportion.connectors.llm import Aggregator, LlmConnector, UsageRecord, as_count, month_bounds, usage_rows, utc_day
+from apportion.models.prices import PriceBook
 
 SUFFIXES = (".jsonl", ".json", ".jsonl.gz", ".json.gz", ".ndjson")
 PROVIDERS = {
@@ -85,7 +85,7 @@ class OtelGenAIConnector(LlmConnector):
         return [o for o in objects if o.key.lower().endswith(SUFFIXES)]
 
     def months(self) -> list[str]:
-        from connectors.llm import configured_months
+        from apportion.connectors.llm import configured_months
 
         return configured_months(self.source.options)
 
@@ -177,7 +177,7 @@ class OtelGenAIConnector(LlmConnector):
         except ValueError as exc:
             rec.quarantine = f"invalid token count {exc}"
             return rec
-        from models.prices import split_input
+        from apportion.models.prices import split_input
 
         rec.tokens = {"input": split_input(total_in, cache_read, cache_write, inclusive=True),
                       "cache_read": cache_read, "cache_write_5m": cache_write, "output": output}

@@ -1,34 +1,38 @@
-"""Source kinds. Adding a source = a connector module, its SQL under sql/line_items/, tests, one entry here."""
+"""Connector classes by source kind, from the one list of kinds in `models.source_kinds`.
+
+A class is imported when a source of its kind is first used, so nothing here imports every connector
+(and no connector imports this module).
+"""
 
 from __future__ import annotations
 
-from connectors.anthropic import AnthropicConnector
-from connectors.aws_cur import AwsCurConnector
-from connectors.bedrock_logs import BedrockLogsConnector
-from connectors.azure_cost import AzureCostConnector
-from connectors.focus import FocusConnector
-from connectors.gcp_billing import GcpBillingConnector
-from connectors.gpu_metrics import GpuMetricsConnector
-from connectors.litellm import LiteLLMConnector
-from connectors.openai import OpenAIConnector
-from connectors.otel_genai import OtelGenAIConnector
-from connectors.opencost import OpencostConnector
-from connectors.slurm_sacct import SlurmSacctConnector
+import importlib
+from collections.abc import Mapping
 
-CONNECTORS = {
-    AwsCurConnector.kind: AwsCurConnector,
-    AzureCostConnector.kind: AzureCostConnector,
-    FocusConnector.kind: FocusConnector,
-    GcpBillingConnector.kind: GcpBillingConnector,
-    OpenAIConnector.kind: OpenAIConnector,
-    AnthropicConnector.kind: AnthropicConnector,
-    LiteLLMConnector.kind: LiteLLMConnector,
-    BedrockLogsConnector.kind: BedrockLogsConnector,
-    OtelGenAIConnector.kind: OtelGenAIConnector,
-    SlurmSacctConnector.kind: SlurmSacctConnector,
-    OpencostConnector.kind: OpencostConnector,
-    GpuMetricsConnector.kind: GpuMetricsConnector,
-}
+from apportion.models.source_kinds import SOURCE_KINDS
+
+
+class _Connectors(Mapping):
+    """kind -> connector class, imported on first use."""
+
+    def __init__(self, table: Mapping[str, str]):
+        self._table = table
+        self._loaded: dict[str, type] = {}
+
+    def __getitem__(self, kind: str) -> type:
+        if kind not in self._loaded:
+            module, _, cls = self._table[kind].partition(":")
+            self._loaded[kind] = getattr(importlib.import_module(module), cls)
+        return self._loaded[kind]
+
+    def __iter__(self):
+        return iter(self._table)
+
+    def __len__(self) -> int:
+        return len(self._table)
+
+
+CONNECTORS: Mapping[str, type] = _Connectors(SOURCE_KINDS)
 
 
 def connector_for(source):

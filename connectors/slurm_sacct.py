@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import gzip
 import hashlib
-import io
 import json
 import re
 from dataclasses import dataclass, field
@@ -35,8 +34,14 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import pyarrow as pa
 from pydantic import Field, field_validator
 
-from connectors.base import Connector, Delivery, DeliveryPlan, SourceError
-from models.gpu_rates import GpuOptions, GpuOptionsError, normalize_gpu_model, parse_gpu_options, register_gpu_tables
+from apportion.connectors.base import Connector, Delivery, DeliveryPlan, SourceError
+from apportion.models.gpu_rates import (
+    GpuOptions,
+    GpuOptionsError,
+    normalize_gpu_model,
+    parse_gpu_options,
+    register_gpu_tables,
+)
 
 # The field list we recommend (README); used for files without a header line.
 DEFAULT_COLUMNS = ("JobIDRaw", "JobID", "JobName", "User", "Account", "Partition", "QOS", "State", "Submit",
@@ -473,7 +478,7 @@ class SlurmSacctConnector(Connector):
         return "stg_slurm_sacct"
 
     # used by ledger._locate_bad_file when the combined read fails
-    def _file_select(self, con, key: str, path: Path, file_idx: int) -> str:
+    def file_select(self, con, key: str, path: Path, file_idx: int) -> str:
         self.parse_bytes(key, Path(path).read_bytes())
         return "SELECT 1"
 

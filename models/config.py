@@ -7,14 +7,15 @@ Relative paths are resolved against the directory of the config file.
 from __future__ import annotations
 
 import re
-from pathlib import Path
 from datetime import date as date_type
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from models._yaml import ConfigError, load_yaml_with_lines, problems_from_validation
+from apportion.models._yaml import ConfigError, load_yaml_with_lines, problems_from_validation
+from apportion.models.source_kinds import SOURCE_KINDS
 
 SOURCE_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 MONTH = re.compile(r"^\d{4}-(0[1-9]|1[0-2])$")
@@ -49,10 +50,8 @@ class SourceConfig(BaseModel):
     @field_validator("kind")
     @classmethod
     def _kind(cls, v: str) -> str:
-        from connectors.registry import CONNECTORS
-
-        if v not in CONNECTORS:
-            raise ValueError(f"unknown source kind {v!r} (known: {', '.join(sorted(CONNECTORS))})")
+        if v not in SOURCE_KINDS:
+            raise ValueError(f"unknown source kind {v!r} (known: {', '.join(sorted(SOURCE_KINDS))})")
         return v
 
     @field_validator("options")

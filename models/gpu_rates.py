@@ -33,7 +33,7 @@ from typing import Any
 import pyarrow as pa
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from models.taxonomy import glob_to_regex
+from apportion.models.taxonomy import glob_to_regex
 
 CURRENCY = re.compile(r"^[A-Z]{3}$")
 TAG_KEY = re.compile(r"^[a-z][a-z0-9_.:/-]{0,62}$")

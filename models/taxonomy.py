@@ -19,15 +19,15 @@ tag keys and values stay data and are never pasted into SQL text.
 from __future__ import annotations
 
 import re
-from pathlib import Path
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from models._yaml import LocatedProblems, ConfigError, load_yaml_with_lines, problems_from_validation
-from models.focus import CORE_DIMENSIONS, SHARED, UNTAGGED
+from apportion.models._yaml import ConfigError, LocatedProblems, load_yaml_with_lines, problems_from_validation
+from apportion.models.focus import CORE_DIMENSIONS, SHARED, UNTAGGED
 
 DIMENSION_NAME = re.compile(r"^[a-z][a-z0-9_]{0,30}$")
 NORMALIZERS = ("trim", "lower", "slug")

@@ -8,11 +8,11 @@ it is limited to one run at a time with the `apportion_warehouse` pool.
 
 import dagster as dg
 
-from apportion import ledger
-from connectors.base import SourceError
-from models.config import ApportionConfig, SourceConfig
-from pipelines.partitions import billing_months, month_of
-from pipelines.resources import ApportionResource
+from apportion import steps
+from apportion.connectors.base import SourceError
+from apportion.models.config import ApportionConfig, SourceConfig
+from apportion.pipelines.partitions import billing_months, month_of
+from apportion.pipelines.resources import ApportionResource
 
 
 def asset_name(source: SourceConfig) -> str:
@@ -41,9 +41,9 @@ def source_assets(source: SourceConfig, all_line_items: list[dg.AssetKey]) -> li
         cfg = apportion.config()
         month = month_of(context.partition_key)
         try:
-            delivery = ledger.land(cfg, cfg.source(source.name), month)
+            delivery = steps.land(cfg, cfg.source(source.name), month)
         except SourceError as exc:
-            ledger.quarantine_file(cfg, cfg.source(source.name), month, exc)
+            steps.quarantine_file(cfg, cfg.source(source.name), month, exc)
             raise dg.Failure(description=f"{source.name} {month}: {exc}", allow_retries=False) from None
         return dg.MaterializeResult(
             metadata={
@@ -69,9 +69,9 @@ def source_assets(source: SourceConfig, all_line_items: list[dg.AssetKey]) -> li
         month = month_of(context.partition_key)
         src = cfg.source(source.name)
         try:
-            stats = ledger.build_line_items(cfg, src, ledger.current_delivery(cfg, src, month))
+            stats = steps.build_line_items(cfg, src, steps.current_delivery(cfg, src, month))
         except SourceError as exc:
-            ledger.quarantine_file(cfg, src, month, exc)
+            steps.quarantine_file(cfg, src, month, exc)
             raise dg.Failure(description=f"{source.name} {month}: {exc}", allow_retries=False) from None
         if stats.quarantined_rows:
             context.log.warning(
@@ -108,8 +108,8 @@ def source_assets(source: SourceConfig, all_line_items: list[dg.AssetKey]) -> li
         cfg = apportion.config()
         month = month_of(context.partition_key)
         try:
-            stats = ledger.allocate(cfg, cfg.source(source.name), month, apportion.taxonomy())
-        except ledger.ExactnessError as exc:
+            stats = steps.allocate(cfg, cfg.source(source.name), month, apportion.taxonomy())
+        except steps.ExactnessError as exc:
             yield dg.AssetCheckResult(check_name="allocation_ties_out", passed=False, metadata={"error": str(exc)})
             raise dg.Failure(description=str(exc), allow_retries=False) from None
         yield dg.MaterializeResult(
@@ -153,15 +153,15 @@ def ledger_assets(cfg: ApportionConfig) -> list[dg.AssetsDefinition]:
     )
     def warehouse(context: dg.AssetExecutionContext, apportion: ApportionResource):
         cfg = apportion.config()
-        for leftover in ledger.clean_leftovers(cfg):
+        for leftover in steps.clean_leftovers(cfg):
             context.log.info(f"removed the leftover of an interrupted run: {leftover}")
         try:
-            counts = ledger.build_warehouse(cfg, apportion.taxonomy())
-        except ledger.WarehouseNotPublished as exc:
+            counts = steps.build_warehouse(cfg, apportion.taxonomy())
+        except steps.WarehouseNotPublished as exc:
             yield dg.AssetCheckResult(check_name="warehouse_ties_out", passed=False,
                                       metadata={"ties_out": str(exc.ties[:5]), "mixed_deliveries": str(exc.mixed[:5])})
             raise dg.Failure(description=str(exc), allow_retries=False) from None
-        low = ledger.low_coverage(cfg, month_of(context.partition_key), cfg.coverage_threshold)
+        low = steps.low_coverage(cfg, month_of(context.partition_key), cfg.coverage_threshold)
         yield dg.MaterializeResult(
             metadata={**{f"rows_{k}": v for k, v in counts.items()}, "path": str(cfg.duckdb_path)},
             check_results=[
@@ -188,7 +188,7 @@ def ledger_assets(cfg: ApportionConfig) -> list[dg.AssetsDefinition]:
     )
     def finance_exports(context: dg.AssetExecutionContext, apportion: ApportionResource) -> dg.MaterializeResult:
         cfg = apportion.config()
-        out = ledger.export_month(cfg, month_of(context.partition_key))
+        out = steps.export_month(cfg, month_of(context.partition_key))
         return dg.MaterializeResult(metadata={"path": str(out), "files": sorted(p.name for p in out.iterdir())})
 
     @dg.asset(

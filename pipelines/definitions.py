@@ -9,10 +9,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from models.config import load_config
-from pipelines.location import build_definitions
-
-DEMO_CONFIG = Path(__file__).resolve().parent.parent / "demo" / "apportion.yaml"
+from apportion.demo import DEMO_CONFIG
+from apportion.models.config import load_config
+from apportion.pipelines.location import build_definitions
 
 
 def default_config_path() -> Path:

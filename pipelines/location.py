@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import dagster as dg
 
-from models.config import ApportionConfig
-from pipelines.assets import ledger_assets
-from pipelines.resources import ApportionResource
-from pipelines.schedules import nightly_schedule
+from apportion.models.config import ApportionConfig
+from apportion.pipelines.assets import ledger_assets
+from apportion.pipelines.resources import ApportionResource
+from apportion.pipelines.schedules import nightly_schedule
 
 
 def build_definitions(cfg: ApportionConfig) -> dg.Definitions:

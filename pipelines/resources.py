@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import dagster as dg
 
-from models.config import ApportionConfig, load_config
-from models.taxonomy import Taxonomy, load_taxonomy
+from apportion.models.config import ApportionConfig, load_config
+from apportion.models.taxonomy import Taxonomy, load_taxonomy
 
 
 class ApportionResource(dg.ConfigurableResource):

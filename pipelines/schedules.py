@@ -6,7 +6,7 @@ from datetime import datetime, timezone
 
 import dagster as dg
 
-from pipelines.partitions import partition_key_of
+from apportion.pipelines.partitions import partition_key_of
 
 
 def open_months(now: datetime, count: int = 2) -> list[str]:

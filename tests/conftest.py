@@ -17,8 +17,6 @@ from pathlib import Path
 import pytest
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-if str(REPO_ROOT) not in sys.path:  # `pytest` (not `python -m pytest`) does not add the repo root
-    sys.path.insert(0, str(REPO_ROOT))
 
 
 # ---------------------------------------------------------------------------------- S3 (moto server)
@@ -205,7 +203,7 @@ def outputs_demo_project(tmp_path_factory):
     from io import StringIO
 
     from apportion import cli
-    from apportion.demo import demo_months, generate_cur2
+    from apportion.demo.generators.aws_cur import demo_months, generate_cur2
 
     root = tmp_path_factory.mktemp("outputs-demo")
     generate_cur2(root / "bucket", demo_months())
@@ -322,8 +320,8 @@ class GcsEmulator:
 @pytest.fixture(scope="session")
 def gcs_emulator():
     """gcp-storage-emulator (pip) in memory on 127.0.0.1 for the session."""
-    import subprocess
     import shutil
+    import subprocess
 
     binary = shutil.which("gcp-storage-emulator") or str(Path(sys.executable).parent / "gcp-storage-emulator")
     if not Path(binary).exists():

@@ -9,8 +9,8 @@ from pathlib import Path
 import duckdb
 import yaml
 
-from apportion import ledger
-from models.config import load_config
+from apportion import steps
+from apportion.models.config import load_config
 
 REPO = Path(__file__).resolve().parent.parent
 FIXTURES = REPO / "tests" / "fixtures"
@@ -39,21 +39,21 @@ def query(sql: str, params=None) -> list[dict]:
 
 
 def line_items(cfg, source: str, month: str = MONTH) -> list[dict]:
-    d = ledger.partition_dir(cfg, ledger.LINE_ITEMS, source, month)
+    d = steps.partition_dir(cfg, steps.LINE_ITEMS, source, month)
     return query(f"SELECT * FROM read_parquet('{d}/*.parquet') ORDER BY x_LineId")
 
 
 def quarantined(cfg, source: str, month: str = MONTH) -> list[dict]:
-    d = ledger.partition_dir(cfg, ledger.QUARANTINE, source, month)
+    d = steps.partition_dir(cfg, steps.QUARANTINE, source, month)
     return query(f"SELECT * FROM read_parquet('{d}/*.parquet') ORDER BY x_SourceFile, x_SourceRow")
 
 
 def build(cfg, name: str, month: str = MONTH):
     """land -> line items -> allocations for one source and month."""
     src = cfg.source(name)
-    delivery = ledger.land(cfg, src, month)
-    stats = ledger.build_line_items(cfg, src, delivery)
-    alloc = ledger.allocate(cfg, src, month)
+    delivery = steps.land(cfg, src, month)
+    stats = steps.build_line_items(cfg, src, delivery)
+    alloc = steps.allocate(cfg, src, month)
     return delivery, stats, alloc
 
 

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from apportion import ledger
-from connectors.base import SourceError
+from apportion import steps
+from apportion.connectors.base import SourceError
 from tests.conftest import ReplayResponse
 from tests.llm_helpers import FIXTURES, MONTH, build, dsum, line_items, make_config, quarantined
 
@@ -115,7 +115,7 @@ def test_page_that_never_arrives_fails_the_month(tmp_path, llm_api, admin_key):
     llm_api.route(COST, None, ReplayResponse(500, {"type": "error", "error": {"type": "api_error"}}))
     cfg = config(tmp_path, llm_api.url, max_retries=1)
     with pytest.raises(SourceError) as err:
-        ledger.land(cfg, cfg.source("claude"), MONTH)
+        steps.land(cfg, cfg.source("claude"), MONTH)
     assert "GET /v1/organizations/cost_report" in str(err.value) and "after 2 attempts" in str(err.value)
     assert SECRET not in str(err.value)
     assert not (cfg.raw / "claude" / MONTH / "LANDED").exists()

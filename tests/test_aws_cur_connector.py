@@ -26,12 +26,13 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from apportion import ledger
-from connectors.aws_cur import AwsCurConnector
-from connectors.base import SourceError, safe_dirname
-from connectors.registry import connector_for
-from models.config import load_config
-from models.focus import SERVICE_SUBCATEGORIES
+from apportion import steps
+from apportion.connectors.aws_cur import AwsCurConnector
+from apportion.connectors.base import SourceError, safe_dirname
+from apportion.connectors.registry import connector_for
+from apportion.models.config import load_config
+from apportion.models.focus import SERVICE_SUBCATEGORIES
+from apportion.steps import line_items as line_items_step
 from tests.shared_data import shared_sample
 
 REPO = Path(__file__).resolve().parent.parent
@@ -364,21 +365,21 @@ def query(sql: str) -> list[dict]:
 
 
 def lake_totals(cfg, table: str, source: str, month: str) -> tuple[int, Decimal, Decimal]:
-    d = ledger.partition_dir(cfg, table, source, month)
+    d = steps.partition_dir(cfg, table, source, month)
     r = query(f"SELECT count(*) AS n, sum(BilledCost) AS b, sum(EffectiveCost) AS e FROM read_parquet('{d}/*.parquet')")[0]
     return r["n"], r["b"], r["e"]
 
 
 def line_items(cfg, source: str, month: str, columns: str = "*") -> list[dict]:
-    d = ledger.partition_dir(cfg, ledger.LINE_ITEMS, source, month)
+    d = steps.partition_dir(cfg, steps.LINE_ITEMS, source, month)
     return query(f"SELECT {columns} FROM read_parquet('{d}/*.parquet') ORDER BY x_LineId")
 
 
 def run_month(cfg, source, month: str):
     """land -> line items -> allocations; returns (delivery, line item stats, allocation stats)."""
-    delivery = ledger.land(cfg, source, month)
-    stats = ledger.build_line_items(cfg, source, delivery)
-    alloc = ledger.allocate(cfg, source, month)
+    delivery = steps.land(cfg, source, month)
+    stats = steps.build_line_items(cfg, source, delivery)
+    alloc = steps.allocate(cfg, source, month)
     return delivery, stats, alloc
 
 
@@ -440,7 +441,7 @@ def test_cur2_overwrite_with_manifest(s3_bucket, tmp_path):
     assert (plan.layout, plan.delivery_id, plan.manifest_key) == ("cur2", "exec-2025-01-a", man_key)
     assert [o.key for o in plan.objects] == jan_keys
 
-    delivery = ledger.land(cfg, source, "2025-01")
+    delivery = steps.land(cfg, source, "2025-01")
     assert not delivery.reused
     month_dir = cfg.raw / "aws-main" / "2025-01"
     assert Path(delivery.local_dir) == month_dir / safe_dirname("exec-2025-01-a")
@@ -466,12 +467,12 @@ def test_cur2_overwrite_with_manifest(s3_bucket, tmp_path):
     assert (month_dir / "LANDED").read_text().strip() == Path(delivery.local_dir).name
 
     # Landing the same delivery again reuses it: same record, nothing downloaded or logged.
-    again = ledger.land(cfg, source, "2025-01")
+    again = steps.land(cfg, source, "2025-01")
     assert again.reused and again.fetched_at == delivery.fetched_at and again.local_dir == delivery.local_dir
     assert len((month_dir / "deliveries.jsonl").read_text().splitlines()) == 1
     assert landed_files(again) == files
 
-    stats = ledger.build_line_items(cfg, source, again)
+    stats = steps.build_line_items(cfg, source, again)
     assert stats.rows == 7 and stats.quarantined_rows == 0
     assert stats.billed_cost == expected_sum([1.25, 2.5, 3.75, 0.0001, 10.0, 100.0, 0.3333])
     assert stats.effective_cost == stats.billed_cost
@@ -489,7 +490,7 @@ def test_cur2_overwrite_with_manifest(s3_bucket, tmp_path):
     assert first["BillingPeriodStart"] == datetime(2025, 1, 1, tzinfo=timezone.utc)
     assert first["x_DeliveryId"] == "exec-2025-01-a"
 
-    alloc = ledger.allocate(cfg, source, "2025-01")
+    alloc = steps.allocate(cfg, source, "2025-01")
     assert (alloc.billed_cost, alloc.effective_cost) == (stats.billed_cost, stats.effective_cost)
 
 
@@ -600,7 +601,7 @@ def test_legacy_current_assembly_only(s3_bucket, tmp_path, fmt):
     assert rows[0]["x_DeliveryId"] == new["assembly"]
 
     # The normalised key is what the taxonomy matches on.
-    d = ledger.partition_dir(cfg, ledger.ALLOCATIONS, "aws-main", "2025-01")
+    d = steps.partition_dir(cfg, steps.ALLOCATIONS, "aws-main", "2025-01")
     teams = query(f"SELECT x_Team, x_TeamReason, sum(BilledCost) AS cost FROM read_parquet('{d}/*.parquet') "
                   "WHERE x_Team = 'ml-platform' GROUP BY ALL")
     assert teams == [{"x_Team": "ml-platform", "x_TeamReason": "tag:team", "cost": expected_sum([12.5, 3.0])}]
@@ -646,7 +647,7 @@ def test_redelivered_month_replaces_previous_and_reruns_are_identical(s3_bucket,
     assert sorted(p.name for p in month_dir.iterdir() if p.is_dir()) == [safe_dirname(second["assembly"])]
     assert (month_dir / "CURRENT").read_text().strip() == safe_dirname(second["assembly"])
 
-    counts = ledger.build_warehouse(cfg)
+    counts = steps.build_warehouse(cfg)
     assert counts["line_items"] == 6 and counts["deliveries"] == 2
     con = duckdb.connect(str(cfg.duckdb_path), read_only=True)
     try:
@@ -656,7 +657,7 @@ def test_redelivered_month_replaces_previous_and_reruns_are_identical(s3_bucket,
             (first["assembly"], False), (second["assembly"], True)]
     finally:
         con.close()
-    out = ledger.export_month(cfg, "2025-06")
+    out = steps.export_month(cfg, "2025-06")
     with open(out / "control_totals.csv", newline="") as f:
         control = list(csv.DictReader(f))
     assert len(control) == 1
@@ -670,14 +671,14 @@ def test_legacy_manifest_names_missing_object_keeps_previous_build(s3_bucket, tm
     rep.deliver("2025-07", [legacy_csv_gz(make_rows("2025-07", [1.0, 2.0]))])
     cfg, source = s3_config(tmp_path, s3_bucket, rep.uri)
     good, stats, _ = run_month(cfg, source, "2025-07")
-    li_file = ledger.partition_dir(cfg, ledger.LINE_ITEMS, "aws-main", "2025-07") / "data.parquet"
+    li_file = steps.partition_dir(cfg, steps.LINE_ITEMS, "aws-main", "2025-07") / "data.parquet"
     before = li_file.read_bytes()
 
     missing = f"{rep.root}/{rep.period('2025-07')}/feedface-0000/legacy-report-2.csv.gz"
     broken = rep.deliver("2025-07", [legacy_csv_gz(make_rows("2025-07", [99.0]))], assembly="feedface-0000",
                          extra_keys=[missing])
     with pytest.raises(SourceError) as err:
-        ledger.land(cfg, source, "2025-07")
+        steps.land(cfg, source, "2025-07")
     rel_missing = f"{rep.period('2025-07')}/feedface-0000/legacy-report-2.csv.gz"
     assert err.value.file == rel_missing
     assert rel_missing in str(err.value) and broken["manifest_key"] in str(err.value)
@@ -686,7 +687,7 @@ def test_legacy_manifest_names_missing_object_keeps_previous_build(s3_bucket, tm
     assert li_file.read_bytes() == before
     assert lake_totals(cfg, "line_items", "aws-main", "2025-07") == (2, Decimal("3.000000000000"), Decimal("3.000000000000"))
     assert (month_dir / "CURRENT").read_text().strip() == safe_dirname(good.delivery_id)
-    assert ledger.current_delivery(cfg, source, "2025-07").delivery_id == good.delivery_id
+    assert steps.current_delivery(cfg, source, "2025-07").delivery_id == good.delivery_id
     assert [p.name for p in month_dir.iterdir() if p.is_dir()] == [safe_dirname(good.delivery_id)]
     assert len((month_dir / "deliveries.jsonl").read_text().splitlines()) == 1
 
@@ -702,10 +703,10 @@ def test_cur2_manifest_names_missing_object(s3_bucket, tmp_path):
     absent = exp.data_key("2025-08", 2)
     exp.manifest("2025-08", [present, absent], "exec-bad")
     with pytest.raises(SourceError) as err:
-        ledger.land(cfg, source, "2025-08")
+        steps.land(cfg, source, "2025-08")
     assert err.value.file == absent and absent in str(err.value)
     assert lake_totals(cfg, "line_items", "aws-main", "2025-08") == (1, Decimal("1.000000000000"), Decimal("1.000000000000"))
-    assert ledger.current_delivery(cfg, source, "2025-08").delivery_id == "exec-good"
+    assert steps.current_delivery(cfg, source, "2025-08").delivery_id == "exec-good"
 
 
 def test_object_vanishing_during_download(s3_bucket, tmp_path, monkeypatch):
@@ -722,7 +723,7 @@ def test_object_vanishing_during_download(s3_bucket, tmp_path, monkeypatch):
 
     monkeypatch.setattr(AwsCurConnector, "plan", plan_then_delete)
     with pytest.raises(SourceError) as err:
-        ledger.land(cfg, source, "2025-09")
+        steps.land(cfg, source, "2025-09")
     assert err.value.file == d["keys"][1] and d["keys"][1] in str(err.value)
     month_dir = cfg.raw / "aws-main" / "2025-09"
     assert not (month_dir / "CURRENT").exists()
@@ -759,23 +760,23 @@ def test_corrupt_file_is_named_and_quarantined(s3_bucket, tmp_path, monkeypatch,
     bad_bytes = _corrupt(corruption, rows)
     second = rep.deliver("2025-10", [build(rows), bad_bytes], fmt)
     bad_key = second["keys"][1]
-    delivery = ledger.land(cfg, source, "2025-10")  # bytes are bytes: landing succeeds
+    delivery = steps.land(cfg, source, "2025-10")  # bytes are bytes: landing succeeds
     assert landed_files(delivery)[bad_key] == bad_bytes
 
     located = []
-    original = ledger._locate_bad_file
-    monkeypatch.setattr(ledger, "_locate_bad_file", lambda *a: located.append(1) or original(*a))
+    original = line_items_step._locate_bad_file
+    monkeypatch.setattr(line_items_step, "_locate_bad_file", lambda *a: located.append(1) or original(*a))
     with pytest.raises(SourceError) as err:
-        ledger.build_line_items(cfg, source, delivery)
+        steps.build_line_items(cfg, source, delivery)
     assert located == ([1] if corruption == "truncated-late" else [])
     assert err.value.file == bad_key
     assert str(err.value).startswith(f"cannot read {bad_key}: ")
     # The previous build of the month is untouched and no temporary partition is left behind.
     assert lake_totals(cfg, "line_items", "aws-main", "2025-10") == before
-    for table in (ledger.LINE_ITEMS, ledger.QUARANTINE):
-        assert not list(ledger.partition_dir(cfg, table, "aws-main", "2025-10").parent.glob("*.tmp-*"))
+    for table in (steps.LINE_ITEMS, steps.QUARANTINE):
+        assert not list(steps.partition_dir(cfg, table, "aws-main", "2025-10").parent.glob("*.tmp-*"))
 
-    record_path = ledger.quarantine_file(cfg, source, "2025-10", err.value)
+    record_path = steps.quarantine_file(cfg, source, "2025-10", err.value)
     record = json.loads(record_path.read_text())
     assert record["file"] == bad_key and record["month"] == "2025-10" and record["source"] == "aws-main"
     assert record["reason"] == str(err.value)
@@ -783,7 +784,7 @@ def test_corrupt_file_is_named_and_quarantined(s3_bucket, tmp_path, monkeypatch,
     assert record_path.parent == cfg.lake / "quarantine" / "files" / "aws-main" / "2025-10"
     # The delivery that failed to build is LANDED but not CURRENT; the last good delivery's raw files stay.
     month_dir = cfg.raw / "aws-main" / "2025-10"
-    current = ledger.current_delivery(cfg, source, "2025-10", pointer="CURRENT")
+    current = steps.current_delivery(cfg, source, "2025-10", pointer="CURRENT")
     assert current.delivery_id != delivery.delivery_id
     assert all(path.exists() for _, path in current.files)
     assert (month_dir / "LANDED").read_text().strip() == Path(delivery.local_dir).name
@@ -807,7 +808,7 @@ def test_bad_rows_are_quarantined_with_file_row_and_reason(s3_bucket, tmp_path):
     assert stats.quarantined_billed_cost == Decimal("5.500000000000")  # the unparseable cost is never a zero
     assert stats.quarantine_reasons == {"non-numeric line_item_unblended_cost": 1, "unknown currency": 1}
 
-    qfile = cfg.warehouse / "lake" / "quarantine" / "x_SourceName=aws-main" / "x_BillingMonth=2025-11" / "rows.parquet"
+    qfile = steps.partition_dir(cfg, steps.QUARANTINE, "aws-main", "2025-11") / "rows.parquet"
     got = query(f"SELECT * FROM read_parquet('{qfile}') ORDER BY x_SourceRow")
     assert [(r["x_SourceFile"], r["x_SourceRow"], r["reason"]) for r in got] == [
         (key, 3, "non-numeric line_item_unblended_cost 12,5O"),
@@ -817,7 +818,7 @@ def test_bad_rows_are_quarantined_with_file_row_and_reason(s3_bucket, tmp_path):
     ids = [r["x_ProviderLineItemId"] for r in line_items(cfg, "aws-main", "2025-11", "x_ProviderLineItemId, x_LineId")]
     assert ids == ["li-0000", "li-0001", "li-0003", "li-0005"]
 
-    counts = ledger.build_warehouse(cfg)
+    counts = steps.build_warehouse(cfg)
     assert counts["quarantined_rows"] == 2 and counts["line_items"] == 4
 
 
@@ -1001,7 +1002,7 @@ def test_legacy_athena_snake_case(tmp_path):
     assert {r["BillingAccountId"] for r in rows} == {"729301845562"}
     assert rows[0]["ChargePeriodStart"] == datetime(2024, 10, 8, 9, tzinfo=timezone.utc)  # `2024-10-08 09:00:00.000`
     # The normalised keys are what the taxonomy matches on.
-    d_alloc = ledger.partition_dir(cfg, ledger.ALLOCATIONS, "ours", month)
+    d_alloc = steps.partition_dir(cfg, steps.ALLOCATIONS, "ours", month)
     teams = query(f"SELECT x_Team, x_TeamReason, sum(BilledCost) AS cost FROM read_parquet('{d_alloc}/*.parquet') "
                   "GROUP BY ALL ORDER BY x_Team")
     assert [(t["x_Team"], t["x_TeamReason"], t["cost"]) for t in teams if t["x_TeamReason"] == "tag:team"] == [
@@ -1147,7 +1148,7 @@ def test_service_table_covers_fixtures_and_demo(tmp_path):
     assert seen >= {"AmazonEC2", "AWSDataTransfer", "ComputeSavingsPlans", "AmazonSageMaker", "AmazonS3"}
     assert seen <= codes, sorted(seen - codes)
 
-    from apportion import demo
+    from apportion.demo.generators import aws_cur as demo
 
     files = demo.generate_cur2(tmp_path / "demo", ["2026-09"])
     demo_codes = query("SELECT DISTINCT bill_billing_entity AS e, line_item_product_code AS c "
@@ -1182,3 +1183,89 @@ def test_unknown_service_keeps_a_visible_fallback(tmp_path):
         ("prod-zz9plural9z", "Acme Vector Store (Amazon Bedrock Edition)", "AI and Machine Learning", "Generative AI",
          None),
     ]
+
+
+# ============================================================================ duplicate line items (issue 16, point 2)
+def quarantined(cfg, source: str, month: str) -> list[dict]:
+    d = steps.partition_dir(cfg, steps.QUARANTINE, source, month)
+    return query(f"SELECT x_SourceFile AS file, x_SourceRow AS row, reason, CAST(billed_cost AS DECIMAL(38, 12)) AS billed "
+                 f"FROM read_parquet('{d}/*.parquet') ORDER BY file, row")
+
+
+def test_same_rows_under_two_file_names_are_counted_once(tmp_path, capsys):
+    """AWS re-delivers a part under another name, in a period without a manifest: the second copy is
+    quarantined naming both files, never summed, and `apportion run` says so (rc 3)."""
+    from apportion import cli
+    from tests.test_allocation import ROWS, write_delivery
+
+    write_delivery(tmp_path / "bucket")
+    period = tmp_path / "bucket" / "export" / "data" / "BILLING_PERIOD=2026-10"
+    first = "data/BILLING_PERIOD=2026-10/export-00001.csv.gz"
+    again = "data/BILLING_PERIOD=2026-10/export-00002.csv.gz"  # the same part again, under the next name
+    shutil.copy(period / "export-00001.csv.gz", period / "export-00002.csv.gz")
+    cfg, source = make_config(tmp_path, "bucket/export")
+    one_copy = sum((Decimal(r[8]) for r in ROWS), Decimal(0)).quantize(Q)
+
+    delivery, stats, alloc = run_month(cfg, source, "2026-10")
+    assert delivery.layout == "cur2-overwrite" and delivery.manifest_key is None
+    # one copy exactly: every raw row once, the savings-plan fee's unused-commitment line once
+    assert (stats.rows, stats.billed_cost) == (len(ROWS) + 1, one_copy)
+    assert alloc.billed_cost == one_copy and alloc.effective_cost == stats.effective_cost
+    assert lake_totals(cfg, steps.LINE_ITEMS, "aws-main", "2026-10")[1] == one_copy
+    assert {r["x_SourceFile"] for r in line_items(cfg, "aws-main", "2026-10")} == {first}
+    # the second copy: one quarantined row per raw row (the fee once, not with a second unused line)
+    q = quarantined(cfg, "aws-main", "2026-10")
+    assert stats.quarantined_rows == len(q) == len(ROWS)
+    assert stats.quarantined_billed_cost == one_copy  # Σ input = Σ line items + Σ quarantined
+    assert stats.quarantine_reasons == {"duplicate line": len(ROWS)}
+    for n, (r, raw) in enumerate(zip(q, ROWS), start=1):
+        assert (r["file"], r["row"]) == (again, n)
+        assert r["reason"] == f"duplicate line item {raw[0]} (no interval): also in {first}:{n}"
+
+    code = cli.main(["run", "--config", str(tmp_path / "apportion.yaml"), "--month", "2026-10", "--json"])
+    summary = json.loads(capsys.readouterr().out)
+    assert code == cli.EXIT_QUARANTINE
+    assert summary["quarantined_rows"] == len(ROWS)
+
+
+@pytest.mark.parametrize("fmt", ["parquet", "csv"])
+def test_row_repeated_inside_one_file_is_counted_once(tmp_path, fmt):
+    costs = [1.25, 2.5, 4.0, 8.0]
+    rows = make_rows("2025-12", costs)
+    rows = rows + [rows[1], rows[3]]  # rows 5 and 6 repeat rows 2 and 4 (same id, same interval)
+    rows.append({**rows[0], "start": rows[0]["start"] + timedelta(days=1), "end": rows[0]["end"] + timedelta(days=1)})
+    root = tmp_path / "exports" / "cur2" / "data" / "BILLING_PERIOD=2025-12"
+    root.mkdir(parents=True)
+    name = "cur2-00001" + cur2_suffix(fmt)
+    (root / name).write_bytes(cur2_file(rows, fmt))
+    cfg, source = make_config(tmp_path, "exports/cur2")
+
+    _, stats, alloc = run_month(cfg, source, "2025-12")
+    # the same id in another hour is another line item: kept
+    assert (stats.rows, stats.billed_cost) == (5, expected_sum(costs + [1.25]))
+    assert alloc.billed_cost == stats.billed_cost
+    q = quarantined(cfg, "aws-main", "2025-12")
+    assert [(r["row"], r["billed"]) for r in q] == [(5, d("2.5")), (6, d("8.0"))]
+    assert stats.quarantined_billed_cost == d("10.5")
+    interval = f"{iso(rows[1]['start'])}/{iso(rows[1]['end'])}"
+    assert q[0]["reason"] == f"duplicate line item li-0001 {interval}: also in data/BILLING_PERIOD=2025-12/{name}:2"
+
+
+def test_rows_without_an_id_are_not_deduplicated(tmp_path):
+    """Legacy rows may lack an identity: identical rows with an empty id are all kept; an id'd repeat is not."""
+    costs = [1.25, 2.5, 4.0]
+    rows = make_rows("2025-10", costs)
+    rows[0]["id"] = rows[1]["id"] = ""
+    rows[1].update(start=rows[0]["start"], end=rows[0]["end"], cost=1.25, rate=1.25)  # identical apart from the resource
+    rows.append(dict(rows[0]))  # a third identical row without an id
+    rows.append(dict(rows[2]))  # an id'd row repeated
+    cfg, source = _local_report(tmp_path, "legacy", "20251001-20251101", "legacy-00001.csv.gz", legacy_csv_gz(rows))
+
+    delivery, stats, alloc = run_month(cfg, source, "2025-10")
+    assert delivery.layout == "legacy-overwrite"
+    assert (stats.rows, stats.billed_cost) == (4, expected_sum([1.25, 1.25, 4.0, 1.25]))
+    assert alloc.billed_cost == stats.billed_cost
+    assert [r["x_ProviderLineItemId"] for r in line_items(cfg, "legacy", "2025-10")] == [None, None, "li-0002", None]
+    [q] = quarantined(cfg, "legacy", "2025-10")
+    assert (q["row"], q["billed"]) == (5, d("4.0"))
+    assert q["reason"].startswith("duplicate line item li-0002 ") and q["reason"].endswith("legacy-00001.csv.gz:3")

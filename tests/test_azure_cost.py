@@ -23,11 +23,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from apportion import ledger
-from connectors.base import SourceError
-from connectors.registry import connector_for
-from models.config import load_config
-from models.focus import SERVICE_SUBCATEGORIES
+from apportion import steps
+from apportion.connectors.base import SourceError
+from apportion.connectors.registry import connector_for
+from apportion.models.config import load_config
+from apportion.models.focus import SERVICE_SUBCATEGORIES
 from tests.shared_data import shared_sample
 
 REPO = Path(__file__).resolve().parent.parent
@@ -100,9 +100,9 @@ def config(tmp_path: Path, uri: str, **options) -> object:
 
 def build(cfg, month: str):
     source = cfg.sources[0]
-    delivery = ledger.land(cfg, source, month)
-    stats = ledger.build_line_items(cfg, source, delivery)
-    alloc = ledger.allocate(cfg, source, month)
+    delivery = steps.land(cfg, source, month)
+    stats = steps.build_line_items(cfg, source, delivery)
+    alloc = steps.allocate(cfg, source, month)
     return delivery, stats, alloc
 
 
@@ -110,14 +110,14 @@ def line_items(cfg, month: str, columns: str = "*") -> list[tuple]:
     con = duckdb.connect()
     try:
         con.execute("SET TimeZone = 'UTC'")
-        path = ledger.partition_dir(cfg, ledger.LINE_ITEMS, cfg.sources[0].name, month) / "data.parquet"
+        path = steps.partition_dir(cfg, steps.LINE_ITEMS, cfg.sources[0].name, month) / "data.parquet"
         return con.execute(f"SELECT {columns} FROM read_parquet(?) ORDER BY x_LineId", [str(path)]).fetchall()
     finally:
         con.close()
 
 
 def quarantined(cfg, month: str) -> list[tuple]:
-    path = ledger.partition_dir(cfg, ledger.QUARANTINE, cfg.sources[0].name, month) / "rows.parquet"
+    path = steps.partition_dir(cfg, steps.QUARANTINE, cfg.sources[0].name, month) / "rows.parquet"
     return duckdb.connect().execute("SELECT x_SourceFile, x_SourceRow, reason FROM read_parquet(?) ORDER BY 2",
                                     [str(path)]).fetchall()
 
@@ -182,7 +182,7 @@ def test_newest_run_per_period_from_manifests_on_azurite(tmp_path, azure_contain
         next(k for k in newer if k.endswith(".csv.gz"))]
 
     # idempotent: landing again reuses the delivery
-    again = ledger.land(cfg, cfg.sources[0], "2023-09")
+    again = steps.land(cfg, cfg.sources[0], "2023-09")
     assert again.reused
 
 
@@ -246,7 +246,7 @@ def test_missing_manifest_blob_is_an_error_naming_it(tmp_path, azure_container):
     upload(azure_container, blobs)
     cfg = config(tmp_path, f"az://{azure_container.container_name}/exports")
     with pytest.raises(SourceError, match=r"manifest .*r1/manifest.json names .*part_1_0001.csv, which does not exist") as err:
-        ledger.land(cfg, cfg.sources[0], "2023-09")
+        steps.land(cfg, cfg.sources[0], "2023-09")
     assert err.value.file.endswith("manifest.json")
 
 
@@ -576,7 +576,7 @@ def read_ref(name: str) -> list[dict]:
 
 
 def ref_connection():
-    from connectors.azure_cost import load_azure_reference
+    from apportion.connectors.azure_cost import load_azure_reference
 
     con = duckdb.connect()
     load_azure_reference(con)
@@ -651,7 +651,7 @@ def test_region_spellings_resolve_to_one_region():
 
 
 def test_demo_bill_services_units_and_regions_are_all_in_our_tables(tmp_path):
-    from apportion.demo_clouds import generate_azure
+    from apportion.demo.generators.clouds import generate_azure
 
     generate_azure(tmp_path / "demo", ["2026-09"])
     cfg = config(tmp_path, str(tmp_path / "demo"))
@@ -742,7 +742,7 @@ class FakeCredential:
 
 def test_cost_management_api_with_recorded_responses():
     responses = pytest.importorskip("responses")
-    from connectors.azure_cost import AzureCostManagement
+    from apportion.connectors.azure_cost import AzureCostManagement
 
     base = "https://management.azure.com"
     scope = "subscriptions/00000000-0000-0000-0000-000000000000"
@@ -789,7 +789,7 @@ def test_cost_management_api_with_recorded_responses():
 def test_cost_details_report_as_a_source(tmp_path, monkeypatch):
     """`uri: https://management.azure.com/<scope>`: the month is requested as a Cost Details report."""
     responses = pytest.importorskip("responses")
-    import connectors.azure_cost as azure_cost
+    import apportion.connectors.azure_cost as azure_cost
 
     monkeypatch.setattr(azure_cost, "management_credential", lambda: FakeCredential())
     base = "https://management.azure.com"

@@ -6,7 +6,7 @@ import gzip
 import json
 from decimal import Decimal
 
-from apportion import ledger
+from apportion import db, steps
 from tests.llm_helpers import MONTH, build, line_items, make_config, quarantined
 
 ACCOUNT = "123456789012"
@@ -69,7 +69,7 @@ def test_invocation_logs_from_s3(s3_bucket, tmp_path):
     cfg = make_config(tmp_path, [{"name": "bedrock", "kind": "bedrock_logs", "uri": f"s3://{s3_bucket.name}/logs",
                                   "options": {"endpoint_url": s3_bucket.endpoint_url,
                                               "inference_profiles": {APP_PROFILE: "us.anthropic.claude-3-5-haiku-20241022-v1:0"}}}])
-    from connectors.registry import connector_for
+    from apportion.connectors.registry import connector_for
 
     assert connector_for(cfg.source("bedrock")).months() == ["2026-09", "2026-10"]
     delivery, stats, alloc = build(cfg, "bedrock")
@@ -97,11 +97,11 @@ def test_invocation_logs_from_s3(s3_bucket, tmp_path):
     assert reasons == ["invalid token count 'many'", "malformed JSON record (Expecting property name enclosed in "
                                                       "double quotes)"]
     assert alloc.billed_cost == 0 and stats.quarantined_rows == 2
-    con = ledger.connect()
+    con = db.connect()
     teams = dict(con.execute("SELECT x_ModelId, any_value(x_Team) FROM read_parquet(?) a JOIN read_parquet(?) l "
                              "USING (x_LineId) GROUP BY 1",
-                             [str(ledger.partition_dir(cfg, ledger.ALLOCATIONS, "bedrock", MONTH) / "*.parquet"),
-                              str(ledger.partition_dir(cfg, ledger.LINE_ITEMS, "bedrock", MONTH) / "*.parquet")]).fetchall())
+                             [str(steps.partition_dir(cfg, steps.ALLOCATIONS, "bedrock", MONTH) / "*.parquet"),
+                              str(steps.partition_dir(cfg, steps.LINE_ITEMS, "bedrock", MONTH) / "*.parquet")]).fetchall())
     assert teams == {"claude-sonnet-4-5": "search", "claude-3-5-haiku": "search", "nova-pro": "research"}
 
 

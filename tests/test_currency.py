@@ -8,10 +8,10 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from apportion import ledger
+from apportion import steps
 from apportion.currency import FxRateMissing
-from models._yaml import ConfigError
-from models.config import load_config
+from apportion.models._yaml import ConfigError
+from apportion.models.config import load_config
 
 REPO = Path(__file__).resolve().parent.parent
 TAXONOMY = REPO / "demo" / "taxonomy.yaml"
@@ -35,9 +35,9 @@ def config(tmp_path: Path, extra: str):
 
 
 def build(cfg):
-    delivery = ledger.land(cfg, cfg.sources[0], "2024-03")
-    stats = ledger.build_line_items(cfg, cfg.sources[0], delivery)
-    return stats, ledger.allocate(cfg, cfg.sources[0], "2024-03")
+    delivery = steps.land(cfg, cfg.sources[0], "2024-03")
+    stats = steps.build_line_items(cfg, cfg.sources[0], delivery)
+    return stats, steps.allocate(cfg, cfg.sources[0], "2024-03")
 
 
 def test_reporting_columns_and_exact_allocation_in_billing_currency(tmp_path):
@@ -49,7 +49,7 @@ def test_reporting_columns_and_exact_allocation_in_billing_currency(tmp_path):
                            "  - {date: 2024-03-15, from: EUR, to: GBP, rate: 0.85}\n")
     stats, alloc = build(cfg)
     assert stats.billed_cost == Decimal("115.510000000001") == alloc.billed_cost  # billing currencies untouched
-    path = ledger.partition_dir(cfg, ledger.LINE_ITEMS, "eu", "2024-03") / "data.parquet"
+    path = steps.partition_dir(cfg, steps.LINE_ITEMS, "eu", "2024-03") / "data.parquet"
     rows = duckdb.connect().execute(
         "SELECT BillingCurrency, BilledCost, x_ReportingCurrency, x_FxRate, x_ReportingBilledCost, "
         "x_ReportingEffectiveCost FROM read_parquet(?) ORDER BY x_SourceRow", [str(path)]).fetchall()
@@ -85,7 +85,7 @@ def test_no_reporting_currency_leaves_columns_null_and_config_errors(tmp_path):
     focus_file(tmp_path / "data", [("1", "EUR", "2024-03-05")])
     cfg = config(tmp_path, "")
     build(cfg)
-    path = ledger.partition_dir(cfg, ledger.LINE_ITEMS, "eu", "2024-03") / "data.parquet"
+    path = steps.partition_dir(cfg, steps.LINE_ITEMS, "eu", "2024-03") / "data.parquet"
     assert duckdb.connect().execute("SELECT x_ReportingCurrency, x_FxRate FROM read_parquet(?)",
                                     [str(path)]).fetchall() == [(None, None)]
     with pytest.raises(ConfigError, match="reporting_currency"):
@@ -102,8 +102,8 @@ def test_finance_pack_carries_reporting_currency(tmp_path):
     focus_file(tmp_path / "data", [("100.00", "EUR", "2024-03-02"), ("5.5", "USD", "2024-03-03")])
     cfg = config(tmp_path, "reporting_currency: USD\nfx_rates:\n  - {date: 2024-03-01, from: EUR, to: USD, rate: 1.0834}\n")
     build(cfg)
-    ledger.build_warehouse(cfg)
-    out = ledger.export_month(cfg, "2024-03")
+    steps.build_warehouse(cfg)
+    out = steps.export_month(cfg, "2024-03")
     with open(out / "allocation_by_team.csv") as fh:
         rows = {(r["billing_currency"], r["team"]): r for r in csv.DictReader(fh)}
     eur, usd = rows[("EUR", "search")], rows[("USD", "search")]

@@ -6,10 +6,10 @@ from datetime import datetime, timezone
 
 import dagster as dg
 
-from models.config import load_config
-from pipelines.definitions import DEMO_CONFIG
-from pipelines.location import build_definitions
-from pipelines.schedules import open_months
+from apportion.demo import DEMO_CONFIG
+from apportion.models.config import load_config
+from apportion.pipelines.location import build_definitions
+from apportion.pipelines.schedules import open_months
 
 
 def test_demo_code_location_asset_graph():

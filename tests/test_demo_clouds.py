@@ -10,9 +10,10 @@ from pathlib import Path
 
 import duckdb
 
-from apportion import ledger
-from apportion.demo_clouds import generate_cloud_demo
-from models.config import load_config
+from apportion import steps
+from apportion.demo.generators.clouds import generate_cloud_demo
+from apportion.lake import current_files
+from apportion.models.config import load_config
 
 REPO = Path(__file__).resolve().parent.parent
 MONTHS = ["2026-09", "2026-10"]
@@ -41,31 +42,31 @@ def test_demo_cloud_bills_are_deterministic_and_tie_out(tmp_path):
     for month in MONTHS:
         # Azure: the newest run's CSV is the bill
         az = cfg.sources[0]
-        delivery = ledger.land(cfg, az, month)
-        stats = ledger.build_line_items(cfg, az, delivery)
+        delivery = steps.land(cfg, az, month)
+        stats = steps.build_line_items(cfg, az, delivery)
         with open(Path(delivery.local_dir) / delivery.objects[0]["key"], encoding="utf-8-sig", newline="") as fh:
             rows = list(csv.DictReader(fh))
         assert stats.quarantined_rows == 0 and stats.rows == len(rows)
         assert stats.billed_cost == sum((Decimal(r["CostInBillingCurrency"]) for r in rows), Decimal(0)).quantize(Q)
-        assert ledger.allocate(cfg, az, month).billed_cost == stats.billed_cost
+        assert steps.allocate(cfg, az, month).billed_cost == stats.billed_cost
         # GCP: cost net of credits
         gcp = cfg.sources[1]
-        delivery = ledger.land(cfg, gcp, month)
-        stats = ledger.build_line_items(cfg, gcp, delivery)
+        delivery = steps.land(cfg, gcp, month)
+        stats = steps.build_line_items(cfg, gcp, delivery)
         docs = [json.loads(line, parse_float=Decimal) for line in
                 (Path(delivery.local_dir) / delivery.objects[0]["key"]).read_text().splitlines()]
         net = sum((d["cost"] + sum((c["amount"] for c in d["credits"]), Decimal(0)) for d in docs), Decimal(0))
         assert stats.quarantined_rows == 0 and stats.rows == len(docs)
-        assert stats.billed_cost == net.quantize(Q) == ledger.allocate(cfg, gcp, month).billed_cost
+        assert stats.billed_cost == net.quantize(Q) == steps.allocate(cfg, gcp, month).billed_cost
     con = duckdb.connect()
-    lake = cfg.lake / "line_items"
+    lake = [str(f) for f in current_files(cfg.lake, "line_items")]
     ai = con.execute(
-        f"SELECT x_SourceName, ServiceName, ServiceSubcategory, PricingUnit, count(*) FROM read_parquet('{lake}/*/*/*.parquet') "
+        f"SELECT x_SourceName, ServiceName, ServiceSubcategory, PricingUnit, count(*) FROM read_parquet({lake}) "
         "WHERE ServiceSubcategory = 'Generative AI' GROUP BY ALL ORDER BY 1").fetchall()
     assert [r[:4] for r in ai] == [("azure-prod", "Azure AI Services", "Generative AI", "Tokens"),
                                    ("gcp-prod", "Vertex AI", "Generative AI", "1000000 count")]
     gpus = con.execute(
-        f"SELECT DISTINCT x_SourceName, x_InstanceType FROM read_parquet('{lake}/*/*/*.parquet') "
+        f"SELECT DISTINCT x_SourceName, x_InstanceType FROM read_parquet({lake}) "
         "WHERE x_InstanceType IS NOT NULL ORDER BY ALL").fetchall()
     assert gpus == [("azure-prod", "Standard_NC24ads_A100_v4"), ("azure-prod", "Standard_NC40ads_H100_v5"),
                     ("gcp-prod", "a3-highgpu-8g"), ("gcp-prod", "g2-standard-48")]
@@ -75,7 +76,8 @@ def test_three_clouds_and_focus_in_one_warehouse(tmp_path):
     """The shared samples of AWS, Azure, GCP and FOCUS in one warehouse: exact totals per source and month."""
     import shutil
 
-    from tests.test_azure_cost import FIX as AZ, export_run, write_local
+    from tests.test_azure_cost import FIX as AZ
+    from tests.test_azure_cost import export_run, write_local
 
     fixtures = REPO / "tests" / "fixtures"
     aws = tmp_path / "aws" / "cur" / "20241101-20241201"
@@ -97,18 +99,18 @@ def test_three_clouds_and_focus_in_one_warehouse(tmp_path):
         f"  - {{name: gcp, kind: gcp_billing, uri: {tmp_path / 'gcp'}}}\n"
         f"  - {{name: gateway, kind: focus, uri: {tmp_path / 'focus'}}}\n")
     cfg = load_config(cfg_path)
-    from connectors.registry import connector_for
+    from apportion.connectors.registry import connector_for
 
     built = {}
     for source in cfg.sources:
         for month in connector_for(source).months():
-            stats = ledger.build_line_items(cfg, source, ledger.land(cfg, source, month))
+            stats = steps.build_line_items(cfg, source, steps.land(cfg, source, month))
             assert stats.quarantined_rows == 0, (source.name, month, stats.quarantine_reasons)
-            alloc = ledger.allocate(cfg, source, month)
+            alloc = steps.allocate(cfg, source, month)
             assert alloc.billed_cost == stats.billed_cost and alloc.effective_cost == stats.effective_cost
             built[(source.name, month)] = stats.billed_cost
-    ledger.build_warehouse(cfg)
-    assert ledger.warehouse_breaches(cfg) == []
+    steps.build_warehouse(cfg)
+    assert steps.warehouse_breaches(cfg) == []
     con = duckdb.connect(str(cfg.duckdb_path), read_only=True)
     totals = {(s, m): b for s, m, b in con.execute(
         "SELECT x_SourceName, x_BillingMonth, sum(BilledCost) FROM allocations GROUP BY ALL").fetchall()}

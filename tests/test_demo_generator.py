@@ -15,7 +15,7 @@ import duckdb
 import pyarrow.parquet as pq
 import pytest
 
-from apportion import demo
+from apportion.demo.generators import aws_cur as demo
 
 TODAY = date(2026, 11, 27)
 CLOSED, CURRENT = "2026-10", "2026-11"

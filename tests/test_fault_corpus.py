@@ -7,7 +7,6 @@ the HTTP cases talk to real local servers.
 
 from __future__ import annotations
 
-import io
 import json
 import logging
 from decimal import Decimal
@@ -15,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from apportion import cli
-from models._yaml import ConfigError
-from models.config import load_config
+from apportion import cli, steps
+from apportion.models._yaml import ConfigError
+from apportion.models.config import load_config
 from tests.conftest import ReplayResponse, ReplayServer
 from tests.llm_helpers import FIXTURES, make_config
 
@@ -35,7 +34,7 @@ def _openai_config(tmp_path, base_url):
 
 
 def test_the_admin_key_never_follows_a_redirect_to_another_host(tmp_path, llm_api, monkeypatch):
-    from apportion import ledger
+    from apportion import steps
 
     monkeypatch.setenv("OPENAI_ADMIN_KEY", SECRET)
     other = ReplayServer()  # another host:port, as a redirect to an attacker's or a CDN's host would be
@@ -47,7 +46,7 @@ def test_the_admin_key_never_follows_a_redirect_to_another_host(tmp_path, llm_ap
         llm_api.route(EMBEDDINGS, None, (pages / "usage_embeddings.json").read_bytes())
         llm_api.route(COSTS, None, (pages / "costs.json").read_bytes())
         cfg = _openai_config(tmp_path, llm_api.url)
-        ledger.land(cfg, cfg.source("openai-org"), "2026-10")
+        steps.land(cfg, cfg.source("openai-org"), "2026-10")
         assert other.requests, "the redirect was followed"
         assert all("authorization" not in r["headers"] for r in other.requests)
         assert all(r["headers"].get("authorization") == f"Bearer {SECRET}" for r in llm_api.requests)
@@ -56,7 +55,7 @@ def test_the_admin_key_never_follows_a_redirect_to_another_host(tmp_path, llm_ap
 
 
 def test_a_page_that_echoes_the_key_lands_without_it(tmp_path, llm_api, monkeypatch):
-    from apportion import ledger
+    from apportion import steps
 
     monkeypatch.setenv("OPENAI_ADMIN_KEY", SECRET)
     pages = FIXTURES / "openai"
@@ -67,7 +66,7 @@ def test_a_page_that_echoes_the_key_lands_without_it(tmp_path, llm_api, monkeypa
     llm_api.route(EMBEDDINGS, None, (pages / "usage_embeddings.json").read_bytes())
     llm_api.route(COSTS, None, (pages / "costs.json").read_bytes())
     cfg = _openai_config(tmp_path, llm_api.url)
-    delivery = ledger.land(cfg, cfg.source("openai-org"), "2026-10")
+    delivery = steps.land(cfg, cfg.source("openai-org"), "2026-10")
     landed = b"".join(p.read_bytes() for p in Path(delivery.local_dir).rglob("*") if p.is_file())
     assert SECRET.encode() not in landed
     assert b"Bearer ***" in landed
@@ -157,7 +156,9 @@ def test_run_validates_the_taxonomy_before_touching_data(tmp_path, capsys, edit,
 
 # ------------------------------------------------------------------------------------------ dialects
 def test_sacct_dump_written_with_another_delimiter_reads_like_the_default(tmp_path):
-    from tests.test_slurm_sacct import BASE_OPTIONS, FIXTURES as SLURM, build as build_sacct, make_project
+    from tests.test_slurm_sacct import BASE_OPTIONS, make_project
+    from tests.test_slurm_sacct import FIXTURES as SLURM
+    from tests.test_slurm_sacct import build as build_sacct
 
     options = {**BASE_OPTIONS, "timezone": "UTC", "partition_gpu_models": {"gpu-a100*": "a100"}, "max_job_hours": 240}
     pipes = (SLURM / "sacct-p-noheader.txt").read_text()
@@ -260,7 +261,8 @@ def test_a_broken_allocation_partition_blocks_publishing_and_the_cli_says_so(tmp
     assert cli.main(["run", "--config", str(config), "--month", "2026-10", "--month", "2026-11", "--json"]) == 0
     published = db.read_bytes()
     # one piece of October loses a cent on disk (a bad write, a hand edit, a bug in a later version)
-    part = next((tmp_path / "data" / "lake" / "allocations").glob("x_SourceName=aws-main/x_BillingMonth=2026-10/*.parquet"))
+    cfg = load_config(config)
+    part = next(steps.partition_dir(cfg, steps.ALLOCATIONS, "aws-main", "2026-10").glob("*.parquet"))
     con = duckdb.connect()
     con.execute(f"COPY (SELECT * REPLACE (CASE WHEN x_LineId = 1 THEN BilledCost - 0.01 ELSE BilledCost END "
                 f"AS BilledCost) FROM read_parquet('{part}')) TO '{part}.new' (FORMAT parquet)")
@@ -290,3 +292,113 @@ def test_an_analyst_write_session_cannot_break_the_next_run(tmp_path):
     assert db.with_name("apportion.duckdb.wal").exists()
     assert cli.main(["run", "--config", str(config), "--month", "2026-10", "--json"]) == 0
     assert _totals(db)["line_items"] == _totals(db)["allocations"]
+
+
+# ------------------------------------------------------------------------------------------ tags and tiny amounts
+import csv as _csv  # noqa: E402
+
+FOCUS_HEADER = ["BilledCost", "EffectiveCost", "BillingAccountId", "BillingCurrency", "BillingPeriodStart",
+                "ChargeCategory", "ChargePeriodStart", "ChargePeriodEnd", "ProviderName", "ServiceName", "Tags"]
+
+
+def _focus_build(tmp_path: Path, rows: list[list[str]]):
+    """A small FOCUS CSV for 2024-06 built to line items: (stats, line items, quarantined rows)."""
+    from apportion import steps
+
+    folder = tmp_path / "focus"
+    folder.mkdir(parents=True)
+    with open(folder / "2024-06-focus.csv", "w", newline="") as fh:
+        w = _csv.writer(fh)
+        w.writerow(FOCUS_HEADER)
+        w.writerows([[billed, effective, "a", "USD", "2024-06-01", "Usage", "2024-06-02", "2024-06-03", "P",
+                      "Compute", tags] for billed, effective, tags in rows])
+    (tmp_path / "apportion.yaml").write_text(
+        f"warehouse: {tmp_path / 'wh'}\ntaxonomy: {REPO / 'demo' / 'taxonomy.yaml'}\nsources:\n"
+        f"  - name: focus-test\n    kind: focus\n    uri: {folder}\n")
+    cfg = load_config(tmp_path / "apportion.yaml")
+    source = cfg.sources[0]
+    stats = steps.build_line_items(cfg, source, steps.land(cfg, source, "2024-06"))
+    con = duckdb.connect()
+    lines = con.execute("SELECT x_SourceRow, BilledCost, EffectiveCost, Tags::VARCHAR FROM read_parquet(?) "
+                        "ORDER BY x_SourceRow",
+                        [str(steps.partition_dir(cfg, steps.LINE_ITEMS, source.name, "2024-06") / "data.parquet")]
+                        ).fetchall()
+    quarantined = con.execute(
+        "SELECT x_SourceRow, reason, billed_cost FROM read_parquet(?) ORDER BY 1",
+        [str(steps.partition_dir(cfg, steps.QUARANTINE, source.name, "2024-06") / "rows.parquet")]).fetchall()
+    con.close()
+    return stats, lines, quarantined
+
+
+def test_the_same_labels_in_another_order_are_the_same_tags_text_focus(tmp_path):
+    stats, lines, _ = _focus_build(tmp_path, [
+        ["1", "1", '{"team": "search", "env": "prod", "Project": "recsys"}'],
+        ["2", "2", '{"Project": "recsys", "env": "prod", "team": "search"}'],
+        ["3", "3", '{"env": "prod", "team": "search", "Project": "recsys"}'],
+    ])
+    assert stats.rows == 3
+    assert {line[3] for line in lines} == {'{"Project":"recsys","env":"prod","team":"search"}'}  # one text, keys sorted
+
+
+def test_the_same_labels_in_another_order_are_the_same_tags_text_gcp(tmp_path):
+    from apportion import steps
+    from tests.test_gcp_billing import config as gcp_config
+    from tests.test_gcp_billing import export_rows, rows_of
+
+    row = export_rows()[6]  # the Vertex AI input-token row
+    row["labels"] = [{"key": "team", "value": "search"}, {"key": "workload", "value": "chat"},
+                     {"key": "env", "value": "prod"}]
+    other = json.loads(json.dumps(row, default=str))
+    other["labels"] = list(reversed(row["labels"]))  # the same labels, exported in another order
+    folder = tmp_path / "f" / "2022-08"
+    folder.mkdir(parents=True)
+    (folder / "rows.jsonl").write_text("\n".join(json.dumps(r, default=str) for r in (row, other)) + "\n")
+    cfg = gcp_config(tmp_path, str(tmp_path / "f"))
+    source = cfg.sources[0]
+    steps.build_line_items(cfg, source, steps.land(cfg, source, "2022-08"))
+    [(first,), (second,)] = rows_of(cfg, "2022-08", "Tags::VARCHAR")
+    assert first == second  # one text to group on
+    assert first == json.dumps(json.loads(first), sort_keys=True, separators=(",", ":"))  # keys sorted
+    assert json.loads(first)["env"] == "prod" and json.loads(first)["team"] == "search"
+
+
+def test_an_amount_that_rounds_to_zero_at_12_places_is_quarantined_never_silently_zero(tmp_path):
+    delivered = [["2.5", "2.5", ""],
+                 ["1e-13", "1e-13", ""],                    # not zero, but 0 at 12 places: would vanish
+                 ["1.0000000000004", "1.0000000000004", ""],  # rounds to 1.000000000000: the row stays
+                 ["0", "-0.0000000000004", ""],             # EffectiveCost would vanish
+                 ["0.0000000000005", "0.0000000000005", ""]]  # rounds up to 1e-12: kept, not zero
+    stats, lines, quarantined = _focus_build(tmp_path, delivered)
+    assert quarantined == [
+        (2, "tiny BilledCost 1e-13: not zero, but 0 at 12 decimal places", "0.000000000000"),
+        (4, "tiny EffectiveCost -0.0000000000004: not zero, but 0 at 12 decimal places",
+         "0.000000000000")]
+    assert stats.quarantine_reasons == {"tiny BilledCost": 1, "tiny EffectiveCost": 1}
+    assert [(n, billed) for n, billed, _, _ in lines] == [
+        (1, Decimal("2.5")), (3, Decimal("1")), (5, Decimal("0.000000000001"))]
+    # Σ delivered (each amount rounded once, to 12 places) = Σ line items + Σ quarantined, exactly
+    q12 = Decimal("0.000000000001")
+    delivered_sum = sum(Decimal(b).quantize(q12, rounding="ROUND_HALF_UP") for b, _, _ in delivered)
+    assert delivered_sum == stats.billed_cost + (stats.quarantined_billed_cost or 0) == Decimal("3.500000000001")
+    # no non-zero delivered amount became a zero line item
+    assert all(billed != 0 for _, billed, _, _ in lines)
+
+
+def test_a_gcp_cost_or_credit_that_rounds_to_zero_is_quarantined_with_the_amount(tmp_path):
+    from apportion import steps
+    from tests.test_gcp_billing import config as gcp_config
+    from tests.test_gcp_billing import export_rows, quarantine_of
+
+    rows = [export_rows()[6] for _ in range(3)]  # the Vertex AI input-token row, three times
+    rows[1] = {**rows[1], "cost": "1e-13", "credits": []}
+    rows[2] = {**rows[2], "credits": [{"name": "Free Trial", "amount": "-4e-13", "type": "PROMOTION"}]}
+    folder = tmp_path / "f" / "2022-08"
+    folder.mkdir(parents=True)
+    (folder / "rows.jsonl").write_text("\n".join(json.dumps(r, default=str) for r in rows) + "\n")
+    cfg = gcp_config(tmp_path, str(tmp_path / "f"))
+    source = cfg.sources[0]
+    stats = steps.build_line_items(cfg, source, steps.land(cfg, source, "2022-08"))
+    assert [r[1:] for r in quarantine_of(cfg, "2022-08")] == [
+        (2, "tiny cost 1e-13: not zero, but 0 at 12 decimal places"),
+        (3, "tiny credits.amount -4e-13: not zero, but 0 at 12 decimal places")]
+    assert stats.rows == 1 and stats.billed_cost == Decimal("13.25")

@@ -16,8 +16,8 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from apportion import ledger
-from models.config import load_config
+from apportion import steps
+from apportion.models.config import load_config
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -57,11 +57,11 @@ def documented_columns() -> dict[str, list[str]]:
 def test_every_file_has_its_parquet_twin_and_documented_columns(pack):
     cfg, months = pack
     documented = documented_columns()
-    assert sorted(documented) == sorted(f for f in ledger.EXPORT_FILES if f.endswith(".csv"))
+    assert sorted(documented) == sorted(f for f in steps.EXPORT_FILES if f.endswith(".csv"))
     con = duckdb.connect()
     for month in months:
         folder = cfg.exports / month
-        assert sorted(p.name for p in folder.iterdir()) == sorted(ledger.EXPORT_FILES)
+        assert sorted(p.name for p in folder.iterdir()) == sorted(steps.EXPORT_FILES)
         for name, columns in documented.items():
             csv_path, pq_path = folder / name, (folder / name).with_suffix(".parquet")
             with open(csv_path, newline="") as fh:
@@ -139,7 +139,7 @@ def test_every_table_and_view_is_documented_and_analyst_queries_run(pack):
         "SELECT table_name, comment FROM duckdb_tables() WHERE schema_name = 'main' "
         "UNION ALL SELECT view_name, comment FROM duckdb_views() WHERE schema_name = 'main' AND NOT internal").fetchall()
     names = {n for n, _ in relations}
-    assert set(ledger.WAREHOUSE_TABLES) | {"monthly_spend"} <= names
+    assert set(steps.WAREHOUSE_TABLES) | {"monthly_spend"} <= names
     assert [n for n, c in relations if not c] == []
     undocumented = con.execute(
         "SELECT table_name, column_name FROM duckdb_columns() WHERE schema_name = 'main' AND NOT internal "

@@ -22,9 +22,10 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from apportion import ledger
-from models.config import load_config
-from models.focus import FOCUS_COLUMNS, LINE_ITEM_COLUMNS
+from apportion import steps
+from apportion.lake import current_files
+from apportion.models.config import load_config
+from apportion.models.focus import FOCUS_COLUMNS, LINE_ITEM_COLUMNS
 from tests.test_azure_cost import FIX as AZURE_FIX
 from tests.test_azure_cost import export_run, focus_cost_rows, write_local
 
@@ -130,13 +131,14 @@ def _build(tmp: Path, name: str, kind: str, uri: str, months: list[str], **optio
                         f"    kind: {kind}\n    uri: {uri}\n" + (f"    options:{opts}\n" if options else ""))
     cfg = load_config(cfg_path)
     for month in months:
-        delivery = ledger.land(cfg, cfg.sources[0], month)
-        stats = ledger.build_line_items(cfg, cfg.sources[0], delivery)
+        delivery = steps.land(cfg, cfg.sources[0], month)
+        stats = steps.build_line_items(cfg, cfg.sources[0], delivery)
         assert stats.rows > 0 and stats.quarantined_rows == 0, (name, month, stats)
     out = tmp / f"{name}.parquet"
     con = duckdb.connect()
     con.execute("SET TimeZone = 'UTC'")
-    con.execute(f"COPY (SELECT * FROM read_parquet('{cfg.lake}/line_items/*/*/data.parquet', union_by_name = true)) "
+    files = [str(f) for f in current_files(cfg.lake, "line_items")]
+    con.execute(f"COPY (SELECT * FROM read_parquet({files}, union_by_name = true)) "
                 f"TO '{out}' (FORMAT parquet)")
     con.close()
     return out
@@ -177,7 +179,7 @@ def source_files(tmp_path_factory) -> dict[str, Path]:
     (gc / "2022-08" / "bq.jsonl").write_text("\n".join(rows) + "\n")
     files["gcp_billing"] = _build(tmp, "gcp", "gcp_billing", str(gc), ["2020-11", "2022-08"])
     # AWS: a demo CUR 2.0 month (every line item type) and our legacy CUR fixtures
-    from apportion.demo import generate_cur2
+    from apportion.demo.generators.aws_cur import generate_cur2
 
     generate_cur2(tmp / "aws-cur2", ["2026-09"])
     legacy = tmp / "aws-legacy"

@@ -23,12 +23,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from apportion import ledger
-from connectors.base import SourceError
-from connectors.focus import focus_version
-from connectors.registry import connector_for
-from models.config import load_config
-from models.focus import SERVICE_SUBCATEGORIES
+from apportion import steps
+from apportion.connectors.base import SourceError
+from apportion.connectors.focus import focus_version
+from apportion.connectors.registry import connector_for
+from apportion.models.config import load_config
+from apportion.models.focus import SERVICE_SUBCATEGORIES
 from tests.shared_data import shared_sample
 
 REPO = Path(__file__).resolve().parent.parent
@@ -49,14 +49,14 @@ def config(tmp_path: Path, uri: str, **options):
 
 def build(cfg, month):
     source = cfg.sources[0]
-    delivery = ledger.land(cfg, source, month)
-    stats = ledger.build_line_items(cfg, source, delivery)
-    alloc = ledger.allocate(cfg, source, month)
+    delivery = steps.land(cfg, source, month)
+    stats = steps.build_line_items(cfg, source, delivery)
+    alloc = steps.allocate(cfg, source, month)
     return delivery, stats, alloc
 
 
 def rows_of(cfg, month, columns):
-    path = ledger.partition_dir(cfg, ledger.LINE_ITEMS, cfg.sources[0].name, month) / "data.parquet"
+    path = steps.partition_dir(cfg, steps.LINE_ITEMS, cfg.sources[0].name, month) / "data.parquet"
     con = duckdb.connect()
     con.execute("SET TimeZone = 'UTC'")
     return con.execute(f"SELECT {columns} FROM read_parquet(?) ORDER BY x_LineId", [str(path)]).fetchall()
@@ -390,9 +390,9 @@ def test_not_focus_and_bad_rows(tmp_path):
     folder.mkdir()
     (folder / "2024-06-costs.csv").write_text("Cost,Date\n1,2024-06-01\n")
     cfg = config(tmp_path, str(folder))
-    delivery = ledger.land(cfg, cfg.sources[0], "2024-06")
+    delivery = steps.land(cfg, cfg.sources[0], "2024-06")
     with pytest.raises(SourceError, match=r"2024-06-costs.csv has no BilledCost column: not a FOCUS file") as err:
-        ledger.build_line_items(cfg, cfg.sources[0], delivery)
+        steps.build_line_items(cfg, cfg.sources[0], delivery)
     assert err.value.file == "2024-06-costs.csv"
 
     (folder / "2024-06-costs.csv").unlink()
@@ -413,7 +413,7 @@ def test_not_focus_and_bad_rows(tmp_path):
     assert (stats.rows, stats.billed_cost, alloc.billed_cost) == (2, Decimal(3), Decimal(3))
     q = duckdb.connect().execute(
         "SELECT x_SourceRow, reason FROM read_parquet(?) ORDER BY 1",
-        [str(ledger.partition_dir(cfg, ledger.QUARANTINE, "focus-test", "2024-06") / "rows.parquet")]).fetchall()
+        [str(steps.partition_dir(cfg, steps.QUARANTINE, "focus-test", "2024-06") / "rows.parquet")]).fetchall()
     assert q == [(2, "non-numeric BilledCost abc"), (3, "unknown ChargeCategory Refund"), (4, "unknown currency XXX"),
                  (5, "unparseable ChargePeriodStart yesterday"), (6, "malformed Tags"),
                  (7, "missing ProviderName (and ServiceProviderName/HostProviderName)")]
@@ -437,3 +437,91 @@ def test_azure_focus_cost_runs_found_by_manifest(tmp_path):
     assert delivery.delivery_id == "r1" and delivery.layout == "azure-FocusCost-1.0r2"
     assert (stats.rows, stats.billed_cost, stats.effective_cost) == (2, Decimal("12.5"), Decimal("67.5"))
     assert {r[0] for r in rows_of(cfg, "2024-05", "x_SourceDataset")} == {"Azure FocusCost 1.0"}
+
+
+# ------------------------------------------------------------------ CSV dialects (issue 16, points 3 and 4)
+DIALECT_HEADER = ["BilledCost", "EffectiveCost", "BillingAccountId", "BillingCurrency", "BillingPeriodStart",
+                  "ChargeCategory", "ChargePeriodStart", "ChargePeriodEnd", "ProviderName", "ServiceName",
+                  "ConsumedQuantity", "CommitmentDiscountId", "Tags"]
+DIALECT_ROWS = [
+    ["10.25", "10.25", "a", "USD", "2024-06-01", "Usage", "2024-06-02", "2024-06-03", "P", "Compute", "3",
+     "cd-1", '{"team": "search"}'],
+    ["2.5", "2.5", "a", "USD", "2024-06-01", "Usage", "2024-06-02", "2024-06-03", "P", "Storage", None, None, None],
+    ["0.75", "0.75", "a", "USD", "2024-06-01", "Tax", "2024-06-01", "2024-07-01", "P", "Tax", None, None, None],
+]
+
+
+def _dialect_csv(path: Path, null: str = "", delimiter: str = ",") -> Path:
+    buf = io.StringIO()
+    w = csv.writer(buf, delimiter=delimiter, lineterminator="\n")
+    w.writerow(DIALECT_HEADER)
+    w.writerows([[null if v is None else v for v in row] for row in DIALECT_ROWS])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(buf.getvalue())
+    return path
+
+
+def _dialect_build(tmp_path: Path, name: str, **options):
+    cfg = config(tmp_path / name, str(tmp_path / name / "f"), **options)
+    _, stats, alloc = build(cfg, "2024-06")
+    cols = "BilledCost, ConsumedQuantity, CommitmentDiscountId, Tags, ChargeCategory"
+    return stats, alloc, rows_of(cfg, "2024-06", cols)
+
+
+@pytest.mark.parametrize("null, options", [("NULL", {}), ("null", {}), ("N/A", {"null_strings": ["", "N/A"]})])
+def test_csv_null_spellings_load_as_missing(tmp_path, null, options):
+    _dialect_csv(tmp_path / "empty" / "f" / "2024-06-focus.csv")
+    _dialect_csv(tmp_path / "spelled" / "f" / "2024-06-focus.csv", null=null)
+    want, want_alloc, want_rows = _dialect_build(tmp_path, "empty")
+    got, got_alloc, got_rows = _dialect_build(tmp_path, "spelled", **options)
+    assert (got.rows, got.quarantined_rows, got.quarantine_reasons) == (3, 0, {})
+    assert (got.billed_cost, got.effective_cost, got_alloc.billed_cost) == \
+        (want.billed_cost, want.effective_cost, want_alloc.billed_cost) == (Decimal("13.5"),) * 3
+    assert got_rows == want_rows
+    assert [r[2] for r in got_rows] == ["cd-1", None, None]  # never the text 'NULL' as data
+    assert got_rows[2][4] == "Tax"
+
+
+def test_csv_null_strings_option_is_checked(tmp_path):
+    _dialect_csv(tmp_path / "x" / "f" / "2024-06-focus.csv")
+    cfg = config(tmp_path / "x", str(tmp_path / "x" / "f"), null_strings="NULL")
+    delivery = steps.land(cfg, cfg.sources[0], "2024-06")
+    with pytest.raises(SourceError, match="null_strings must be a list of strings"):
+        steps.build_line_items(cfg, cfg.sources[0], delivery)
+
+
+def test_csv_semicolon_delimiter_option(tmp_path):
+    _dialect_csv(tmp_path / "comma" / "f" / "2024-06-focus.csv")
+    _dialect_csv(tmp_path / "semi" / "f" / "2024-06-focus.csv", delimiter=";")
+    want, _, want_rows = _dialect_build(tmp_path, "comma")
+    got, _, got_rows = _dialect_build(tmp_path, "semi", delimiter=";")
+    assert (got.rows, got.billed_cost, got.quarantined_rows) == (want.rows, want.billed_cost, 0) == \
+        (3, Decimal("13.5"), 0)
+    assert got_rows == want_rows
+
+
+def test_csv_rows_with_wrong_field_count_are_quarantined_never_shifted(tmp_path):
+    folder = tmp_path / "f"
+    path = _dialect_csv(folder / "2024-06-focus.csv")
+    lines = path.read_text().splitlines(keepends=True)
+    # an unquoted comma in a value (14 fields) and a row cut short after the cost columns (2 fields)
+    shifted = "5,5,a,USD,2024-06-01,Usage,2024-06-02,2024-06-03,P,Compute, big box,7,cd-2,\"{\"\"team\"\": \"\"x\"\"}\"\n"
+    short = "4,4\n"
+    path.write_text(lines[0] + lines[1] + shifted + lines[2] + "\n" + short + lines[3])
+    cfg = config(tmp_path, str(folder))
+    _, stats, alloc = build(cfg, "2024-06")
+    assert (stats.rows, stats.billed_cost, alloc.billed_cost) == (3, Decimal("13.5"), Decimal("13.5"))
+    assert stats.quarantined_rows == 2
+    q = duckdb.connect().execute(
+        "SELECT x_SourceFile, x_SourceRow, reason, billed_cost FROM read_parquet(?) ORDER BY 2",
+        [str(steps.partition_dir(cfg, steps.QUARANTINE, "focus-test", "2024-06") / "rows.parquet")]).fetchall()
+    assert q == [
+        ("2024-06-focus.csv", 2, "row has 14 fields, the header has 13 (line 3; values not read, cost unknown)", None),
+        ("2024-06-focus.csv", 4, "row has 2 fields, the header has 13 (line 6; values not read, cost unknown)", None),
+    ]
+    # the good rows keep their own values and row numbers: nothing shifted into RegionId or Tags
+    rows = rows_of(cfg, "2024-06", "x_SourceRow, BilledCost, ServiceName, CommitmentDiscountId, Tags")
+    assert [(r[0], r[1], r[2], r[3]) for r in rows] == [(1, Decimal("10.25"), "Compute", "cd-1"),
+                                                       (3, Decimal("2.5"), "Storage", None),
+                                                       (5, Decimal("0.75"), "Tax", None)]
+    assert json.loads(rows[0][4]) == {"team": "search"}

@@ -29,11 +29,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from apportion import ledger
-from connectors.base import SourceError
-from connectors.registry import connector_for
-from models.config import load_config
-from models.focus import SERVICE_SUBCATEGORIES
+from apportion import steps
+from apportion.connectors.base import SourceError
+from apportion.connectors.registry import connector_for
+from apportion.models.config import load_config
+from apportion.models.focus import SERVICE_SUBCATEGORIES
 from tests.shared_data import shared_sample
 
 REPO = Path(__file__).resolve().parent.parent
@@ -61,21 +61,21 @@ def config(tmp_path: Path, uri: str, **options):
 
 def build(cfg, month):
     source = cfg.sources[0]
-    delivery = ledger.land(cfg, source, month)
-    stats = ledger.build_line_items(cfg, source, delivery)
-    alloc = ledger.allocate(cfg, source, month)
+    delivery = steps.land(cfg, source, month)
+    stats = steps.build_line_items(cfg, source, delivery)
+    alloc = steps.allocate(cfg, source, month)
     return delivery, stats, alloc
 
 
 def rows_of(cfg, month, columns, where="true", order="ORDER BY x_LineId"):
-    path = ledger.partition_dir(cfg, ledger.LINE_ITEMS, cfg.sources[0].name, month) / "data.parquet"
+    path = steps.partition_dir(cfg, steps.LINE_ITEMS, cfg.sources[0].name, month) / "data.parquet"
     con = duckdb.connect()
     con.execute("SET TimeZone = 'UTC'")
     return con.execute(f"SELECT {columns} FROM read_parquet(?) WHERE {where} {order}", [str(path)]).fetchall()
 
 
 def quarantine_of(cfg, month):
-    path = ledger.partition_dir(cfg, ledger.QUARANTINE, cfg.sources[0].name, month) / "rows.parquet"
+    path = steps.partition_dir(cfg, steps.QUARANTINE, cfg.sources[0].name, month) / "rows.parquet"
     return duckdb.connect().execute("SELECT x_SourceFile, x_SourceRow, reason FROM read_parquet(?) ORDER BY 1, 2",
                                     [str(path)]).fetchall()
 
@@ -325,7 +325,7 @@ def test_bigquery_rest_pages_land_as_received_and_repull(tmp_path, bigquery_repl
     vertex = rows_of(cfg, "2022-08", "ServiceName, ServiceCategory, ServiceSubcategory, BilledCost, ContractedCost, "
                      "x_CreditAmount, PricingCategory, Tags, ResourceId", "ServiceName = 'Vertex AI'")
     chat = "projects/genai-lab-1177/locations/us-central1/endpoints/chat-assist"
-    chat_tags = '{"team":"ml-platform","workload":"chat","project":"assistant"}'
+    chat_tags = '{"project":"assistant","team":"ml-platform","workload":"chat"}'  # keys sorted, whatever the order
     assert vertex == [
         # 61.7284 M input tokens x $0.25 = 15.4321; CUD (dollar base) -1.75 and promotion -0.4321
         ("Vertex AI", "AI and Machine Learning", "Generative AI", Decimal("13.25"), Decimal("15.4321"),
@@ -333,7 +333,7 @@ def test_bigquery_rest_pages_land_as_received_and_repull(tmp_path, bigquery_repl
         ("Vertex AI", "AI and Machine Learning", "Generative AI", Decimal("10.5"), Decimal("10.5"), Decimal(0),
          "Standard", chat_tags, chat),
         ("Vertex AI", "AI and Machine Learning", "Generative AI", Decimal("0.4025"), Decimal("0.4025"), Decimal(0),
-         "Standard", '{"workload":"finetune","team":"ml-platform","project":"assistant"}',
+         "Standard", '{"project":"assistant","team":"ml-platform","workload":"finetune"}',
          "projects/genai-lab-1177/locations/us-central1/customJobs/4410092837")]
     gpu = rows_of(cfg, "2022-08", "x_InstanceType, SkuPriceDetails, Tags, AvailabilityZone, BilledCost",
                   "SkuMeter LIKE 'Nvidia L4%' AND ChargeCategory = 'Usage'")
@@ -357,7 +357,7 @@ def test_bigquery_rest_pages_land_as_received_and_repull(tmp_path, bigquery_repl
     assert json.loads(search[0][0])["team"] == "search"
 
     # same content again: the same delivery; late rows arrive: a new delivery replaces the month
-    assert ledger.land(cfg, cfg.sources[0], "2022-08").reused
+    assert steps.land(cfg, cfg.sources[0], "2022-08").reused
     late = json.loads((BQ / "results_202208_page3.json").read_text())
     extra = json.loads(late["rows"][0]["f"][0]["v"])
     extra.update({"cost": 3.25, "credits": [], "cost_type": "adjustment"})
@@ -400,7 +400,7 @@ def test_bigquery_empty_month_and_bad_uri(tmp_path, bigquery_replay):
     cfg = config(tmp_path, "bigquery://billing-admin/billing_export/gcp_billing_export_v1_X",
                  api_endpoint=bigquery_replay.endpoint, anonymous=True)
     with pytest.raises(SourceError, match="no rows for invoice month 2022-07"):
-        ledger.land(cfg, cfg.sources[0], "2022-07")
+        steps.land(cfg, cfg.sources[0], "2022-07")
     cfg = config(tmp_path, "bigquery://billing-admin/only-dataset", api_endpoint=bigquery_replay.endpoint,
                  anonymous=True)
     with pytest.raises(SourceError, match="expected bigquery://<project>/<dataset>/<table>"):
@@ -552,7 +552,7 @@ def _table(path: Path) -> list[dict]:
 def test_service_table_is_ours_focus_1_2_and_covers_fixtures_demo_and_ai():
     from datetime import date
 
-    from apportion.demo_clouds import _gcp_rows
+    from apportion.demo.generators.clouds import _gcp_rows
 
     services = _table(SERVICES)
     assert list(services[0]) == ["service_description", "ServiceName", "ServiceCategory", "ServiceSubcategory"]
@@ -587,3 +587,35 @@ def test_service_table_is_ours_focus_1_2_and_covers_fixtures_demo_and_ai():
                     "Notebooks", "Cloud SQL", "Cloud Spanner", "Cloud Memorystore for Redis", "Cloud Filestore",
                     "Invoice", "Tax"):
         assert service in category, service
+
+
+# ============================================================================ credits without a type
+def test_committed_use_discount_credits_without_a_type_are_recognised_by_name(tmp_path):
+    """Older exports (and some copies) carry credits with no `type`: a CUD is known by its name then."""
+    rows = [export_rows()[i] for i in (4, 5, 6, 10)]  # G2 CUD, startup credit, Vertex AI CUD + promotion, TPU CUD
+    for r in rows:
+        r["credits"] = [{k: v for k, v in c.items() if k != "type"} for c in r["credits"]]
+    rows[0]["credits"][0]["name"] = "Committed Usage Discount: GPU"  # the older spelling
+    typed = json.loads(json.dumps(export_rows()[5], default=str))  # a typed credit keeps its type's meaning
+    typed["credits"][0].update(name="Committed use discount lookalike", type="PROMOTION")
+    folder = tmp_path / "json" / "2022-08"
+    folder.mkdir(parents=True)
+    (folder / "rows.jsonl").write_text("\n".join(json.dumps(r, default=str) for r in rows + [typed]) + "\n")
+    cfg = config(tmp_path / "json", str(tmp_path / "json"))
+    _, stats, _ = build(cfg, "2022-08")
+    assert stats.quarantined_rows == 0
+    assert rows_of(cfg, "2022-08", "x_SourceRow, PricingCategory") == [
+        (1, "Committed"), (2, "Standard"), (3, "Committed"), (4, "Committed"), (5, "Standard")]
+
+    # the flattened standard CSV with every credit's type removed: its CUD row is still Committed
+    csv_dir = tmp_path / "csv"
+    csv_dir.mkdir()
+    text = (FIX / STANDARD).read_text(encoding="utf-8-sig")
+    untyped = re.sub(r", 'type': '[A-Z_]+'", "", text)
+    assert "'type'" in text and "'type'" not in untyped
+    (csv_dir / STANDARD).write_text(untyped, encoding="utf-8")
+    cfg = config(tmp_path / "csv", str(csv_dir))
+    _, stats, _ = build(cfg, "2020-11")
+    by_row = dict(rows_of(cfg, "2020-11", "x_SourceRow, PricingCategory"))
+    assert by_row[2] == "Committed"  # 'Committed Usage Discount: GPU'
+    assert by_row[1] == "Standard"  # 'Sustained Usage Discount' is not a commitment

@@ -18,11 +18,11 @@ import duckdb
 import pytest
 import yaml
 
-from apportion import ledger
-from connectors.base import SourceError
-from connectors.gpu_metrics import DEV
-from connectors.registry import connector_for
-from models.config import load_config
+from apportion import steps
+from apportion.connectors.base import SourceError
+from apportion.connectors.gpu_metrics import DEV
+from apportion.connectors.registry import connector_for
+from apportion.models.config import load_config
 from tests.shared_data import shared_sample
 
 REPO = Path(__file__).resolve().parent.parent
@@ -46,11 +46,11 @@ def project(tmp_path: Path, files: list[str | Path], options: dict) -> Path:
 def build(config: Path, month: str):
     cfg = load_config(config)
     src = cfg.sources[0]
-    ledger.build_line_items(cfg, src, ledger.land(cfg, src, month))
+    steps.build_line_items(cfg, src, steps.land(cfg, src, month))
     con = duckdb.connect()
     con.execute("SET TimeZone = 'UTC'")
-    li = ledger.partition_dir(cfg, ledger.LINE_ITEMS, src.name, month) / "data.parquet"
-    q = ledger.partition_dir(cfg, ledger.QUARANTINE, src.name, month) / "rows.parquet"
+    li = steps.partition_dir(cfg, steps.LINE_ITEMS, src.name, month) / "data.parquet"
+    q = steps.partition_dir(cfg, steps.QUARANTINE, src.name, month) / "rows.parquet"
     rows = [dict(zip([d[0] for d in con.description], r))
             for r in con.execute(f"SELECT * FROM read_parquet('{li}') ORDER BY x_LineId").fetchall()]
     bad = con.execute(f"SELECT x_SourceFile, x_SourceRow, reason FROM read_parquet('{q}') ORDER BY 1, 2").fetchall()

@@ -12,9 +12,9 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from apportion import ledger
-from connectors.base import SourceError
-from models._yaml import ConfigError
+from apportion import db, steps
+from apportion.connectors.base import SourceError
+from apportion.models._yaml import ConfigError
 from tests.llm_helpers import MONTH, build, line_items, make_config, quarantined
 
 PROMPT = "PII: alice@example.com asked about her invoice"
@@ -116,10 +116,10 @@ def test_spend_logs_from_postgres(tmp_path, litellm_db):
     [q] = [q for q in quarantined(cfg, "gateway") if "my-finetuned-llama" in q["reason"]][:1]
     assert q["reason"].startswith("unpriced model openai/my-finetuned-llama") and stats.quarantined_rows == 2
     # allocation: team from the LiteLLM team alias / request tags, project from spend_logs_metadata
-    con = ledger.connect()
+    con = db.connect()
     got = con.execute(
         "SELECT DISTINCT x_Team, x_Project FROM read_parquet(?) WHERE x_Team = 'search'",
-        [str(ledger.partition_dir(cfg, ledger.ALLOCATIONS, "gateway", MONTH) / "*.parquet")]).fetchall()
+        [str(steps.partition_dir(cfg, steps.ALLOCATIONS, "gateway", MONTH) / "*.parquet")]).fetchall()
     assert set(got) == {("search", "chatbot"), ("search", "untagged")}  # the embedding call has no project tag
 
 
@@ -168,7 +168,7 @@ def test_password_in_uri_is_rejected_and_unreachable_database_fails_clearly(tmp_
     cfg = pg_config(tmp_path, f"postgresql://apportion@127.0.0.1:{_free_port()}/litellm", max_retries=1,
                     connect_timeout=2)
     with pytest.raises(SourceError, match="cannot reach the LiteLLM database after 2 attempts"):
-        ledger.land(cfg, cfg.source("gateway"), MONTH)
+        steps.land(cfg, cfg.source("gateway"), MONTH)
 
 
 def test_dsn_from_environment(tmp_path, litellm_db, monkeypatch):

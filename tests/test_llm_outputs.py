@@ -15,8 +15,8 @@ from decimal import Decimal
 import duckdb
 import pytest
 
-from apportion import ledger
-from apportion.demo_llm import generate_llm_demo, requests_for
+from apportion import steps
+from apportion.demo.generators.llm import generate_llm_demo, requests_for
 from tests.llm_helpers import MONTH, REPO, make_config
 
 TODAY = date(2026, 10, 4)  # the demo month is cut at "today": four days keep the test small
@@ -35,12 +35,12 @@ def warehouse(tmp_path_factory):
     ])
     for name in ("llm-gateway", "openai-org", "anthropic-org"):
         src = cfg.source(name)
-        stats = ledger.build_line_items(cfg, src, ledger.land(cfg, src, MONTH))
+        stats = steps.build_line_items(cfg, src, steps.land(cfg, src, MONTH))
         assert stats.quarantined_rows == 0, (name, stats.quarantine_reasons)
     for name in ("llm-gateway", "openai-org", "anthropic-org"):
-        ledger.allocate(cfg, cfg.source(name), MONTH)
-    ledger.build_warehouse(cfg)
-    assert ledger.warehouse_breaches(cfg) == []
+        steps.allocate(cfg, cfg.source(name), MONTH)
+    steps.build_warehouse(cfg)
+    assert steps.warehouse_breaches(cfg) == []
     path = root / "analysis.duckdb"
     shutil.copy(cfg.duckdb_path, path)
     con = duckdb.connect(str(path))

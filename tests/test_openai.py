@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from apportion import ledger
-from connectors.base import SourceError
+from apportion import steps
+from apportion.connectors.base import SourceError
 from tests.conftest import ReplayResponse
 from tests.llm_helpers import FIXTURES, MONTH, build, dsum, line_items, make_config, quarantined
 
@@ -156,7 +156,7 @@ def test_429_and_5xx_are_retried(tmp_path, llm_api, admin_key):
                                    ReplayResponse(502, "<html>bad gateway</html>"),
                                    ReplayResponse(500, {"error": {"message": "oops"}})])
     cfg = config(tmp_path, llm_api.url)
-    delivery = ledger.land(cfg, cfg.source("openai-org"), MONTH)
+    delivery = steps.land(cfg, cfg.source("openai-org"), MONTH)
     assert [r["path"] for r in llm_api.requests].count(COMPLETIONS) == 5  # 3 failures + page 1 + page 2
     assert len(delivery.objects) == 4
 
@@ -173,7 +173,7 @@ def test_a_page_that_never_arrives_fails_the_month_without_leaking_the_key(tmp_p
     root.setLevel(logging.DEBUG)
     try:
         with pytest.raises(SourceError) as err:
-            ledger.land(cfg, cfg.source("openai-org"), MONTH)
+            steps.land(cfg, cfg.source("openai-org"), MONTH)
     finally:
         root.removeHandler(handler)
         root.setLevel(old_level)
@@ -189,7 +189,7 @@ def test_client_errors_fail_at_once_and_scrub_the_key(tmp_path, llm_api, admin_k
     llm_api.route(COMPLETIONS, None, ReplayResponse(401, {"error": {"message": f"Incorrect API key {SECRET}"}}))
     cfg = config(tmp_path, llm_api.url)
     with pytest.raises(SourceError) as err:
-        ledger.land(cfg, cfg.source("openai-org"), MONTH)
+        steps.land(cfg, cfg.source("openai-org"), MONTH)
     assert "HTTP 401" in str(err.value) and SECRET not in str(err.value) and "***" in str(err.value)
     assert len(llm_api.requests) == 1
 
@@ -198,7 +198,7 @@ def test_missing_admin_key_is_a_clear_error(tmp_path, llm_api, monkeypatch):
     monkeypatch.delenv("OPENAI_ADMIN_KEY", raising=False)
     cfg = config(tmp_path, llm_api.url)
     with pytest.raises(SourceError, match="environment variable OPENAI_ADMIN_KEY is not set"):
-        ledger.land(cfg, cfg.source("openai-org"), MONTH)
+        steps.land(cfg, cfg.source("openai-org"), MONTH)
     assert llm_api.requests == []
 
 
@@ -226,14 +226,14 @@ def test_malformed_results_are_quarantined_and_bad_pages_fail(tmp_path, llm_api,
 
     llm_api.route(COMPLETIONS, None, "<html>maintenance</html>")
     with pytest.raises(SourceError, match="page 1 is not JSON"):
-        ledger.land(cfg, cfg.source("openai-org"), MONTH)
+        steps.land(cfg, cfg.source("openai-org"), MONTH)
 
 
 def test_same_pages_reuse_the_delivery(tmp_path, llm_api, admin_key):
     serve_recorded(llm_api)
     cfg = config(tmp_path, llm_api.url)
-    first = ledger.land(cfg, cfg.source("openai-org"), MONTH)
-    again = ledger.land(cfg, cfg.source("openai-org"), MONTH)
+    first = steps.land(cfg, cfg.source("openai-org"), MONTH)
+    again = steps.land(cfg, cfg.source("openai-org"), MONTH)
     assert again.delivery_id == first.delivery_id and again.reused
 
 

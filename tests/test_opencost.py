@@ -11,11 +11,11 @@ import duckdb
 import pytest
 import yaml
 
-from apportion import ledger
-from connectors import opencost
-from connectors.base import SourceError
-from connectors.registry import connector_for
-from models.config import load_config
+from apportion import steps
+from apportion.connectors import opencost
+from apportion.connectors.base import SourceError
+from apportion.connectors.registry import connector_for
+from apportion.models.config import load_config
 
 REPO = Path(__file__).resolve().parent.parent
 FIXTURES = REPO / "tests" / "fixtures" / "opencost"
@@ -39,12 +39,12 @@ def project(tmp_path: Path, uri: str, options: dict | None = None) -> Path:
 def build(config: Path, month: str = "2026-10"):
     cfg = load_config(config)
     src = cfg.sources[0]
-    delivery = ledger.land(cfg, src, month)
-    stats = ledger.build_line_items(cfg, src, delivery)
+    delivery = steps.land(cfg, src, month)
+    stats = steps.build_line_items(cfg, src, delivery)
     con = duckdb.connect()
     con.execute("SET TimeZone = 'UTC'")
-    li = ledger.partition_dir(cfg, ledger.LINE_ITEMS, src.name, month) / "data.parquet"
-    q = ledger.partition_dir(cfg, ledger.QUARANTINE, src.name, month) / "rows.parquet"
+    li = steps.partition_dir(cfg, steps.LINE_ITEMS, src.name, month) / "data.parquet"
+    q = steps.partition_dir(cfg, steps.QUARANTINE, src.name, month) / "rows.parquet"
     rows = [dict(zip([d[0] for d in con.description], r))
             for r in con.execute(f"SELECT * FROM read_parquet('{li}') ORDER BY x_LineId").fetchall()]
     bad = con.execute(f"SELECT x_SourceFile, x_SourceRow, reason FROM read_parquet('{q}') ORDER BY 1, 2").fetchall()
@@ -109,7 +109,7 @@ def test_failed_page_fails_the_month_with_the_day_and_status(tmp_path, opencost_
     config = project(tmp_path, opencost_server.base_url)
     cfg = load_config(config)
     with pytest.raises(SourceError, match=r"/allocation for 2026-10-20: HTTP 503"):
-        ledger.land(cfg, cfg.sources[0], "2026-10")
+        steps.land(cfg, cfg.sources[0], "2026-10")
     assert not (cfg.raw / "k8s" / "2026-10" / "LANDED").exists()
 
 
@@ -118,10 +118,10 @@ def test_invalid_response_is_a_source_error(tmp_path, opencost_server):
     config = project(tmp_path, opencost_server.base_url)
     cfg = load_config(config)
     with pytest.raises(SourceError, match="allocation-2026-10-03.json is not valid JSON"):
-        ledger.land(cfg, cfg.sources[0], "2026-10")
+        steps.land(cfg, cfg.sources[0], "2026-10")
     (opencost_server.folder / "allocation-2026-10-03.json").write_text('{"code": 500, "message": "boom", "data": []}')
     with pytest.raises(SourceError, match="has code 500: boom"):
-        ledger.land(cfg, cfg.sources[0], "2026-10")
+        steps.land(cfg, cfg.sources[0], "2026-10")
 
 
 def test_folder_of_recorded_responses_label_aggregation_rate_card_and_idle_owner(tmp_path):

@@ -8,7 +8,7 @@ from decimal import Decimal
 import pytest
 import yaml
 
-from models.prices import PriceBook, PriceConfigError, parse_overrides, split_input
+from apportion.models.prices import PriceBook, PriceConfigError, parse_overrides, split_input
 
 DAY = date(2026, 10, 5)
 

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from models.currencies import billing_currency_codes
-from models.focus import SERVICE_CATEGORIES, SERVICE_SUBCATEGORIES
+from apportion.models.currencies import billing_currency_codes
+from apportion.models.focus import SERVICE_CATEGORIES, SERVICE_SUBCATEGORIES
 from tests.shared_data import REPO_ROOT, SHARED_DATA
 
 REFERENCE = REPO_ROOT / "models" / "reference"

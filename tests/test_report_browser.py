@@ -16,8 +16,8 @@ from urllib.parse import unquote, urlparse
 import duckdb
 import pytest
 
-from apportion import cli, ledger, report
-from models.config import load_config
+from apportion import cli, report, steps
+from apportion.models.config import load_config
 from tests.test_allocation import write_delivery
 
 REPO = Path(__file__).resolve().parent.parent
@@ -178,10 +178,10 @@ def test_report_without_ai_data_says_so(tmp_path, request, capsys):
     # The ledger steps directly (not the Dagster job: Playwright's event loop is already running in this module).
     config = load_config(cfg)
     source = config.sources[0]
-    ledger.build_line_items(config, source, ledger.land(config, source, "2026-10"))
-    ledger.allocate(config, source, "2026-10")
-    ledger.build_warehouse(config)
-    ledger.export_month(config, "2026-10")
+    steps.build_line_items(config, source, steps.land(config, source, "2026-10"))
+    steps.allocate(config, source, "2026-10")
+    steps.build_warehouse(config)
+    steps.export_month(config, "2026-10")
     assert cli.main(["report", "--config", cfg]) == cli.EXIT_OK
     path = tmp_path / "data" / "report" / "index.html"
     assert capsys.readouterr().out.strip() == str(path)

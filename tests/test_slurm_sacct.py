@@ -13,12 +13,12 @@ import duckdb
 import pytest
 import yaml
 
-from apportion import cli, ledger
-from connectors.base import SourceError
-from connectors.registry import connector_for
-from connectors.slurm_sacct import parse_alloc_tres, parse_elapsed, parse_gpu_util, unwrap
-from models.config import load_config
-from models.gpu_rates import GpuOptionsError, normalize_gpu_model, parse_gpu_options
+from apportion import cli, steps
+from apportion.connectors.base import SourceError
+from apportion.connectors.registry import connector_for
+from apportion.connectors.slurm_sacct import parse_alloc_tres, parse_elapsed, parse_gpu_util, unwrap
+from apportion.models.config import load_config
+from apportion.models.gpu_rates import GpuOptionsError, normalize_gpu_model, parse_gpu_options
 
 REPO = Path(__file__).resolve().parent.parent
 FIXTURES = REPO / "tests" / "fixtures" / "slurm"
@@ -43,11 +43,11 @@ def make_project(tmp_path: Path, files: dict[str, str | Path], options: dict, ta
 def build(config: Path, month: str):
     cfg = load_config(config)
     src = cfg.sources[0]
-    stats = ledger.build_line_items(cfg, src, ledger.land(cfg, src, month))
+    stats = steps.build_line_items(cfg, src, steps.land(cfg, src, month))
     con = duckdb.connect()
     con.execute("SET TimeZone = 'UTC'")
-    li = ledger.partition_dir(cfg, ledger.LINE_ITEMS, src.name, month) / "data.parquet"
-    q = ledger.partition_dir(cfg, ledger.QUARANTINE, src.name, month) / "rows.parquet"
+    li = steps.partition_dir(cfg, steps.LINE_ITEMS, src.name, month) / "data.parquet"
+    q = steps.partition_dir(cfg, steps.QUARANTINE, src.name, month) / "rows.parquet"
     rows = [dict(zip([d[0] for d in con.description], r))
             for r in con.execute(f"SELECT * FROM read_parquet('{li}') ORDER BY x_LineId").fetchall()]
     bad = con.execute(f"SELECT x_SourceFile, x_SourceRow, reason FROM read_parquet('{q}') ORDER BY 1, 2").fetchall()

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 from decimal import Decimal as D
 from pathlib import Path
 
@@ -12,12 +11,12 @@ import duckdb
 import pytest
 import yaml
 
-from apportion import ledger
+from apportion import steps
+from apportion.models._yaml import ConfigError
+from apportion.models.config import load_config
+from apportion.models.taxonomy import load_taxonomy
 from apportion.split_rules import SplitConflictError
 from apportion.splits import split_exact
-from models._yaml import ConfigError
-from models.config import load_config
-from models.taxonomy import load_taxonomy
 from tests.test_allocation import ROWS, write_delivery
 
 REPO = Path(__file__).resolve().parent.parent
@@ -80,9 +79,9 @@ def build(tmp_path, splits, rows=ROWS + [CREDIT], extra_dims=None):
         "warehouse: data\ntaxonomy: taxonomy.yaml\nsources:\n  - name: aws-main\n    kind: aws_cur\n    uri: bucket/export\n")
     cfg = load_config(tmp_path / "apportion.yaml")
     src = cfg.sources[0]
-    ledger.build_line_items(cfg, src, ledger.land(cfg, src, "2026-10"))
-    stats = ledger.allocate(cfg, src, "2026-10")
-    ledger.build_warehouse(cfg)
+    steps.build_line_items(cfg, src, steps.land(cfg, src, "2026-10"))
+    stats = steps.allocate(cfg, src, "2026-10")
+    steps.build_warehouse(cfg)
     return cfg, stats, duckdb.connect(str(cfg.duckdb_path), read_only=True)
 
 
@@ -124,7 +123,7 @@ def test_every_method_with_hand_computed_pieces(tmp_path):
     li = con.execute("SELECT sum(BilledCost), sum(EffectiveCost) FROM line_items").fetchone()
     al = con.execute("SELECT sum(BilledCost), sum(EffectiveCost) FROM allocations").fetchone()
     assert li == al == (stats.billed_cost, stats.effective_cost)
-    assert ledger.warehouse_breaches(cfg) == []
+    assert steps.warehouse_breaches(cfg) == []
     # nothing shared is left for the split charges; split pieces explain themselves
     assert con.execute("SELECT count(*) FROM allocations WHERE x_AllocationRuleId IS NOT NULL "
                        "AND x_AllocationReason NOT LIKE '%split:%'").fetchone()[0] == 0
@@ -183,7 +182,7 @@ def test_spread_untagged_is_marked_and_still_listed(tmp_path):
     # the spread spend is still visible as unattributed, with its marker
     listed = con.execute("SELECT sum(BilledCost) FROM untagged_spend WHERE dimension = 'team'").fetchone()[0]
     assert listed == sum(r[1] for r in spread)
-    assert ledger.warehouse_breaches(cfg) == []
+    assert steps.warehouse_breaches(cfg) == []
 
 
 def test_virtual_tag_overrides_provider_tags_and_value_classes(tmp_path):

@@ -5,7 +5,6 @@ from __future__ import annotations
 import csv
 import json
 import re
-import shutil
 from decimal import Decimal
 from pathlib import Path
 
@@ -13,9 +12,9 @@ import duckdb
 import pytest
 import yaml
 
-from apportion import cli, ledger
-from models._yaml import ConfigError
-from models.config import load_config
+from apportion import cli, steps
+from apportion.models._yaml import ConfigError
+from apportion.models.config import load_config
 from tests.test_allocation import ROWS, write_delivery
 
 REPO = Path(__file__).resolve().parent.parent
@@ -55,7 +54,7 @@ def test_run_json_summary_ties_out_and_writes_exports(project, capsys):
     assert summary["quarantined_rows"] == 0
 
     export_dir = project / "data" / "exports" / "2026-10"
-    assert sorted(p.name for p in export_dir.iterdir()) == sorted(ledger.EXPORT_FILES)
+    assert sorted(p.name for p in export_dir.iterdir()) == sorted(steps.EXPORT_FILES)
     for name in ("team", "project", "workload"):
         with open(export_dir / f"allocation_by_{name}.csv") as fh:
             rows = list(csv.DictReader(fh))
@@ -81,9 +80,13 @@ def test_every_table_and_column_is_documented_and_warehouse_doc_queries_run(proj
     assert cli.main(["run", "--config", str(project / "apportion.yaml"), "--month", "2026-10", "--json"]) == 0
     capsys.readouterr()
     con = duckdb.connect(str(project / "data" / "apportion.duckdb"), read_only=True)
-    tables = dict(con.execute("SELECT table_name, comment FROM duckdb_tables()").fetchall())
-    assert set(ledger.WAREHOUSE_TABLES) <= set(tables)
-    assert all(tables[t] for t in ledger.WAREHOUSE_TABLES)
+    tables = dict(con.execute("SELECT table_name, comment FROM duckdb_tables() UNION ALL "
+                              "SELECT view_name, comment FROM duckdb_views() WHERE NOT internal").fetchall())
+    assert set(steps.WAREHOUSE_TABLES) <= set(tables)
+    # the lake is not copied: the big three are views over the current Parquet versions
+    views = {v for (v,) in con.execute("SELECT view_name FROM duckdb_views() WHERE NOT internal").fetchall()}
+    assert {"line_items", "allocations", "quarantined_rows"} <= views
+    assert all(tables[t] for t in steps.WAREHOUSE_TABLES)
     undocumented = con.execute(
         "SELECT table_name, column_name FROM duckdb_columns() WHERE table_name IN ('line_items', 'allocations') "
         "AND (comment IS NULL OR comment = '')").fetchall()
@@ -109,7 +112,7 @@ def test_analyst_holding_the_old_file_is_never_disturbed(project, capsys):
     analyst = duckdb.connect(str(cfg.duckdb_path), read_only=True)
     before = analyst.execute("SELECT count(*), sum(BilledCost) FROM allocations").fetchone()
     # A restated delivery arrives: one more row. The nightly job rebuilds while the analyst is connected.
-    write_delivery(project / "bucket", ROWS + [ROWS[0][:1] + ("222222222222",) + ROWS[0][2:8] + ("1.00",) + ROWS[0][9:]])
+    write_delivery(project / "bucket", ROWS + [("tagged-restated", "222222222222") + ROWS[0][2:8] + ("1.00",) + ROWS[0][9:]])
     assert cli.main(["run", "--config", str(cfg.config_path), "--month", "2026-10", "--json"]) == 0
     capsys.readouterr()
     assert analyst.execute("SELECT count(*), sum(BilledCost) FROM allocations").fetchone() == before

@@ -49,6 +49,8 @@ select
     li.BilledCost,
     li.EffectiveCost,
     li.ListCost,
+    li.x_ReportingCurrency,
+    li.x_FxRate,
     cast(1 as decimal(38, 12)) as x_AllocatedRatio,
     {dimension_selects},
     {reason_concat} as x_AllocationReason,

@@ -1,6 +1,7 @@
 -- AWS CUR (2.0 and legacy, after staging to canonical snake_case names) -> FOCUS 1.2 line items.
 -- Reads:  stg_aws_cur (one row per raw row), run_context (one row), ref_aws_services
---         (models/reference/aws_cur/services.csv), ref_currencies.
+--         (models/reference/aws_cur/services.csv), ref_currencies, aws_cur_seen + aws_cur_seen_files
+--         (identities of the month's earlier files, see AwsCurConnector._remember_earlier_files).
 -- Writes: temp view line_items_checked = contract columns + x_QuarantineReason (null = good row).
 
 create or replace temp view line_items_checked as
@@ -75,6 +76,38 @@ cost_category_json as (
     from cost_category_sets
 ),
 
+-- A line item is (identity_line_item_id, identity_time_interval) within the month. The same identity
+-- again — a part re-delivered under another file name, or a row repeated in one file — is counted
+-- once: the first occurrence (lowest file, then row) stays, every later one is quarantined naming the
+-- file and row it repeats. Earlier files of the month are in aws_cur_seen (the month is built one file
+-- at a time). Rows without an id (legacy rows may lack one) are never deduplicated.
+identities as (
+    select
+        _file_idx,
+        _row,
+        identity_line_item_id,
+        identity_time_interval,
+        md5_number(identity_line_item_id || chr(0) || coalesce(identity_time_interval, '')) as k,
+        row_number() over w as n,
+        first_value(_file) over w as first_file,
+        first_value(_row) over w as first_row
+    from src
+    where identity_line_item_id is not null
+    window w as (partition by identity_line_item_id, identity_time_interval order by _file_idx, _row)
+),
+
+duplicates as (
+    select
+        i._file_idx,
+        i._row,
+        'duplicate line item ' || i.identity_line_item_id || ' ' || coalesce(i.identity_time_interval, '(no interval)')
+            || ': also in ' || coalesce(sf._file, i.first_file) || ':' || coalesce(s._row, i.first_row) as reason
+    from identities as i
+    left join aws_cur_seen as s on s.k = i.k
+    left join aws_cur_seen_files as sf on sf._file_idx = s._file_idx
+    where i.n > 1 or s.k is not null
+),
+
 typed as (
     select
         src._file,
@@ -135,6 +168,7 @@ typed as (
         sm.UnmappedService as unmapped_service,
         -- Quarantine reasons, first problem wins. A bad row never becomes a zero.
         case
+            when dup.reason is not null then dup.reason
             when src._bad is not null then src._bad
             when src.line_item_unblended_cost is null then 'missing line_item_unblended_cost'
             when src.line_item_currency_code is null then 'missing line_item_currency_code'
@@ -156,6 +190,7 @@ typed as (
         and sm.bill_billing_entity = coalesce(src.bill_billing_entity, '')
     left join tag_json as tj on tj.m is not distinct from src.resource_tags
     left join cost_category_json as cj on cj.m is not distinct from src.cost_category
+    left join duplicates as dup on dup._file_idx = src._file_idx and dup._row = src._row
 ),
 
 focus as (
@@ -299,7 +334,8 @@ cross join ctx
 
 -- FOCUS keeps a commitment's purchase at EffectiveCost 0; the unused part of a Savings Plan or RI fee
 -- is a Usage row of its own (CommitmentDiscountStatus Unused). One CUR fee row becomes two line items
--- (x_LineId + 2^31 for the second); BilledCost and EffectiveCost totals are unchanged.
+-- (x_LineId + 2^31 for the second); BilledCost and EffectiveCost totals are unchanged. A quarantined
+-- fee (a duplicate among them) is quarantined once, as its CUR row: it yields no unused line.
 select * replace (
     case when (x_LineItemType in ('SavingsPlanRecurringFee', 'RIFee') and EffectiveCost <> 0) then 0 else EffectiveCost end as EffectiveCost,
     case when (x_LineItemType in ('SavingsPlanRecurringFee', 'RIFee') and EffectiveCost <> 0) then null else CommitmentDiscountStatus end
@@ -324,4 +360,4 @@ select * replace (
     false as x_HasResource
 )
 from mapped
-where (x_LineItemType in ('SavingsPlanRecurringFee', 'RIFee') and EffectiveCost <> 0);
+where (x_LineItemType in ('SavingsPlanRecurringFee', 'RIFee') and EffectiveCost <> 0) and x_QuarantineReason is null;

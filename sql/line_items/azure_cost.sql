@@ -156,6 +156,9 @@ typed as (
         case
             when s.cost is null then 'missing cost'
             when apportion_not_numeric(s.cost) then 'non-numeric cost ' || s.cost
+            -- an amount that would vanish in rounding is shown, never carried as a zero (macros/create_macros.sql)
+            when apportion_rounds_to_zero(s.cost)
+                then 'tiny cost ' || trim(cast(s.cost as varchar)) || ': not zero, but 0 at 12 decimal places'
             when apportion_not_numeric(s.quantity) then 'non-numeric Quantity ' || s.quantity
             when apportion_not_numeric(s.payg_price) then 'non-numeric PayGPrice ' || s.payg_price
             when apportion_not_numeric(s.unit_price) then 'non-numeric UnitPrice ' || s.unit_price

@@ -1,5 +1,6 @@
 -- Native FOCUS (1.0-preview .. 1.3) rows -> apportion line items.
--- Reads:  stg_focus (every FOCUS column as text, _file/_row/_file_idx/_dataset/_multi_month), run_context,
+-- Reads:  stg_focus (every FOCUS column as text, _file/_row/_file_idx/_dataset/_multi_month, _row_error: a CSV
+--         row with the wrong number of fields, quarantined with a null cost), run_context,
 --         ref_currencies, focus_options, focus_subcategory_map, focus_service_categories (the FOCUS 1.2
 --         allowed category / subcategory pairs). Macros from sql/macros/cloud_macros.sql.
 -- Writes: temp view line_items_checked = contract columns + x_QuarantineReason (null = good row).
@@ -42,7 +43,8 @@ typed as (
     select
         m.*,
         tj.tags as tags_json,
-        apportion_money(m.BilledCost) as billed,
+        -- a CSV row with the wrong number of fields: its values may be shifted, so no cost is taken from it
+        case when m._row_error is null then apportion_money(m.BilledCost) end as billed,
         coalesce(apportion_money(m.EffectiveCost), apportion_money(m.BilledCost)) as effective,
         coalesce(apportion_money(m.ListCost), apportion_money(m.BilledCost)) as list,
         coalesce(apportion_money(m.ContractedCost), apportion_money(m.BilledCost)) as contracted,
@@ -64,6 +66,7 @@ typed as (
         apportion_ts(m.ChargePeriodEnd) as cp_end,
         apportion_ts(m.BillingPeriodEnd) as bp_end,
         case
+            when m._row_error is not null then m._row_error
             when m.BilledCost is null then 'missing BilledCost'
             when apportion_not_numeric(m.BilledCost) then 'non-numeric BilledCost ' || m.BilledCost
             when apportion_not_numeric(m.EffectiveCost) then 'non-numeric EffectiveCost ' || m.EffectiveCost
@@ -71,6 +74,11 @@ typed as (
             when apportion_not_numeric(m.ContractedCost) then 'non-numeric ContractedCost ' || m.ContractedCost
             when apportion_not_numeric(m.PricingQuantity) then 'non-numeric PricingQuantity ' || m.PricingQuantity
             when apportion_not_numeric(m.ConsumedQuantity) then 'non-numeric ConsumedQuantity ' || m.ConsumedQuantity
+            -- an amount that would vanish in rounding is shown, never carried as a zero (macros/create_macros.sql)
+            when apportion_rounds_to_zero(m.BilledCost)
+                then 'tiny BilledCost ' || trim(m.BilledCost) || ': not zero, but 0 at 12 decimal places'
+            when apportion_rounds_to_zero(m.EffectiveCost)
+                then 'tiny EffectiveCost ' || trim(m.EffectiveCost) || ': not zero, but 0 at 12 decimal places'
             when coalesce(m.BillingCurrency, (select billing_currency from focus_options)) is null
                 then 'missing BillingCurrency'
             when upper(coalesce(m.BillingCurrency, (select billing_currency from focus_options)))

@@ -157,7 +157,13 @@ credit_sums as (
         _file_idx, _row,
         coalesce(sum(apportion_money(c.amount)), 0) as credit_amount,
         bool_or(apportion_not_numeric(c.amount)) as bad_amount,
-        bool_or(c.type ilike 'COMMITTED_USAGE_DISCOUNT%') as has_cud
+        min(case when apportion_rounds_to_zero(c.amount) then trim(c.amount) end) as tiny_amount,
+        -- committed-use discounts: by type, or by name in exports whose credits carry no type
+        -- ("Committed Usage Discount: GPU", "Committed use discount - dollar based")
+        bool_or(c.type ilike 'COMMITTED_USAGE_DISCOUNT%'
+                or (nullif(trim(c.type), '') is null
+                    and regexp_matches(coalesce(c.name, '') || ' ' || coalesce(c.full_name, ''),
+                                       'committed[ _-]*us(e|age)[ _-]*discount', 'i'))) as has_cud
     from (select _file_idx, _row, unnest(credits) as c from credit_rows)
     group by all
 ),
@@ -193,6 +199,11 @@ typed as (
             when m.cost_raw is null then 'missing cost'
             when apportion_not_numeric(m.cost_raw) then 'non-numeric cost ' || m.cost_raw
             when coalesce(cs.bad_amount, false) then 'non-numeric credits.amount'
+            -- an amount that would vanish in rounding is shown, never carried as a zero (macros/create_macros.sql)
+            when apportion_rounds_to_zero(m.cost_raw)
+                then 'tiny cost ' || trim(m.cost_raw) || ': not zero, but 0 at 12 decimal places'
+            when cs.tiny_amount is not null
+                then 'tiny credits.amount ' || cs.tiny_amount || ': not zero, but 0 at 12 decimal places'
             when m.credits_json is not null and json_type(m.credits_json) not in ('ARRAY', 'NULL') then 'malformed credits'
             when apportion_not_numeric(m.usage_amount_raw) then 'non-numeric usage.amount ' || m.usage_amount_raw
             when apportion_not_numeric(m.cost_at_list_raw) then 'non-numeric cost_at_list ' || m.cost_at_list_raw

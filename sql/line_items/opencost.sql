@@ -143,7 +143,7 @@ select
     case when c.is_idle then null else c.namespace end as SubAccountId,
     case when c.is_idle then null else c.namespace end as SubAccountName,
     case when c.is_idle or c.namespace is null then null else 'Kubernetes Namespace' end as SubAccountType,
-    c.tag_json as Tags,
+    apportion_sorted_json(c.tag_json) as Tags,
     ctx.source_name as x_SourceName,
     ctx.source_kind as x_SourceKind,
     ctx.billing_month as x_BillingMonth,

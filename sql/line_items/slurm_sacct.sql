@@ -300,7 +300,7 @@ select
     case when t.kind = 'idle' then null else t.account end as SubAccountId,
     case when t.kind = 'idle' then null else t.account end as SubAccountName,
     case when t.kind = 'idle' then null else 'Slurm Account' end as SubAccountType,
-    t.tags as Tags,
+    apportion_sorted_json(t.tags) as Tags,
     ctx.source_name as x_SourceName,
     ctx.source_kind as x_SourceKind,
     ctx.billing_month as x_BillingMonth,

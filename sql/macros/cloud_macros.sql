@@ -44,9 +44,10 @@ create or replace temp macro apportion_tag_entries(j, lower_keys) as
         list_filter(map_entries(try_cast(j as map(varchar, varchar))), lambda e: coalesce(trim(e.value), '') <> ''),
         lambda e: struct_pack(key := case when lower_keys then lower(trim(e.key)) else trim(e.key) end, value := e.value));
 
--- FOCUS Tags from a list of (key, value) entries: first occurrence of a key wins, NULL when empty.
+-- FOCUS Tags from a list of (key, value) entries: first occurrence of a key wins, keys sorted (byte order,
+-- so labels delivered in another order give the same text), NULL when empty.
 create or replace temp macro apportion_tags_from_entries(es) as
     nullif(
-        to_json(map_from_entries(list_filter(es,
-            lambda e, i: list_position(list_transform(es, lambda x: x.key), e.key) = i))),
+        to_json(map_from_entries(list_sort(list_filter(es,
+            lambda e, i: list_position(list_transform(es, lambda x: x.key), e.key) = i)))),
         '{}');

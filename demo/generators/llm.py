@@ -33,10 +33,10 @@ from datetime import date, datetime, time, timedelta, timezone
 from decimal import ROUND_HALF_EVEN, Decimal
 from pathlib import Path
 
-from connectors.base import safe_dirname
-from connectors.litellm import COLUMNS
-from connectors.llm import month_bounds
-from models.prices import PriceBook
+from apportion.connectors.base import safe_dirname
+from apportion.connectors.litellm import COLUMNS
+from apportion.connectors.llm import month_bounds
+from apportion.models.prices import PriceBook
 
 GATEWAY_OPENAI_PROJECT = "proj_Gateway7Qx2"
 GATEWAY_OPENAI_KEY = "key_LiteLLMProxy01"

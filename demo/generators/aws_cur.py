@@ -1367,8 +1367,8 @@ def generate_cur2(out_dir: str | Path, months: list[str], *, seed: int = 7, rows
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m apportion.demo OUT_DIR [--months 2026-10 ...] [--rows N] [--format parquet|csv] [--versioned]``"""
-    parser = argparse.ArgumentParser(prog="python -m apportion.demo",
+    """``python -m apportion.demo.generators.aws_cur OUT_DIR [--months 2026-10 ...] [--rows N] [--format parquet|csv] [--versioned]``"""
+    parser = argparse.ArgumentParser(prog="python -m apportion.demo.generators.aws_cur",
                                      description="Write a synthetic AWS CUR 2.0 (Data Exports) delivery.")
     parser.add_argument("out_dir", type=Path)
     parser.add_argument("--months", nargs="+", metavar="YYYY-MM",

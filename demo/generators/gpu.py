@@ -331,7 +331,7 @@ def write_opencost(folder: Path, nodes: list[tuple[str, str, str, date, float]],
 # ------------------------------------------------------------------ entry point
 def generate_gpu_demo(cfg, months: list[str], today: date | None = None, seed: int = 7) -> list[str]:
     """Write the demo data of every GPU source of `cfg` (after the demo CUR); returns one summary line per source."""
-    from apportion.demo import _utc_today
+    from apportion.demo.generators.aws_cur import _utc_today
 
     today = today or _utc_today()
     lines = []

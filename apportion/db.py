@@ -1,0 +1,66 @@
+"""DuckDB connections for the steps: bounded memory, UTC, the shared macros; the published warehouse
+opened read-only; quoting helpers; the fault points the crash tests use."""
+
+from __future__ import annotations
+
+import os
+import signal
+from datetime import datetime, timezone
+from pathlib import Path
+
+import duckdb
+
+from apportion.models.config import ApportionConfig
+from apportion.sql import sql_text
+
+
+def connect(cfg: ApportionConfig | None = None, database: str = ":memory:") -> duckdb.DuckDBPyConnection:
+    con = duckdb.connect(database)
+    con.execute("SET TimeZone = 'UTC'")
+    # Row order carries no meaning in the lake (x_LineId does); not preserving it saves memory on big months.
+    con.execute("SET preserve_insertion_order = false")
+    # Bounded by default so a big month streams (and spills) instead of growing with the bill;
+    # with the small row groups below, 1 GB is also the fastest setting measured (bench/RESULTS.md).
+    con.execute("SET memory_limit = ?", [os.environ.get("APPORTION_MEMORY_LIMIT", "1GB")])
+    if cfg is not None:
+        tmp = cfg.warehouse / ".tmp"
+        tmp.mkdir(parents=True, exist_ok=True)
+        con.execute("SET temp_directory = ?", [str(tmp)])
+    con.execute(sql_text("macros/create_macros.sql"))
+    return con
+
+
+def list_literal(paths: list[Path]) -> str:
+    return "[" + ", ".join("'" + str(p).replace("'", "''") + "'" for p in sorted(paths)) + "]"
+
+
+def lit(s: str) -> str:
+    return "'" + s.replace("'", "''") + "'"
+
+
+def set_aside_stale_wal(path: Path) -> None:
+    """A WAL next to the published file belongs to the file being replaced (an analyst opened it for
+    writing, which the warehouse does not support): kept aside, it can never be replayed into the new one."""
+    wal = path.with_name(path.name + ".wal")
+    if wal.exists():
+        stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+        wal.rename(path.with_name(f"{path.name}.wal.set-aside-{stamp}"))
+
+
+def open_published(cfg: ApportionConfig) -> duckdb.DuckDBPyConnection:
+    """The published warehouse, read-only. An analyst's write session may have left a WAL that does not
+    match the file: it is set aside (never replayed), so a run's own summary and exports still read."""
+    try:
+        return duckdb.connect(str(cfg.duckdb_path), read_only=True)
+    except duckdb.Error as exc:
+        if "WAL" not in str(exc) and "wal" not in str(exc):
+            raise
+        set_aside_stale_wal(cfg.duckdb_path)
+        return duckdb.connect(str(cfg.duckdb_path), read_only=True)
+
+
+def fault_point(name: str) -> None:
+    """Fault injection for the crash tests: when APPORTION_FAULT_AT names this point, the process dies
+    here at once (SIGKILL, no cleanup), as a killed worker or a power cut would leave it."""
+    if os.environ.get("APPORTION_FAULT_AT") == name:
+        os.kill(os.getpid(), signal.SIGKILL)

@@ -1,4 +1,4 @@
-# Quickstart: `make demo` then `make test`. Needs Python 3.11 and pip; everything else installs here.
+# Quickstart: `make demo` then `make test`. Needs Python 3.11 or 3.12 and pip; everything else installs here.
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV   := .venv
 BIN    := $(VENV)/bin
@@ -16,6 +16,8 @@ $(STAMP): pyproject.toml requirements.lock
 demo: $(STAMP)
 	$(BIN)/apportion demo
 	$(BIN)/apportion run --config demo/apportion.yaml
+	@echo "Next: call the CLI as $(BIN)/apportion (or \`source $(BIN)/activate\`, then apportion), with --config demo/apportion.yaml,"
+	@echo "      e.g. $(BIN)/apportion months --config demo/apportion.yaml   (README: Quickstart)"
 
 ## test: lint, then the whole test suite (CI runs exactly this)
 test: $(STAMP)
@@ -26,9 +28,13 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python bench/bench_allocation.py --rows $${ROWS:-5000000}
 
-## dev: the Dagster UI on the demo config
+## dev: the Dagster UI on the demo config (PORT=3000 by default), with the runs `apportion run` recorded
+PORT ?= 3000
 dev: $(STAMP)
-	DAGSTER_HOME=$(CURDIR) APPORTION_CONFIG=$${APPORTION_CONFIG:-demo/apportion.yaml} $(BIN)/dagster dev -m apportion.pipelines.definitions
+	@mkdir -p data/.dagster
+	@echo "Dagster UI: http://127.0.0.1:$(PORT)  (runs of \`apportion run\` on the demo are in data/.dagster)"
+	DAGSTER_HOME=$(CURDIR)/data/.dagster APPORTION_CONFIG=$${APPORTION_CONFIG:-demo/apportion.yaml} \
+		$(BIN)/dagster dev -m apportion.pipelines.definitions -h 127.0.0.1 -p $(PORT)
 
 ## lock: re-pin the full dependency set after changing pyproject.toml
 lock: $(STAMP)

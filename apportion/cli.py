@@ -18,37 +18,53 @@ EXIT_OK, EXIT_FAILED, EXIT_CONFIG, EXIT_QUARANTINE = 0, 1, 2, 3
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="apportion", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"apportion {_version()}",
+                        help="print apportion's version and exit")
     sub = parser.add_subparsers(dest="command", required=True)
+    config_help = f"config file (default: ./{DEFAULT_CONFIG}; the demo's: demo/apportion.yaml)"
 
     run = sub.add_parser("run", help="run the nightly job in-process (land, normalise, allocate, publish)")
-    run.add_argument("--config", default="apportion.yaml", help="config file (default: ./apportion.yaml)")
+    run.add_argument("--config", default=DEFAULT_CONFIG, help=config_help)
     run.add_argument("--month", action="append", help="billing month YYYY-MM (repeatable); default: the open months")
     run.add_argument("--all", action="store_true", help="every month the sources have")
     run.add_argument("--json", action="store_true", help="print the run summary as JSON")
 
-    export = sub.add_parser("export", help="write a month's finance pack (CSV) from the warehouse")
-    export.add_argument("--config", default="apportion.yaml")
-    export.add_argument("--month", required=True)
-    export.add_argument("--out", required=True, help="output directory")
+    export = sub.add_parser("export", help="write a month's finance pack (summary CSVs, line-level Parquet) from the "
+                                           "warehouse")
+    export.add_argument("--config", default=DEFAULT_CONFIG, help=config_help)
+    export.add_argument("--month", required=True, help="billing month YYYY-MM; it must be in the warehouse "
+                                                       "(`apportion months` lists them)")
+    export.add_argument("--out", required=True, help="output directory (replaced by the new pack)")
+    export.add_argument("--lines", choices=("parquet", "csv"), default=None,
+                        help="format of the line-level file allocation_lines: parquet, or csv (gzip); default: the "
+                             "config's exports.lines, else parquet")
 
     tax = sub.add_parser("taxonomy", help="taxonomy tools")
     tax_sub = tax.add_subparsers(dest="taxonomy_command", required=True)
     check = tax_sub.add_parser("check", help="validate a taxonomy file (schema, dead rules, cycles)")
-    check.add_argument("file")
+    check.add_argument("file", help="the taxonomy YAML file")
     tdiff = tax_sub.add_parser("diff", help="how coverage and team totals would change under a new taxonomy")
-    tdiff.add_argument("old")
-    tdiff.add_argument("new")
-    tdiff.add_argument("--month", required=True)
-    tdiff.add_argument("--config", default="apportion.yaml")
-    tdiff.add_argument("--json", action="store_true")
+    tdiff.add_argument("old", help="the current taxonomy YAML file")
+    tdiff.add_argument("new", help="the proposed taxonomy YAML file")
+    tdiff.add_argument("--month", required=True, help="billing month YYYY-MM to compare on; it must be in the warehouse")
+    tdiff.add_argument("--config", default=DEFAULT_CONFIG, help=config_help)
+    tdiff.add_argument("--json", action="store_true", help="print the comparison as JSON")
 
     report = sub.add_parser("report", help="write the static HTML report (charts) from the warehouse")
-    report.add_argument("--config", default="apportion.yaml")
-    report.add_argument("--month", default=None, help="billing month YYYY-MM (default: the latest in the warehouse)")
+    report.add_argument("--config", default=DEFAULT_CONFIG, help=config_help)
+    report.add_argument("--month", default=None, help="billing month YYYY-MM; it must be in the warehouse "
+                                                      "(default: the report's choice of month)")
     report.add_argument("--out", default=None, help="output file (default: <warehouse>/report/index.html)")
 
-    months = sub.add_parser("months", help="list the billing months each source has")
-    months.add_argument("--config", default="apportion.yaml")
+    months = sub.add_parser("months", help="list, per source, the months it offers and the months built in the "
+                                           "warehouse")
+    months.add_argument("--config", default=DEFAULT_CONFIG, help=config_help)
+    months.add_argument("--json", action="store_true", help="print the months as JSON")
+
+    savings = sub.add_parser("savings", help="savings advice with dollar estimates (the recommendations table)")
+    savings.add_argument("--config", default=DEFAULT_CONFIG, help=config_help)
+    savings.add_argument("--month", default=None, help="billing month YYYY-MM (default: the newest in the warehouse)")
+    savings.add_argument("--json", action="store_true", help="print the findings and skipped scopes as JSON")
 
     demo = sub.add_parser("demo", help="generate the bundled demo data (deterministic)")
     demo.add_argument("--dir", default=None,
@@ -56,7 +72,14 @@ def main(argv: list[str] | None = None) -> int:
                            "the checkout's demo/ folder, or ./apportion-demo when apportion is installed from a wheel")
     demo.add_argument("--out", default=None, help="only the CUR 2.0 export, into this folder")
 
+    from apportion.guardrails import cli as guardrails_cli  # `budgets`, `anomalies` (issue 11)
+
+    guardrails_cli.add_parsers(sub)
     args = parser.parse_args(argv)
+    missing = _missing_config(args)
+    if missing:
+        print(f"error: {missing}", file=sys.stderr)
+        return EXIT_CONFIG
     try:
         if args.command == "run":
             return cmd_run(args)
@@ -70,12 +93,53 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_report(args)
         if args.command == "months":
             return cmd_months(args)
+        if args.command in ("budgets", "anomalies"):
+            return guardrails_cli.dispatch(args)
         if args.command == "demo":
             return cmd_demo(args)
+        if args.command == "savings":
+            from apportion.savings.cli import cmd_savings
+
+            return cmd_savings(args)
     except _config_errors() as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_CONFIG
     return EXIT_CONFIG
+
+
+DEFAULT_CONFIG = "apportion.yaml"
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("apportion")
+    except PackageNotFoundError:
+        return "unknown (not installed)"
+
+
+def _missing_config(args) -> str | None:
+    """The message for a --config file that does not exist: which file was looked for, how to point at one."""
+    config = getattr(args, "config", None)
+    if config is None or Path(config).exists():
+        return None
+    where = Path(config).resolve()
+    if config == DEFAULT_CONFIG:
+        return (f"no config file: looked for ./{DEFAULT_CONFIG} ({where}) because --config was not given; "
+                "pass --config FILE, e.g. `--config demo/apportion.yaml` for the demo (`make demo` builds it)")
+    return f"config file {config} not found ({where}); for the demo: `--config demo/apportion.yaml`"
+
+
+def _not_built(cfg, month: str) -> str | None:
+    """Why `month` cannot be read from the warehouse (no warehouse, or not built), or None."""
+    from apportion.steps.exports import ExportError, check_month_built
+
+    try:
+        check_month_built(cfg, month)
+    except ExportError as exc:
+        return str(exc)
+    return None
 
 
 def _config_errors():
@@ -119,6 +183,10 @@ def cmd_taxonomy_diff(args) -> int:
     from apportion.taxonomy_tools import diff
 
     cfg = load_config(args.config)
+    problem = _not_built(cfg, check_month(args.month))
+    if problem:
+        print(f"error: {problem}", file=sys.stderr)
+        return EXIT_FAILED
     result = diff(cfg, load_taxonomy(args.old), load_taxonomy(args.new), check_month(args.month))
     if args.json:
         print(json.dumps(result, indent=2, default=str))
@@ -136,12 +204,42 @@ def cmd_taxonomy_diff(args) -> int:
 
 
 def cmd_months(args) -> int:
+    """Per source: the months it offers (files found, or the months an API source can be asked for) and the
+    months built in the warehouse. Only built months can be exported or reported."""
     from apportion.connectors.registry import connector_for
     from apportion.models.config import load_config
+    from apportion.steps.exports import warehouse_months
 
     cfg = load_config(args.config)
+    built = warehouse_months(cfg)
+    rows = []
     for s in cfg.sources:
-        print(f"{s.name} ({s.kind}): {' '.join(connector_for(s).months()) or '-'}")
+        try:
+            offered, problem = connector_for(s).months(), None
+        except Exception as exc:  # noqa: BLE001 - one unreachable source must not hide the others
+            offered, problem = [], f"{type(exc).__name__}: {exc}"
+        have = built.get(s.name, [])
+        rows.append({"source": s.name, "kind": s.kind, "enabled": s.enabled, "built": have,
+                     "not_built": [m for m in offered if m not in have], "error": problem})
+    all_built = sorted({m for ms in built.values() for m in ms})
+    if args.json:
+        print(json.dumps({"warehouse": str(cfg.duckdb_path), "built": all_built, "sources": rows}, indent=2))
+        return EXIT_OK
+    print(f"warehouse {cfg.duckdb_path}: " + (f"months built {' '.join(all_built)}" if all_built else
+                                              "nothing built yet (`apportion run` builds the open months)"))
+    width = max(len(f"{r['source']} ({r['kind']})") for r in rows)
+    for r in rows:
+        name = f"{r['source']} ({r['kind']})"
+        line = f"  {name:<{width}}  built: {' '.join(r['built']) or '-'}"
+        if r["not_built"]:
+            line += f"; offered, not built: {' '.join(r['not_built'])}"
+        if r["error"]:
+            line += f"; cannot list its months: {r['error']}"
+        if not r["enabled"]:
+            line += " (disabled)"
+        print(line)
+    if any(r["not_built"] for r in rows):
+        print("build a month with `apportion run --month YYYY-MM`; export and report read built months only")
     return EXIT_OK
 
 
@@ -151,10 +249,11 @@ def cmd_export(args) -> int:
 
     cfg = load_config(args.config)
     month = check_month(args.month)
-    if not cfg.duckdb_path.exists():
-        print(f"error: no warehouse at {cfg.duckdb_path}; run `apportion run` first", file=sys.stderr)
+    problem = _not_built(cfg, month)
+    if problem:  # never an empty pack that a scheduler would take as valid
+        print(f"error: {problem}", file=sys.stderr)
         return EXIT_FAILED
-    out = steps.export_month(cfg, month, Path(args.out))
+    out = steps.export_month(cfg, month, Path(args.out), lines=args.lines)
     for p in sorted(out.iterdir()):
         print(p)
     return EXIT_OK
@@ -166,6 +265,10 @@ def cmd_report(args) -> int:
 
     cfg = load_config(args.config)
     month = check_month(args.month) if args.month else None
+    problem = _not_built(cfg, month) if month else None
+    if problem:
+        print(f"error: {problem}", file=sys.stderr)
+        return EXIT_FAILED
     try:
         out = write_report(cfg, month, Path(args.out) if args.out else None)
     except ReportError as exc:
@@ -189,6 +292,7 @@ def cmd_demo(args) -> int:
         project.mkdir(parents=True, exist_ok=True)
         for f in (DEMO_CONFIG, DEMO_TAXONOMY):
             shutil.copyfile(f, project / f.name)
+        shutil.copytree(DEMO_DIR / "guardrails", project / "guardrails", dirs_exist_ok=True)  # budgets file
         config = project / DEMO_CONFIG.name
     cfg = load_config(config)
     print(f"demo config: {config} (run it with `apportion run --config {config}`)")
@@ -224,7 +328,7 @@ def cmd_run(args) -> int:
     elif args.month:
         months = [check_month(m) for m in args.month]
     else:
-        from apportion.pipelines.schedules import open_months
+        from apportion.pipelines.partitions import open_months
 
         months = open_months(datetime.now(timezone.utc), cfg.open_months)
     from apportion.lake import clean_leftovers, mixed_delivery_months
@@ -250,57 +354,130 @@ def cmd_run(args) -> int:
 
 
 def run_months(cfg, months: list[str], quiet: bool = False) -> list[dict]:
-    """Execute the Dagster `nightly` job in-process, one run per month, and collect outcomes."""
+    """Build the months in-process with Dagster: the `sources` job once per month (land, line items,
+    allocation), then `publish` once (warehouse, the latest month's finance pack, the report) and the
+    other months' finance packs: a backfill of N months builds the warehouse once, not N times.
+    Runs are recorded in a persistent Dagster instance (DAGSTER_HOME, else <warehouse>/.dagster), so the
+    UI (`make dev`) shows what ran."""
     import logging
 
     import dagster as dg
 
     from apportion.pipelines.location import build_definitions
-    from apportion.pipelines.partitions import partition_key_of
 
     logging.getLogger("dagster").setLevel(logging.WARNING)
-    defs = build_definitions(cfg)
+    months = sorted(months)
+    defs = build_definitions(cfg, tuple(months))
     loggers = {"console": {"config": {"log_level": os.environ.get("APPORTION_LOG_LEVEL", "CRITICAL")}}}
     progress = RunProgress() if sys.stderr.isatty() else None  # progress bars only for a person at a terminal
     if progress:
         defs = dg.Definitions.merge(defs, dg.Definitions(
             loggers={"console": dg.colored_console_logger, "progress": progress.logger_def()}))
         loggers["progress"] = {}
-    job = defs.resolve_job_def("nightly")
-    instance = dg.DagsterInstance.get() if os.environ.get("DAGSTER_HOME") else dg.DagsterInstance.ephemeral()
-    results = []
-    for month in months:
+    instance = dagster_instance(cfg)
+    results = {m: {"month": m, "success": True, "errors": [], "steps": {}, "warehouse_published": False}
+               for m in months}
+
+    def execute(job_name: str, month: str, label: str) -> bool:
+        job = defs.resolve_job_def(job_name)
         if progress:
-            progress.begin(month, len(job.nodes_in_topological_order))
+            progress.begin(f"{month} {label}", len(job.nodes_in_topological_order))
         elif not quiet:
-            print(f"building {month} ...", file=sys.stderr, flush=True)
-        before = _file_identity(cfg.duckdb_path)
+            print(f"{label} {month} ...", file=sys.stderr, flush=True)
         try:
-            result = job.execute_in_process(
-                partition_key=partition_key_of(month),
-                instance=instance,
-                raise_on_error=False,
-                run_config={"loggers": loggers},
-            )
+            result = job.execute_in_process(partition_key=f"{month}-01", instance=instance, raise_on_error=False,
+                                            run_config={"loggers": loggers}, tags=_run_tags())
         finally:
             if progress:
                 progress.end()
-        errors, steps = [], {}
+        outcome = results[month]
         for event in result.all_events:
             kind = event.event_type_value
             if kind == "STEP_SUCCESS":
-                steps[event.step_key] = "succeeded"
+                outcome["steps"][event.step_key] = "succeeded"
             elif kind == "STEP_SKIPPED":
-                steps[event.step_key] = "skipped (an upstream step failed)"
+                outcome["steps"][event.step_key] = "skipped (an upstream step failed)"
             elif kind == "STEP_FAILURE":
-                steps[event.step_key] = "failed"
-                errors.append(f"{event.step_key}: {failure_text(getattr(event.event_specific_data, 'error', None))}")
+                outcome["steps"][event.step_key] = "failed"
+                outcome["errors"].append(
+                    f"{event.step_key}: {failure_text(getattr(event.event_specific_data, 'error', None))}")
         for node in job.nodes_in_topological_order:  # steps that never started (after a failure)
-            steps.setdefault(node.name, "not run")
-        changed = _file_identity(cfg.duckdb_path) != before
-        results.append({"month": month, "success": result.success, "errors": errors, "steps": steps,
-                        "warehouse_published": changed})
-    return results
+            outcome["steps"].setdefault(node.name, "not run")
+        outcome["success"] = outcome["success"] and result.success
+        return result.success
+
+    built = [m for m in months if execute("sources", m, "building")]
+    before = _file_identity(cfg.duckdb_path)
+    if built:  # nothing new in the lake: nothing to publish, every previous output stays
+        published_ok = execute("publish", built[-1], "publishing")
+        for month in built[:-1]:
+            if published_ok:
+                execute("export_month", month, "finance pack")
+            else:  # the warehouse did not pass: the month's previous pack stays
+                results[month]["success"] = False
+                results[month]["errors"].append(f"out_warehouse: not published this run (see {built[-1]}); "
+                                                "the previous finance pack is kept")
+        if published_ok and len(built) > 1:  # the report links every month's pack, written after it
+            execute("report", built[-1], "report")
+    changed = _file_identity(cfg.duckdb_path) != before
+    for outcome in results.values():
+        outcome["warehouse_published"] = changed
+    return [results[m] for m in months]
+
+
+DAGSTER_YAML = """# Written by `apportion run` for its runs (the UI: `make dev`, or dagster dev with DAGSTER_HOME here).
+concurrency:
+  pools:
+    default_limit: 1   # only out_warehouse names a pool: one warehouse writer
+telemetry:
+  enabled: false
+"""
+
+
+def dagster_instance(cfg):
+    """DAGSTER_HOME's instance when set; else a persistent one in <warehouse>/.dagster (SQLite)."""
+    import dagster as dg
+
+    if os.environ.get("DAGSTER_HOME"):
+        instance = dg.DagsterInstance.get()
+    else:
+        home = cfg.warehouse / ".dagster"
+        home.mkdir(parents=True, exist_ok=True)
+        if not (home / "dagster.yaml").exists():
+            (home / "dagster.yaml").write_text(DAGSTER_YAML)
+        instance = dg.DagsterInstance.from_config(str(home))
+    _fail_runs_of_dead_processes(instance)
+    return instance
+
+
+RUN_HOST, RUN_PID = "apportion/host", "apportion/pid"
+
+
+def _run_tags() -> dict[str, str]:
+    import socket
+
+    return {RUN_HOST: socket.gethostname(), RUN_PID: str(os.getpid())}
+
+
+def _fail_runs_of_dead_processes(instance) -> None:
+    """A CLI run killed mid-step (OOM, SIGKILL, power cut) stays STARTED in the instance and keeps its
+    claim on the warehouse pool, which would hold every later run forever: mark it failed and free its
+    slots when its process (on this host) is gone."""
+    import socket
+
+    import dagster as dg
+
+    from apportion.lake import _process_alive
+
+    host = socket.gethostname()
+    for run in instance.get_runs(filters=dg.RunsFilter(statuses=[dg.DagsterRunStatus.STARTED,
+                                                                 dg.DagsterRunStatus.STARTING])):
+        if run.tags.get(RUN_HOST) != host or not run.tags.get(RUN_PID, "").isdigit():
+            continue
+        if _process_alive(int(run.tags[RUN_PID])):
+            continue
+        instance.report_run_failed(run, "the process running it is gone (killed or crashed)")
+        instance.event_log_storage.free_concurrency_slots_for_run(run.run_id)
 
 
 def _file_identity(path: Path) -> tuple | None:
@@ -449,6 +626,7 @@ def summarise(cfg, months: list[str], results: list[dict]) -> dict:
             "SELECT count(*) FROM quarantined_rows WHERE list_contains(?, x_BillingMonth)", params).fetchone()[0]
     finally:
         con.close()
+    summary["guardrails"] = __import__("apportion.guardrails.cli").guardrails.cli.summary(cfg)  # budgets, anomalies
     return summary
 
 
@@ -460,6 +638,41 @@ def sql_totals() -> str:
         "li.BillingCurrency, li.n, li.b, al.b FROM li LEFT JOIN al USING (x_BillingMonth, x_SourceName, "
         "BillingCurrency) WHERE list_contains(?, li.x_BillingMonth) ORDER BY 1, 2"
     )
+
+
+def coverage_rows(coverage: list[dict]) -> tuple[list[str], list[list[str]]]:
+    """The coverage table, compact: one row per month x source that has spend to attribute, one column per
+    dimension (spend-weighted coverage), then its untagged and shared cost (of the first dimension, team)."""
+    found = list(dict.fromkeys(r["dimension"] for r in coverage))
+    dims = [d for d in ("team", "project", "workload") if d in found] + [d for d in found if d not in
+                                                                          ("team", "project", "workload")]
+    cells: dict[tuple, dict] = {}
+    for r in coverage:
+        cells.setdefault((r["month"], r["source"]), {})[r["dimension"]] = r
+    rows = []
+    for (month, source), by_dim in cells.items():
+        if all(r["coverage"] is None for r in by_dim.values()) and not any(
+                r["untagged_cost"] or r["shared_cost"] for r in by_dim.values()):
+            continue  # no spend to attribute (usage-only sources): nothing to show
+        first = by_dim.get(dims[0]) or next(iter(by_dim.values()))
+        rows.append([month, source, *("-" if by_dim.get(d, {}).get("coverage") is None
+                                      else f"{by_dim[d]['coverage']:.1%}" for d in dims),
+                     f"{first['untagged_cost']:,.2f}", f"{first['shared_cost']:,.2f}"])
+    return dims, rows
+
+
+def print_coverage(console, coverage: list[dict]) -> None:
+    from rich.table import Table
+    from rich.text import Text
+
+    dims, rows = coverage_rows(coverage)
+    first = dims[0] if dims else "-"
+    t = Table(title=Text(f"Coverage (spend-weighted; sources with spend to attribute; untagged/shared: {first})"))
+    for c in ("month", "source", *dims, "untagged", "shared"):
+        t.add_column(c, justify="left" if c in ("month", "source") else "right")
+    for r in rows:
+        t.add_row(*(Text(c) for c in r))
+    console.print(t)
 
 
 def print_summary(summary: dict) -> None:
@@ -510,12 +723,7 @@ def print_summary(summary: dict) -> None:
         for r in summary["spend_by_team"]:
             row(t, r["month"], r["currency"], r["team"], f"{r['effective_cost']:,.2f}")
         console.print(t)
-        t = table("Coverage (spend-weighted)", ("month", "source", "dimension", "coverage", "untagged", "shared"))
-        for r in summary["coverage"]:
-            cov = r["coverage"]
-            row(t, r["month"], r["source"], r["dimension"], f"{cov:.1%}" if cov is not None else "-",
-                f"{r['untagged_cost']:,.2f}", f"{r['shared_cost']:,.2f}")
-        console.print(t)
+        print_coverage(console, summary["coverage"])
         if summary.get("splits"):
             t = table("Shared costs split (x_AllocationRuleId; each piece's reason says rule, method, ratio)",
                       ("month", "rule", "method", "lines", "pieces", "to teams", "effective cost"),
@@ -539,6 +747,8 @@ def print_summary(summary: dict) -> None:
     if summary["quarantined_rows"]:
         console.print(Text.assemble((f"{summary['quarantined_rows']} rows quarantined", "yellow"),
                                     ": see the quarantined_rows table"))
+    __import__("apportion.guardrails.cli").guardrails.cli.print_summary(summary.get("guardrails"), console)
+    __import__("apportion.savings.cli").savings.cli.print_summary(summary, console)  # top savings (issue 12)
     console.print(Text(f"warehouse: {summary['warehouse']}"))
     for month, path in summary.get("exports", {}).items():
         console.print(Text(f"finance CSVs for {month}: {path}"))

@@ -13,7 +13,7 @@ import html
 import os
 import uuid
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import date, datetime, time, timezone
 from decimal import ROUND_HALF_EVEN, Decimal
 from pathlib import Path
 
@@ -43,10 +43,23 @@ def report_path(cfg: ApportionConfig) -> Path:
     return cfg.warehouse / "report" / "index.html"
 
 
+def month_page(month: str) -> str:
+    """File name of a month's page next to index.html (one page per month, see write_report)."""
+    return f"month-{month}.html"
+
+
 def write_report(cfg: ApportionConfig, month: str | None = None, out: Path | None = None) -> Path:
-    """Render the report for `month` (default: the latest month in the warehouse) and write it atomically."""
+    """Render the report and write it atomically.
+
+    Default (no `out`): `<warehouse>/report/index.html` opens on the latest COMPLETE month (an open month is
+    never the first thing a reader sees), and every month has its own page `month-YYYY-MM.html` next to it;
+    each page links to the others. One static page per month rather than a picker inside one page: each
+    page stays self-contained and offline, shows one month's figures only, and a link to a month can be
+    shared. With `out`, only that one page is written (for `month`, default as above).
+    """
     if not cfg.duckdb_path.exists():
         raise ReportError(f"no warehouse at {cfg.duckdb_path}; run `apportion run` first")
+    default_out = out is None
     out = Path(out) if out else report_path(cfg)
     out.parent.mkdir(parents=True, exist_ok=True)
     from apportion.db import open_published
@@ -54,18 +67,50 @@ def write_report(cfg: ApportionConfig, month: str | None = None, out: Path | Non
     con = open_published(cfg)
     try:
         con.execute("SET TimeZone = 'UTC'")
-        page = render(con, cfg, month, out.parent)
+        pages = {out: render(con, cfg, month, out.parent, month_links=default_out)}
+        if default_out:
+            for m in months_in(con):
+                pages[out.parent / month_page(m)] = render(con, cfg, m, out.parent, month_links=True)
     finally:
         con.close()
-    tmp = out.with_name(f".{out.name}.tmp-{uuid.uuid4().hex[:8]}")
-    tmp.write_text(page, encoding="utf-8")
-    os.replace(tmp, out)
+    for path, page in pages.items():
+        tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:8]}")
+        tmp.write_text(page, encoding="utf-8")
+        os.replace(tmp, path)
     return out
 
 
 # ------------------------------------------------------------------------------------------ data
 def months_in(con) -> list[str]:
     return [r[0] for r in con.execute("SELECT DISTINCT x_BillingMonth FROM line_items ORDER BY 1").fetchall()]
+
+
+def month_state(con, month: str, today: date | None = None) -> tuple[bool, int, int]:
+    """(complete, days covered, days in month). A month is open while the clock is inside it or no billed
+    line reaches its last day (the bills run to the latest ChargePeriodEnd of any invoice line)."""
+    start = date(int(month[:4]), int(month[5:7]), 1)
+    end = date(start.year + (start.month == 12), start.month % 12 + 1, 1)
+    days = (end - start).days
+    last = con.execute(
+        "SELECT max(CAST(ChargePeriodEnd AS TIMESTAMP)) FROM line_items WHERE x_BillingMonth = ? "
+        "AND coalesce(x_CostBasis, 'invoice') = 'invoice' AND ChargePeriodEnd IS NOT NULL", [month]).fetchone()[0]
+    today = today or datetime.now(timezone.utc).date()
+    covered = days if last is None else max(0, min(days, (last.date() - start).days + (1 if last.time() != time(0) else 0)))
+    complete = today >= end and (last is None or covered >= days)
+    return complete, covered if not complete else days, days
+
+
+def default_month(con, all_months: list[str]) -> str | None:
+    """The latest complete month; the latest month when none is complete yet."""
+    for m in reversed(all_months):
+        if month_state(con, m)[0]:
+            return m
+    return all_months[-1] if all_months else None
+
+
+def month_label(con, month: str) -> str:
+    complete, covered, days = month_state(con, month)
+    return month if complete else f"{month} (month to date, {covered} of {days} days)"
 
 
 def key_figures(con, month: str) -> list[dict]:
@@ -163,8 +208,13 @@ def token_economics(con, month: str) -> list[dict]:
                   sum(CAST(coalesce(invoiced_cost, priced_cost) AS DOUBLE)) AS cost
            FROM m JOIN src USING (provider, usage_source)
            GROUP BY provider, model, team, billing_currency ORDER BY tokens DESC""", [month]))
-    covered = {r["provider"] for r in table}
-    return sorted(table + [r for r in derived if r["provider"] not in covered], key=lambda r: -(r["tokens"] or 0))
+    # a bill that states its tokens (Bedrock in the CUR, Azure OpenAI, Vertex AI decoded) is the answer for its
+    # provider; usage tables answer for the others (OpenAI, Anthropic: invoices without token counts)
+    billed = {r["provider"] for r in derived if r["basis"] == "invoice"}
+    table = [r for r in table if r["provider"] not in billed]
+    covered = {r["provider"] for r in table} | billed
+    return sorted(table + [r for r in derived if r["provider"] in billed or r["provider"] not in covered],
+                  key=lambda r: -(r["tokens"] or 0))
 
 
 def gpu_economics(con, month: str) -> list[dict]:
@@ -186,7 +236,35 @@ def gpu_economics(con, month: str) -> list[dict]:
                   sum(CAST(gpu_hours AS DOUBLE) * CAST(utilization AS DOUBLE)) FILTER (WHERE utilization IS NOT NULL)
                     / nullif(sum(CAST(gpu_hours AS DOUBLE)) FILTER (WHERE utilization IS NOT NULL), 0) AS utilization
            FROM gpu_unit_economics WHERE x_BillingMonth = ? GROUP BY ALL ORDER BY gpu_hours DESC""", [month]))
-    return [r for r in derived if r["basis"] != "usage"] + table
+    return _one_gpu_name([r for r in derived if r["basis"] != "usage"] + table)
+
+
+def _one_gpu_name(rows: list[dict]) -> list[dict]:
+    """One name per GPU (models/reference/gpu_models.csv: h100, NVIDIA H100 80GB HBM3, p5.48xlarge ->
+    h100-80gb), rows of the same team x GPU x basis merged. Billed dollars (basis invoice) and rate-card
+    dollars (basis usage) stay in separate keys, `billed` and `priced`: never one column."""
+    from apportion.models.gpu_rates import canonical_gpu_model
+
+    out: dict[tuple, dict] = {}
+    for r in rows:
+        name = canonical_gpu_model(r["gpu_model"]) or r["gpu_model"]
+        key = (r["team"], name, r["basis"], r["currency"])
+        acc = out.setdefault(key, {"team": r["team"], "gpu_model": name, "basis": r["basis"], "currency": r["currency"],
+                                   "gpu_hours": 0.0, "cost": None, "_util": 0.0, "_util_h": 0.0})
+        acc["gpu_hours"] += r["gpu_hours"] or 0.0
+        if r["cost"] is not None:
+            acc["cost"] = (acc["cost"] or 0.0) + r["cost"]
+        if r.get("utilization") is not None:
+            acc["_util"] += (r["gpu_hours"] or 0.0) * r["utilization"]
+            acc["_util_h"] += r["gpu_hours"] or 0.0
+    result = []
+    for acc in out.values():
+        acc["utilization"] = acc.pop("_util") / acc["_util_h"] if acc["_util_h"] else None
+        acc.pop("_util_h")
+        acc["billed"] = acc["cost"] if acc["basis"] == "invoice" else None
+        acc["priced"] = acc["cost"] if acc["basis"] != "invoice" else None
+        result.append(acc)
+    return sorted(result, key=lambda r: -r["gpu_hours"])
 
 
 def idle_jobs(con, month: str) -> list[dict]:
@@ -209,6 +287,11 @@ def money(value, currency: str) -> str:
     return f"{q:,} {currency}"
 
 
+def amount(value) -> str:
+    """A display amount; a missing cost (a source without a rate card) is 'not priced', never a crash."""
+    return "not priced" if value is None else f"{value:,.2f}"
+
+
 def percent(value: float | None) -> str:
     return "–" if value is None else f"{value * 100:.1f} %"
 
@@ -224,7 +307,8 @@ def table(headers: list[str], rows: list[list], numeric: set[int] = frozenset(),
         for r in rows
     )
     tid = f' data-testid="{esc(testid)}"' if testid else ""
-    return f'<table{tid}><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
+    # a wide table scrolls inside its own box, never the page
+    return f'<div class="scroll"><table{tid}><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>'
 
 
 def note(text: str, testid: str = "") -> str:
@@ -248,11 +332,13 @@ def chart(fig, name: str, height: int = 360) -> str:
     fig.update_layout(
         height=height, margin=dict(l=60, r=20, t=44, b=50), template="plotly_white",
         font=dict(family="system-ui, -apple-system, Segoe UI, Roboto, sans-serif", size=12),
-        legend=dict(orientation="v", yanchor="top", y=1, xanchor="left", x=1.02, title_text=""),
+        # legend under the plot: the chart keeps its width on a 390 px phone
+        legend=dict(orientation="h", yanchor="top", y=-0.18, xanchor="left", x=0, title_text=""),
+        autosize=True,
         title=dict(x=0, xanchor="left", y=0.98, yanchor="top", font=dict(size=14)),
     )
     div = fig.to_html(full_html=False, include_plotlyjs=False, div_id=f"chart-{name}", config=PLOTLY_CONFIG,
-                      default_height=f"{height}px")
+                      default_height=f"{height}px", default_width="100%")
     return f'<div class="chart" data-testid="chart-{esc(name)}">{div}</div>'
 
 
@@ -287,12 +373,12 @@ def _stacked_bar(rows: list[tuple], title: str, money_label: str, name: str, hor
 
 
 # ------------------------------------------------------------------------------------------ sections
-def render(con, cfg: ApportionConfig, month: str | None, out_dir: Path) -> str:
+def render(con, cfg: ApportionConfig, month: str | None, out_dir: Path, month_links: bool = False) -> str:
     import plotly.offline
 
     all_months = months_in(con)
     if month is None:
-        month = all_months[-1] if all_months else None
+        month = default_month(con, all_months)
     elif month not in all_months:
         raise ReportError(f"month {month} is not in the warehouse (it has: {', '.join(all_months) or 'none'})")
     sections: list[Section] = []
@@ -304,9 +390,12 @@ def render(con, cfg: ApportionConfig, month: str | None, out_dir: Path) -> str:
         sections.append(_ai_section(con, month, currency))
         sections.append(_portfolio_section(con, all_months, currency))
         sections.append(_budget_section(con))
+        sections.append(__import__("apportion.savings.report").savings.report.section(con, month, currency))
         sections.append(_links_section(cfg, month, all_months, out_dir))
     sections = [s for s in sections if s is not None]
     header = _header(cfg, con, month, all_months, figures)
+    label = month_label(con, month) if month else ""
+    picker = _month_nav(con, month, all_months) if month_links else ""
     nav = " · ".join(f'<a href="#{s.anchor}">{esc(s.title)}</a>' for s in sections)
     body = "\n".join(
         f'<section id="{s.anchor}"><h2>{esc(s.title)}</h2>\n' + "\n".join(s.parts) + "</section>" for s in sections
@@ -317,13 +406,14 @@ def render(con, cfg: ApportionConfig, month: str | None, out_dir: Path) -> str:
 <head>
 <meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
-<title>apportion report{' – ' + esc(month) if month else ''}</title>
+<title>apportion report{' – ' + esc(label) if month else ''}</title>
 <style>{CSS}</style>
 <script>{plotly.offline.get_plotlyjs()}</script>
 </head>
 <body>
 <header>
-<h1>AI and cloud spend{' – ' + esc(month) if month else ''}</h1>
+<h1 data-testid="report-month" data-month="{esc(month)}">AI and cloud spend{' – ' + esc(label) if month else ''}</h1>
+{picker}
 <p class="meta">Generated {esc(generated)} from <code>{esc(cfg.duckdb_path)}</code>.
 Months in the warehouse: {esc(', '.join(all_months) or 'none')}.</p>
 {header}
@@ -344,17 +434,31 @@ window.addEventListener("load", function () {{
 """
 
 
+def _month_nav(con, month: str, all_months: list[str]) -> str:
+    """Links to every month's page (one page per month); the open month says month to date."""
+    items = []
+    for m in reversed(all_months):
+        text = esc(month_label(con, m))
+        if m == month:
+            items.append(f'<strong aria-current="page">{text}</strong>')
+        else:
+            items.append(f'<a href="{esc(month_page(m))}" data-month="{esc(m)}">{text}</a>')
+    return f'<p class="months" data-testid="month-picker">Months: {" · ".join(items)}</p>'
+
+
 def _header(cfg, con, month, all_months, figures) -> str:
     if not month:
         return note("The warehouse has no billing months yet: run `apportion run` first.", "no-data")
     cards = []
+    complete, covered, days = month_state(con, month)
+    mtd = "" if complete else f"; month to date: {covered} of {days} days"
     for f in figures:
         cur = esc(f["currency"])
         cards.append(
             f'<div class="card"><div class="label">Total billed ({cur})</div>'
             f'<div class="figure" data-testid="total-billed" data-currency="{cur}" data-value="{esc(f["billed"])}">'
             f'{esc(money(f["billed"], f["currency"]))}</div>'
-            f'<div class="sub">{f["line_items"]:,} line items, as invoiced</div></div>'
+            f'<div class="sub">{f["line_items"]:,} line items, as invoiced{mtd}</div></div>'
         )
         ties = f["billed"] == f["allocated"]
         cards.append(
@@ -384,15 +488,28 @@ def _spend_section(con, all_months, currency) -> Section:
     team = con.execute(
         "SELECT x_BillingMonth, x_Team, sum(EffectiveCost) FROM allocations WHERE BillingCurrency = ? "
         "GROUP BY ALL ORDER BY 1, 2", [currency]).fetchall()
+    # billed money only: a usage-basis provider (an on-premises cluster priced at its rate card) bills $0 and
+    # is not listed at $0; its priced cost is named below, labelled as priced
     provider = con.execute(
         "SELECT x_BillingMonth, ProviderName, sum(EffectiveCost) FROM allocations WHERE BillingCurrency = ? "
-        "GROUP BY ALL ORDER BY 1, 2", [currency]).fetchall()
+        "GROUP BY ALL HAVING ProviderName IN (SELECT ProviderName FROM allocations WHERE BillingCurrency = ? "
+        "GROUP BY ALL HAVING sum(abs(EffectiveCost)) <> 0) ORDER BY 1, 2", [currency, currency]).fetchall()
+    priced = con.execute(
+        "SELECT ProviderName, sum(x_PricedCost) FROM line_items WHERE x_CostBasis = 'usage' AND BillingCurrency = ? "
+        "AND x_LlmProvider IS NULL GROUP BY ALL HAVING ProviderName NOT IN (SELECT ProviderName FROM allocations "
+        "WHERE BillingCurrency = ? GROUP BY ALL HAVING sum(abs(EffectiveCost)) <> 0) ORDER BY 1",
+        [currency, currency]).fetchall() if "x_PricedCost" in columns_of(con, "line_items") else []
     label = f"EffectiveCost ({currency})"
     s.parts.append('<div class="grid">')
     s.parts.append(chart(_stacked_bar(team, "By team, per month (EffectiveCost)", label, "team"), "spend-by-team"))
     s.parts.append(chart(_stacked_bar(provider, "By provider, per month (EffectiveCost)", label, "provider"),
                          "spend-by-provider"))
     s.parts.append("</div>")
+    if priced:
+        s.parts.append(note("Not on any bill, so not in the provider chart: " + "; ".join(
+            f"{p} priced at its rate card {amount(v)} {currency} over all months (usage, not billed)"
+            if v is not None else f"{p}: usage without a rate card (not priced)" for p, v in priced) + ".",
+            "priced-providers"))
     others = con.execute("SELECT DISTINCT BillingCurrency FROM allocations WHERE BillingCurrency <> ?",
                          [currency]).fetchall()
     if others:
@@ -436,7 +553,7 @@ def _untagged_section(con, month, all_months, currency) -> Section:
     owners = con.execute(
         """SELECT SubAccountId, any_value(SubAccountName), sum(EffectiveCost) FROM untagged_spend
            WHERE x_BillingMonth = ? AND dimension = 'team' AND BillingCurrency = ?
-           GROUP BY 1 ORDER BY 3 DESC LIMIT 10""", [month, currency]).fetchall()
+           GROUP BY 1 HAVING round(sum(EffectiveCost), 2) <> 0 ORDER BY 3 DESC LIMIT 10""", [month, currency]).fetchall()
     if owners:
         import plotly.graph_objects as go
 
@@ -447,16 +564,21 @@ def _untagged_section(con, month, all_months, currency) -> Section:
         bar.update_yaxes(autorange="reversed", automargin=True)
         bar.update_xaxes(tickformat=",.0f")
         s.parts.append(chart(bar, "untagged-by-account", height=max(260, 40 + 34 * len(owners))))
+    # One row per owner: account, resource and who created it; the reasons (one per split piece) are listed
     top = con.execute(
-        """SELECT SubAccountId, SubAccountName, ServiceName, ResourceId, created_by, reason, BillingCurrency,
+        """SELECT SubAccountId, any_value(SubAccountName), string_agg(DISTINCT ServiceName, ', ' ORDER BY ServiceName),
+                  ResourceId, created_by, string_agg(DISTINCT reason_code, ', ' ORDER BY reason_code), BillingCurrency,
                   sum(line_items), sum(EffectiveCost)
            FROM untagged_spend WHERE x_BillingMonth = ? AND dimension = 'team'
-           GROUP BY ALL ORDER BY 9 DESC LIMIT 15""", [month]).fetchall()
+           GROUP BY SubAccountId, ResourceId, created_by, BillingCurrency
+           HAVING round(sum(EffectiveCost), 2) <> 0 ORDER BY 9 DESC LIMIT 15""", [month]).fetchall()
     s.parts.append(f"<h3>Top untagged owners, {esc(month)} (team dimension)</h3>")
+    s.parts.append(note("One row per account, resource and creator (the aws:createdBy tag where the bill has it); "
+                        "'–' when the bill does not say who created the resource."))
     if top:
         s.parts.append(table(
             ["account", "account name", "service", "resource", "created by", "reason", "line items", "EffectiveCost"],
-            [[a, n, svc, r or "", cb or "", reason, f"{li:,}", money(v, cur)] for a, n, svc, r, cb, reason, cur, li, v in top],
+            [[a, n, svc, r or "", cb or "–", reason, f"{li:,}", money(v, cur)] for a, n, svc, r, cb, reason, cur, li, v in top],
             {6, 7}, "top-untagged"))
     else:
         s.parts.append(note("Nothing is untagged for the team dimension this month."))
@@ -469,16 +591,21 @@ def _ai_section(con, month, currency) -> Section:
     s = Section("AI unit economics", "ai")
     tokens = [r for r in token_economics(con, month) if r["currency"] == currency]
     if tokens:
-        by_model_team = [(r["model"], r["team"], r["tokens"] / 1e6) for r in tokens]
-        fig = _stacked_bar(by_model_team, f"Tokens by model and team, {month} (millions)", "million tokens",
-                           "tokens", horizontal=True)
-        fig.update_xaxes(tickformat=",.0f")
         models: dict[str, list[float]] = {}
         for r in tokens:
             acc = models.setdefault(r["model"], [0.0, 0.0])
             acc[0] += r["tokens"] or 0
             acc[1] += r["cost"] or 0
         names = sorted(models, key=lambda m: -models[m][0])
+        # one bar per model on a log scale: billions of tokens of one model never flatten the others
+        # (the split per team is in the table below)
+        fig = go.Figure(go.Bar(
+            y=names, x=[models[m][0] for m in names], orientation="h",
+            marker_color=[PALETTE[i % len(PALETTE)] for i in range(len(names))],
+            hovertemplate="%{y}: %{x:,.0f} tokens<extra></extra>"))
+        fig.update_layout(title_text=f"Tokens by model, {month} (log scale)")
+        fig.update_xaxes(type="log", title_text="tokens (log scale)")
+        fig.update_yaxes(type="category", autorange="reversed", automargin=True)
         per_m = go.Figure(go.Bar(
             x=names, y=[models[m][1] / models[m][0] * 1e6 if models[m][0] else 0 for m in names],
             marker_color=[PALETTE[i % len(PALETTE)] for i in range(len(names))],
@@ -491,12 +618,14 @@ def _ai_section(con, month, currency) -> Section:
         s.parts.append("</div>")
         s.parts.append(table(
             ["provider", "model", "team", "basis", "tokens", f"cost ({currency})", f"{currency} / 1M tokens"],
-            [[r["provider"], r["model"], r["team"], r["basis"], f"{(r['tokens'] or 0):,.0f}", f"{(r['cost'] or 0):,.2f}",
-              f"{(r['cost'] or 0) / r['tokens'] * 1e6:,.4f}" if r["tokens"] else "–"] for r in tokens],
+            [[r["provider"], r["model"], r["team"], r["basis"], f"{(r['tokens'] or 0):,.0f}", amount(r["cost"]),
+              f"{r['cost'] / r['tokens'] * 1e6:,.4f}" if r["tokens"] and r["cost"] is not None else "–"] for r in tokens],
             {4, 5, 6}, "token-economics"))
-        s.parts.append(note("Tokens are counted once per provider: from one usage source (logs, usage APIs) with its "
-                            "share of the invoice when the warehouse has usage, otherwise from the invoice lines "
-                            "(EffectiveCost). Cost per 1M tokens mixes input, output and cache tokens as billed."))
+        s.parts.append(note("Tokens are counted once per provider: from the invoice lines when the bill states model "
+                            "and tokens (Bedrock in the CUR, Azure OpenAI, Vertex AI; EffectiveCost), otherwise from one "
+                            "usage source (logs, usage APIs) with its share of the invoice. Cost per 1M tokens mixes "
+                            "input, output and cache tokens as billed."))
+        s.parts.append(_reconciliation(con, month))
     else:
         s.parts.append(note(f"No token usage in the warehouse for {month}: add an LLM source (Bedrock in the CUR, "
                             "OpenAI, Anthropic, LiteLLM) to see tokens and cost per 1M tokens.", "no-token-data"))
@@ -527,25 +656,56 @@ def _ai_section(con, month, currency) -> Section:
         if not util:
             s.parts.append(note("No GPU utilisation measured in the warehouse (x_GpuUtilization): add a "
                                 "gpu_metrics / DCGM source to see utilisation.", "no-gpu-utilisation"))
+        def per_hour(r):
+            c = r["billed"] if r["basis"] == "invoice" else r["priced"]
+            return f"{c / r['gpu_hours']:,.2f}" if r["gpu_hours"] and c is not None else "–"
+
         s.parts.append(table(
-            ["team", "GPU / instance", "basis", "GPU-hours", f"cost ({currency})", f"{currency} / GPU-hour", "utilisation"],
-            [[r["team"], r["gpu_model"], r["basis"], f"{r['gpu_hours']:,.1f}", f"{r['cost']:,.2f}",
-              f"{r['cost'] / r['gpu_hours']:,.2f}" if r["gpu_hours"] else "–", percent(r["utilization"])]
+            ["team", "GPU", "basis", "GPU-hours", f"billed cost ({currency})", f"priced cost, rate card ({currency})",
+             f"{currency} / GPU-hour", "utilisation"],
+            [[r["team"], r["gpu_model"], r["basis"], f"{r['gpu_hours']:,.1f}",
+              amount(r["billed"]) if r["basis"] == "invoice" else "–",
+              amount(r["priced"]) if r["basis"] != "invoice" else "–", per_hour(r), percent(r["utilization"])]
              for r in gpus],
-            {3, 4, 5, 6}, "gpu-economics"))
-        s.parts.append(note("Basis 'invoice' = GPU instances on a cloud bill (instance-hours x GPUs, billed cost); "
-                            "'usage' = GPU-hours measured by schedulers (priced). The two are shown apart, never added."))
+            {3, 4, 5, 6, 7}, "gpu-economics"))
+        s.parts.append(note("Basis 'invoice' = GPU instances on a cloud bill (instance-hours x GPUs): billed cost, "
+                            "money on an invoice. 'usage' = GPU-hours measured by schedulers and clusters: priced "
+                            "cost at the rate card, a notional figure that is not billed ('not priced' when the "
+                            "source has no rate card). The two columns are never added up. One name per GPU "
+                            "(models/reference/gpu_models.csv)."))
         idle = idle_jobs(con, month)
         if idle:
             s.parts.append(f"<h3>Top jobs by idle GPU cost, {esc(month)}</h3>" + table(
                 ["cluster", "job", "team", "GPU", "GPU-hours", "utilisation", "idle cost"],
                 [[r["cluster"], r["job"], r["team"], r["gpu_model"], f"{r['gpu_hours']:,.1f}",
-                  percent(r["utilization"]), f"{(r['idle_cost'] or 0):,.2f} {r['currency']}"] for r in idle],
+                  percent(r["utilization"]), f"{amount(r['idle_cost'])} {r['currency']}"] for r in idle],
                 {4, 5, 6}, "gpu-idle-jobs"))
     else:
         s.parts.append(note(f"No GPU-hours in the warehouse for {month}: add GPU instances to a cloud source or a "
                             "Slurm / Kubernetes source.", "no-gpu-data"))
     return s
+
+
+def _reconciliation(con, month: str) -> str:
+    """llm_reconciliation for the month: status, invoice, priced usage and the residual between them."""
+    if not _has(con, "llm_reconciliation", {"x_BillingMonth", "provider", "usage_source", "invoice_cost",
+                                            "priced_usage_cost", "residual_cost", "status"}):
+        return ""
+    rows = _rows(con.execute(
+        "SELECT provider, usage_source, billing_currency AS currency, invoice_cost, priced_usage_cost, residual_cost, "
+        "residual_share, status FROM llm_reconciliation WHERE x_BillingMonth = ? ORDER BY provider, usage_source "
+        "NULLS FIRST", [month]))
+    if not rows:
+        return ""
+    return (f"<h3>LLM invoices against priced usage, {esc(month)}</h3>" + table(
+        ["provider", "usage source", "invoice", "priced usage", "residual", "residual share", "status"],
+        [[r["provider"], r["usage_source"] or "–", money(r["invoice_cost"], r["currency"]),
+          money(r["priced_usage_cost"], r["currency"]), money(r["residual_cost"], r["currency"]),
+          percent(r["residual_share"]), r["status"]] for r in rows],
+        {2, 3, 4, 5}, "llm-reconciliation")
+        + note("residual = invoice - priced usage. exact: 0; within tolerance: within the configured share of the "
+               "invoice (reconciliation_tolerance); under / over: priced usage explains less / more than the "
+               "invoice; usage missing / invoice missing: one side has nothing."))
 
 
 def _portfolio_section(con, all_months, currency) -> Section | None:
@@ -623,14 +783,20 @@ nav a, a { color: #1d4ed8; text-decoration: none; }
 .card .figure { font-size: 24px; font-weight: 600; margin: 4px 0; font-variant-numeric: tabular-nums; }
 .card .sub { font-size: 12px; color: var(--muted); }
 .card .sub.ok { color: #047857; } .card .sub.bad { color: #b91c1c; font-weight: 600; }
-.grid { display: grid; grid-template-columns: repeat(auto-fit, minmax(520px, 1fr)); gap: 12px; }
+.grid { display: grid; grid-template-columns: repeat(auto-fit, minmax(min(100%, 480px), 1fr)); gap: 12px; }
+.scroll { overflow-x: auto; max-width: 100%; margin-bottom: 8px; }
+.scroll table { margin-bottom: 0; }
+.months { font-size: 14px; margin: 10px 0 0; }
+code, .meta { overflow-wrap: anywhere; }
+@media (max-width: 600px) { header, main, footer { padding: 0 10px; } ul.files { columns: 1; } }
 .grid > * { min-width: 0; }
 .chart { background: white; border: 1px solid var(--line); border-radius: 8px; padding: 6px; margin-bottom: 12px; }
 table { border-collapse: collapse; width: 100%; background: white; font-size: 13px; margin-bottom: 8px; }
 th, td { border-bottom: 1px solid var(--line); padding: 5px 8px; text-align: left; vertical-align: top; }
 th { background: #f3f4f6; font-weight: 600; }
-td { max-width: 420px; overflow-wrap: break-word; }
+td { max-width: 420px; overflow-wrap: anywhere; }
 .num { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
 ul.files { columns: 2; font-size: 14px; }
+ul.files a { overflow-wrap: anywhere; word-break: break-all; }
 footer { padding: 24px; }
 """

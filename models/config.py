@@ -10,11 +10,12 @@ import re
 from datetime import date as date_type
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from apportion.models._yaml import ConfigError, load_yaml_with_lines, problems_from_validation
+from apportion.models.savings import SavingsSettings
 from apportion.models.source_kinds import SOURCE_KINDS
 
 SOURCE_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
@@ -99,10 +100,19 @@ class FxRate(BaseModel):
         return Decimal(str(v)) if isinstance(v, float) else v  # YAML floats keep the digits as written
 
 
+class ExportOptions(BaseModel):
+    """`exports:` in apportion.yaml: how the nightly job writes the finance pack."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    lines: Literal["parquet", "csv"] = Field("parquet", description="The line-level file (allocation_lines): "
+                                             "Parquet (default) or gzip-compressed CSV.")
+
+
 class ApportionConfig(BaseModel):
     """Top level of apportion.yaml."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
     warehouse: Path = Field(description="Directory for the raw landing zone, Parquet lake, apportion.duckdb and exports.")
     taxonomy: Path = Field(description="Tag taxonomy YAML file.")
@@ -114,6 +124,14 @@ class ApportionConfig(BaseModel):
     fx_rates: list[FxRate] | Path | None = Field(None, description="FX rates: a list of {date, from, to, rate} or a CSV "
                                                  "file with those columns.")
     fx_max_age_days: int = Field(31, ge=0, le=3660, description="A rate older than this many days is not used.")
+    export_options: ExportOptions = Field(default_factory=ExportOptions, alias="exports",
+                                          description="Finance pack options: {lines: parquet|csv}.")
+    reconciliation_tolerance: Decimal = Field(Decimal("0.01"), ge=0, le=1, description="llm_reconciliation: a "
+                                              "residual within this share of the invoice (0.01 = 1 %) is 'within "
+                                              "tolerance'; beyond it the status says 'over' or 'under'.")
+    budgets: Path | None = Field(None, description="Guardrails file: budgets, anomaly settings, alert channels.")
+    token_policies: Path | None = Field(None, description="Token policies file (limits per workload or value class).")
+    savings: SavingsSettings | None = Field(None, description="Savings advice settings (models/savings.py).")
     config_path: Path | None = Field(None, exclude=True)
 
     @field_validator("sources")
@@ -171,10 +189,20 @@ def load_config(path: str | Path) -> ApportionConfig:
     cfg.warehouse = (base / cfg.warehouse).resolve()
     cfg.taxonomy = (base / cfg.taxonomy).resolve()
     cfg.config_path = path
+    for key in ("budgets", "token_policies"):  # guardrails files (apportion/guardrails validates their content)
+        if getattr(cfg, key) is not None:
+            setattr(cfg, key, (base / getattr(cfg, key)).resolve())
+            if not getattr(cfg, key).exists():
+                raise ConfigError(path, [f"line {lines.get((key,), 1)}: {key}: file {getattr(cfg, key)} not found"])
     if isinstance(cfg.fx_rates, Path):
         cfg.fx_rates = (base / cfg.fx_rates).resolve()
         if not cfg.fx_rates.exists():
             raise ConfigError(path, [f"line {lines.get(('fx_rates',), 1)}: fx_rates: file {cfg.fx_rates} not found"])
+    if cfg.savings is not None and cfg.savings.spot_price_history is not None:
+        cfg.savings.spot_price_history = (base / cfg.savings.spot_price_history).resolve()
+        if not cfg.savings.spot_price_history.exists():
+            raise ConfigError(path, [f"line {lines.get(('savings', 'spot_price_history'), 1)}: "
+                                     f"savings.spot_price_history: file {cfg.savings.spot_price_history} not found"])
     for s in cfg.sources:
         if "://" not in s.uri:
             s.uri = str((base / s.uri).resolve())

@@ -25,9 +25,12 @@ connectors; patterns and values are data, never SQL text.
 
 from __future__ import annotations
 
+import csv
 import re
 from datetime import date, datetime, timedelta, timezone
 from decimal import Decimal, InvalidOperation
+from functools import lru_cache
+from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
@@ -52,6 +55,36 @@ def normalize_gpu_model(raw: str | None) -> str | None:
     v = re.sub(r"^(nvidia-+)?(tesla-+)?", "", v) if not v.startswith("amd") else v
     v = re.sub(r"-{2,}", "-", v).strip("-")
     return v or None
+
+
+GPU_MODELS_CSV = Path(__file__).parent / "reference" / "gpu_models.csv"
+
+
+@lru_cache(maxsize=1)
+def gpu_model_vocabulary() -> tuple[tuple[re.Pattern, str], ...]:
+    """models/reference/gpu_models.csv: (regex over the normalised spelling or instance type, one GPU name)."""
+    with GPU_MODELS_CSV.open(newline="", encoding="utf-8") as fh:
+        rows = list(csv.DictReader(fh))
+    out = []
+    for line, row in enumerate(rows, start=2):
+        try:
+            out.append((re.compile(row["pattern"]), row["gpu_model"]))
+        except (re.error, KeyError) as exc:
+            raise ValueError(f"{GPU_MODELS_CSV}:{line}: bad row ({exc})") from None
+    return tuple(out)
+
+
+def canonical_gpu_model(raw: str | None) -> str | None:
+    """One name per GPU across Slurm, DCGM, OpenCost and cloud instance types, from gpu_models.csv:
+    'h100', 'NVIDIA H100 80GB HBM3', 'p5.48xlarge' -> 'h100-80gb'. A spelling the table does not know
+    keeps its normalised form (never guessed)."""
+    norm = normalize_gpu_model(raw)
+    if norm is None:
+        return None
+    for pattern, name in gpu_model_vocabulary():
+        if pattern.match(norm):
+            return name
+    return norm
 
 
 def _money(value: Any, what: str) -> Decimal:

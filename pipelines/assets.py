@@ -11,7 +11,8 @@ import dagster as dg
 from apportion import steps
 from apportion.connectors.base import SourceError
 from apportion.models.config import ApportionConfig, SourceConfig
-from apportion.pipelines.partitions import billing_months, month_of
+from apportion.pipelines.guardrails import guardrails_asset
+from apportion.pipelines.partitions import month_of
 from apportion.pipelines.resources import ApportionResource
 
 
@@ -23,9 +24,13 @@ def line_items_key(source: SourceConfig) -> dg.AssetKey:
     return dg.AssetKey(f"core_line_items_{asset_name(source)}")
 
 
-def source_assets(source: SourceConfig, all_line_items: list[dg.AssetKey]) -> list[dg.AssetsDefinition]:
+MONTH_LINE_ITEMS = dg.AssetKey("core_month_line_items")
+
+
+def source_assets(source: SourceConfig, billing_months: dg.PartitionsDefinition) -> list[dg.AssetsDefinition]:
     """raw -> line items -> allocations for one source. Allocation also reads the other sources' line
-    items of the month: split rules may weigh this source's invoice lines by their usage."""
+    items of the month (split rules may weigh this source's invoice lines by their usage): it waits for
+    `core_month_line_items`, the one place where the month's sources meet."""
     name = asset_name(source)
     group = f"source_{name}"
 
@@ -89,7 +94,7 @@ def source_assets(source: SourceConfig, all_line_items: list[dg.AssetKey]) -> li
 
     @dg.asset(
         name=f"core_allocations_{name}",
-        deps=sorted(set([line_items.key, *all_line_items]), key=lambda k: k.to_user_string()),
+        deps=[line_items.key, MONTH_LINE_ITEMS],
         partitions_def=billing_months,
         group_name=group,
         kinds={"duckdb", "parquet"},
@@ -127,11 +132,27 @@ def source_assets(source: SourceConfig, all_line_items: list[dg.AssetKey]) -> li
     return [raw, line_items, allocations]
 
 
-def ledger_assets(cfg: ApportionConfig) -> list[dg.AssetsDefinition]:
+def ledger_assets(cfg: ApportionConfig, billing_months: dg.PartitionsDefinition) -> list[dg.AssetsDefinition]:
     enabled = [s for s in cfg.sources if s.enabled]
-    all_line_items = [line_items_key(s) for s in enabled]
-    per_source = [a for s in enabled for a in source_assets(s, all_line_items)]
+    per_source = [a for s in enabled for a in source_assets(s, billing_months)]
     allocation_keys = [a.key for a in per_source if a.key.path[-1].startswith("core_allocations_")]
+
+    @dg.asset(
+        key=MONTH_LINE_ITEMS,
+        deps=[line_items_key(s) for s in enabled],
+        partitions_def=billing_months,
+        group_name="core",
+        kinds={"parquet"},
+        description="The month's line items of every source, ready together: split rules may weigh one "
+        "source's invoice lines by another's usage, so every allocation of the month starts from here.",
+    )
+    def month_line_items(context: dg.AssetExecutionContext, apportion: ApportionResource) -> dg.MaterializeResult:
+        cfg = apportion.config()
+        month = month_of(context.partition_key)
+        built = {s.name: steps.partition_dir(cfg, steps.LINE_ITEMS, s.name, month).exists()
+                 for s in cfg.sources if s.enabled}
+        return dg.MaterializeResult(metadata={"sources_built": sum(built.values()),
+                                              "missing": ", ".join(n for n, ok in built.items() if not ok) or "none"})
 
     @dg.asset(
         name="out_warehouse",
@@ -206,4 +227,4 @@ def ledger_assets(cfg: ApportionConfig) -> list[dg.AssetsDefinition]:
         out = write_report(apportion.config())  # the latest month in the warehouse, with every month's trend
         return dg.MaterializeResult(metadata={"path": dg.MetadataValue.path(str(out))})
 
-    return [*per_source, warehouse, finance_exports, report]
+    return [*per_source, month_line_items, warehouse, finance_exports, report, guardrails_asset(warehouse)]

@@ -6,20 +6,10 @@ from datetime import datetime, timezone
 
 import dagster as dg
 
-from apportion.pipelines.partitions import partition_key_of
+from apportion.pipelines.partitions import open_months, partition_key_of
 
 
-def open_months(now: datetime, count: int = 2) -> list[str]:
-    """The current month and the count-1 before it, oldest first ('YYYY-MM')."""
-    y, m = now.year, now.month
-    months = []
-    for _ in range(count):
-        months.append(f"{y:04d}-{m:02d}")
-        y, m = (y - 1, 12) if m == 1 else (y, m - 1)
-    return sorted(months)
-
-
-def nightly_schedule(job: dg.JobDefinition, count: int) -> dg.ScheduleDefinition:
+def nightly_schedule(job, count: int, partitions: dg.PartitionsDefinition | None = None) -> dg.ScheduleDefinition:
     @dg.schedule(
         name="nightly",
         job=job,
@@ -31,7 +21,9 @@ def nightly_schedule(job: dg.JobDefinition, count: int) -> dg.ScheduleDefinition
     def _nightly(context: dg.ScheduleEvaluationContext):
         now = context.scheduled_execution_time or datetime.now(timezone.utc)
         day = now.strftime("%Y-%m-%d")
+        known = set(partitions.get_partition_keys(current_time=now)) if partitions else None
         for month in open_months(now, count):
-            yield dg.RunRequest(run_key=f"{month}:{day}", partition_key=partition_key_of(month))
+            if known is None or partition_key_of(month) in known:
+                yield dg.RunRequest(run_key=f"{month}:{day}", partition_key=partition_key_of(month))
 
     return _nightly

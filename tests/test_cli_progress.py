@@ -38,7 +38,9 @@ def test_progress_on_a_terminal_never_garbles_json(tmp_path, monkeypatch, capsys
     summary = json.loads(out)  # stdout is exactly the JSON summary
     assert summary["report"] and Path(summary["report"]).is_file()
     progress = err.getvalue()
-    for step in ("download aws-main", "convert aws-main", "allocate aws-main", "2026-10: done", "6/6"):
+    # the month's sources (raw, line items, the month's meeting point, allocation), then one publish run
+    for step in ("download aws-main", "convert aws-main", "allocate aws-main", "2026-10 building: done", "4/4",
+                 "2026-10 publishing: done", "publish warehouse"):
         assert step in progress, step
 
 
@@ -46,7 +48,7 @@ def test_no_progress_bars_when_stderr_is_not_a_terminal(tmp_path, capsys):
     cfg = _project(tmp_path)
     assert cli.main(["run", "--config", cfg, "--month", "2026-10"]) == cli.EXIT_OK
     captured = capsys.readouterr()
-    assert captured.err == "building 2026-10 ...\n"
+    assert captured.err == "building 2026-10 ...\npublishing 2026-10 ...\n"
     assert "HTML report: " in captured.out and "finance CSVs for 2026-10: " in captured.out
     assert cli.main(["run", "--config", cfg, "--month", "2026-10", "--json"]) == cli.EXIT_OK
     assert capsys.readouterr().err == ""

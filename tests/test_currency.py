@@ -107,9 +107,9 @@ def test_finance_pack_carries_reporting_currency(tmp_path):
     with open(out / "allocation_by_team.csv") as fh:
         rows = {(r["billing_currency"], r["team"]): r for r in csv.DictReader(fh)}
     eur, usd = rows[("EUR", "search")], rows[("USD", "search")]
-    assert (eur["billed_cost"], eur["reporting_currency"], eur["reporting_billed_cost"]) == (
-        "100.000000000000", "USD", "108.340000000000")
-    assert (usd["reporting_currency"], usd["reporting_billed_cost"]) == ("USD", "5.500000000000")
-    with open(out / "allocation_lines.csv") as fh:
-        lines = list(csv.DictReader(fh))
-    assert sum(Decimal(r["reporting_billed_cost"]) for r in lines) == Decimal("113.84")
+    # amounts are exact, written without trailing zeros
+    assert (eur["billed_cost"], eur["reporting_currency"], eur["reporting_billed_cost"]) == ("100", "USD", "108.34")
+    assert (usd["reporting_currency"], usd["reporting_billed_cost"]) == ("USD", "5.5")
+    lines = duckdb.connect().execute(
+        f"SELECT reporting_billed_cost FROM read_parquet('{out / 'allocation_lines.parquet'}')").fetchall()
+    assert sum(Decimal(r[0]) for r in lines) == Decimal("113.84")

@@ -100,7 +100,11 @@ def test_report_in_chromium_shows_the_warehouse_figures(outputs_demo_project, br
 
         # Key figures equal the warehouse's, exactly (data-value) and as shown (text).
         con = duckdb.connect(str(cfg.duckdb_path), read_only=True)
-        month = con.execute("SELECT max(x_BillingMonth) FROM line_items").fetchone()[0]
+        # the report opens on the latest complete month (its last day billed), not a month to date
+        ends = con.execute("SELECT x_BillingMonth, max(CAST(ChargePeriodEnd AS TIMESTAMP)) FROM line_items "
+                           "GROUP BY 1 ORDER BY 1").fetchall()
+        complete = [m for m, end in ends if end.strftime("%Y-%m") > m]
+        month = complete[-1] if complete else ends[-1][0]
         assert page.title() == f"apportion report – {month}"
         billed = con.execute("SELECT BillingCurrency, sum(BilledCost) FROM line_items WHERE x_BillingMonth = ? "
                              "GROUP BY ALL", [month]).fetchall()
@@ -125,7 +129,7 @@ def test_report_in_chromium_shows_the_warehouse_figures(outputs_demo_project, br
         # AI unit economics from the demo bill: Bedrock tokens and GPU instance-hours.
         token_rows = page.locator("[data-testid=token-economics] tbody tr")
         assert token_rows.count() >= 2
-        assert "Claude Sonnet 4.6" in page.locator("[data-testid=token-economics]").inner_text()
+        assert "claude-sonnet-4-6" in page.locator("[data-testid=token-economics]").inner_text()  # decoded from the CUR
         assert page.locator("[data-testid=gpu-economics] tbody tr").count() >= 2
 
         # Links to the month's finance pack resolve to the files next to the report.
@@ -230,14 +234,65 @@ def test_report_prefers_the_warehouse_unit_economics_tables(outputs_demo_project
     openai = [r for r in tokens if r["provider"] == "openai"]
     assert openai == [{"provider": "openai", "model": "gpt-4o", "team": "search", "basis": "invoice share of gateway",
                        "currency": "USD", "tokens": 2000000.0, "cost": 45.0}]
-    assert {r["model"] for r in tokens if r["provider"] == "aws"} == {"NovaPro", "Claude Sonnet 4.6"}
+    assert {r["model"] for r in tokens if r["provider"] == "aws"} == {"nova-pro", "claude-sonnet-4-6"}
     gpus = report.gpu_economics(con, month)
     [measured] = [r for r in gpus if r["basis"] == "usage"]
     assert (measured["team"], measured["gpu_model"], measured["gpu_hours"], measured["cost"]) == (
-        "research", "h100", 1500.0, 3750.0)
+        "research", "h100-80gb", 1500.0, 3750.0)  # one GPU vocabulary: h100 is the H100 80GB
     assert measured["utilization"] == pytest.approx(0.6)
     assert any(r["basis"] == "invoice" for r in gpus)  # the cloud GPU instances of the bill stay, apart
     page = report.render(con, cfg, month, tmp_path)
     con.close()
     assert 'data-testid="chart-gpu-utilisation"' in page and 'data-testid="gpu-idle-jobs"' in page
     assert "job-4711" in page and "invoice share of gateway" in page
+
+
+def test_report_opens_on_a_complete_month_fits_phone_and_desktop_and_shows_owners(outputs_demo_project, browser):
+    """Issue 14 points 1 and 9: the index opens on the latest complete month (an open month says month to
+    date), every month has its page, no horizontal overflow at 390 px and 1,400 px, the top untagged owners
+    are one row per owner with who created it, and no $0 account is charted; figures equal DuckDB's."""
+    cfg_path, _ = outputs_demo_project
+    cfg = load_config(cfg_path)
+    path = report.report_path(cfg)
+    con = duckdb.connect(str(cfg.duckdb_path), read_only=True)
+    months = [r[0] for r in con.execute("SELECT DISTINCT x_BillingMonth FROM line_items ORDER BY 1").fetchall()]
+    # by hand: a month is complete when its last day is billed (ChargePeriodEnd reaches the next month)
+    ends = dict(con.execute("SELECT x_BillingMonth, max(CAST(ChargePeriodEnd AS TIMESTAMP)) FROM line_items "
+                            "GROUP BY 1").fetchall())
+    complete = [m for m in months if ends[m].strftime("%Y-%m") > m]
+    expected = complete[-1] if complete else months[-1]
+    owners = con.execute(
+        "SELECT SubAccountId, ResourceId, created_by, sum(EffectiveCost) FROM untagged_spend WHERE x_BillingMonth = ? "
+        "AND dimension = 'team' GROUP BY 1, 2, 3 HAVING round(sum(EffectiveCost), 2) <> 0 ORDER BY 4 DESC LIMIT 15",
+        [expected]).fetchall()
+    billed = con.execute("SELECT sum(BilledCost) FROM line_items WHERE x_BillingMonth = ?", [expected]).fetchone()[0]
+    con.close()
+    for m in months:
+        assert (path.parent / report.month_page(m)).is_file()
+    for width in (390, 1400):
+        page, errors, external = open_report(browser, path, width=width)
+        try:
+            page.wait_for_function(
+                "() => [...document.querySelectorAll('.chart .plotly-graph-div')].every(d => d.querySelector('svg.main-svg'))",
+                timeout=20_000)
+            assert page.locator("[data-testid=report-month]").get_attribute("data-month") == expected
+            assert Decimal(page.locator("[data-testid=total-billed]").get_attribute("data-value")) == billed
+            # the page never scrolls sideways; a wide table scrolls inside its own box
+            assert page.evaluate("document.documentElement.scrollWidth") <= width
+            assert page.evaluate("""() => [...document.querySelectorAll('.chart, .scroll, .card')]
+                .every(e => e.getBoundingClientRect().right <= document.documentElement.clientWidth + 1)""")
+            rows = page.locator("[data-testid=top-untagged] tbody tr")
+            assert rows.count() == len(owners)
+            keys = [tuple(rows.nth(i).locator("td").nth(j).inner_text() for j in (0, 3)) for i in range(rows.count())]
+            assert len(set(keys)) == len(keys)  # owners, not split pieces
+            shown_created = {rows.nth(i).locator("td").nth(4).inner_text() for i in range(rows.count())}
+            assert {o[2] for o in owners if o[2]} <= shown_created  # "created by" wherever the bill has it
+            labels = page.evaluate("() => document.getElementById('chart-untagged-by-account').data[0].x")
+            assert all(abs(v) >= 0.005 for v in labels)  # no $0 account
+            assert page.evaluate("() => document.getElementById('chart-tokens-by-model-team').layout.xaxis.type") == "log"
+            if expected != months[-1]:
+                picker = page.locator("[data-testid=month-picker]").inner_text()
+                assert f"{months[-1]} (month to date," in picker
+            assert errors == [] and external == []
+        finally:
+            page.close()

@@ -14,6 +14,7 @@ import duckdb
 import pyarrow as pa
 
 from apportion.db import connect, fault_point, list_literal, lit, open_published, set_aside_stale_wal
+from apportion.guardrails.views import create_views as create_guardrail_views
 from apportion.lake import ALLOCATIONS, LINE_ITEMS, QUARANTINE, current_files, prune_versions, work_suffix
 from apportion.models.config import ApportionConfig
 from apportion.models.focus import LINE_ITEM_COLUMNS, dimension_column, select_list
@@ -84,9 +85,14 @@ def build_warehouse(cfg: ApportionConfig, tax: Taxonomy | None = None) -> dict:
 
         analyst_views.create_views(con)
         if al_files:  # unit economics need the dimension columns of a real allocations table
+            con.execute("SET VARIABLE reconciliation_tolerance = ?", [cfg.reconciliation_tolerance])
             for name in UNIT_ECONOMICS_SQL:
                 con.execute(sql_text(name))
         analyst_views.document(con, dims)
+        create_guardrail_views(con, cfg, tax)  # budgets, anomalies, token policies, alerts
+        from apportion import savings  # savings advice (issue 12): recommendations + savings_skipped tables
+
+        savings.create_recommendations(con, cfg)
         counts = {t: con.execute(f"SELECT count(*) FROM {t}").fetchone()[0] for t in WAREHOUSE_TABLES}
         # the blocking checks run on the staged file: a warehouse that does not tie out is never published
         ties = con.execute(sql_text("outputs/check_warehouse_ties_out.sql")).fetchall()

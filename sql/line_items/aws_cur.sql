@@ -193,7 +193,7 @@ typed as (
     left join duplicates as dup on dup._file_idx = src._file_idx and dup._row = src._row
 ),
 
-focus as (
+focus as not materialized (
     select
         t.*,
         case
@@ -216,7 +216,13 @@ focus as (
             when 'RIFee' then coalesce(t.ri_unused_upfront, 0) + coalesce(t.ri_unused_recurring, 0)
             else case when t.line_item_type = 'Fee' and t.reservation_arn is not null then 0 else t.unblended_cost end
         end as effective_cost,
-        coalesce(t.period_start, cast((select billing_month from ctx) || '-01 00:00:00+00' as timestamptz)) as bp_start
+        coalesce(t.period_start, cast((select billing_month from ctx) || '-01 00:00:00+00' as timestamptz)) as bp_start,
+        -- a Generative AI usage line whose usage type names a token direction (Bedrock, Marketplace models)
+        case
+            when t.service_subcategory = 'Generative AI' and t.line_item_type not in ('Tax', 'Credit', 'Refund')
+                 and regexp_matches(coalesce(t.usage_type, ''), '(?i)token')
+                then apportion_llm_token_type(t.usage_type)
+        end as llm_token_type
     from typed as t
 ),
 
@@ -326,6 +332,13 @@ select
     not (f.resource_id is null and f.charge_category in ('Tax', 'Credit', 'Purchase', 'Adjustment')) as x_HasResource,
     'invoice' as x_CostBasis,
     f.invoicing_entity as x_InvoicingEntity,
+    -- Bedrock tokens as the bill states them (macros in create_macros.sql): provider, model, direction, tokens
+    case when f.llm_token_type is not null then 'aws' end as x_LlmProvider,
+    case when f.llm_token_type is not null then apportion_bedrock_model(f.usage_type, f.product_name) end as x_ModelId,
+    case when f.llm_token_type is not null then f.product_name end as x_ModelRef,
+    f.llm_token_type as x_TokenType,
+    case when f.llm_token_type is not null and f.line_item_type <> 'SavingsPlanNegation'
+        then cast(round(f.usage_amount * apportion_unit_block(f.pricing_unit)) as bigint) end as x_Tokens,
     f.unmapped_service as x_UnmappedService,
     f.quarantine_reason as x_QuarantineReason
 from focus as f

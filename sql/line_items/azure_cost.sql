@@ -221,7 +221,14 @@ focus as (
                       or (t.charge_category = 'Usage' and lower(coalesce(t.pricing_model, '')) in ('reservation', 'savingsplan')))
                 then cast(0 as decimal(38, 12))
             else t.cost
-        end as billed
+        end as billed,
+        case
+            when t.charge_category = 'Usage' and t.service_subcategory = 'Generative AI'
+                 and (t.meter_name ilike '%token%'
+                      or ((t.meter_subcategory ilike '%openai%' or t.meter_category ilike 'Foundry Models%')
+                          and t.distinct_unit = 'Units'))
+                then apportion_llm_token_type(t.meter_name)
+        end as llm_token_type
     from typed as t
 )
 
@@ -342,6 +349,13 @@ select
     f.resource_group as x_ResourceGroupName,
     f.block_size as x_PricingBlockSize,
     f.unit_of_measure as x_PricingUnitDescription,
+    -- Azure OpenAI / AI Services / Foundry token meters decoded (macros in create_macros.sql); tokens are
+    -- ConsumedQuantity, already in single tokens (the `1K` / `1M` block applied)
+    case when f.llm_token_type is not null then 'azure' end as x_LlmProvider,
+    case when f.llm_token_type is not null then apportion_azure_llm_model(f.meter_name) end as x_ModelId,
+    case when f.llm_token_type is not null then f.meter_name end as x_ModelRef,
+    f.llm_token_type as x_TokenType,
+    case when f.llm_token_type is not null then cast(round(f.units) as bigint) end as x_Tokens,
     f.quarantine_reason as x_QuarantineReason
 from focus as f
 cross join ctx;

@@ -236,7 +236,12 @@ focus as (
     select
         t.*,
         cast((select billing_month from ctx) || '-01 00:00:00+00' as timestamptz) as bp_start,
-        t.cost + t.credit_amount as net_cost
+        t.cost + t.credit_amount as net_cost,
+        case
+            when t.charge_category = 'Usage' and t.service_subcategory = 'Generative AI'
+                 and regexp_matches(coalesce(t.sku_description, ''), '(?i)\b(input|output)\b.*\b(tokens?|characters?)\b')
+                then apportion_llm_token_type(t.sku_description)
+        end as llm_token_type
     from typed as t
 )
 
@@ -325,6 +330,17 @@ select
     'invoice' as x_CostBasis,
     case when f.is_detailed then 'GCP detailed billing export' else 'GCP standard billing export' end as x_SourceDataset,
     f.unmapped_service as x_UnmappedService,
+    -- Vertex AI / Gemini SKUs decoded (macros in create_macros.sql): provider, model, direction; x_Tokens only
+    -- when the SKU counts tokens (usage.amount in single tokens), not characters, images or seconds
+    case when f.llm_token_type is not null then 'google' end as x_LlmProvider,
+    case when f.llm_token_type is not null then apportion_vertex_llm_model(f.sku_description) end as x_ModelId,
+    case when f.llm_token_type is not null then f.sku_description end as x_ModelRef,
+    f.llm_token_type as x_TokenType,
+    case
+        when f.llm_token_type is not null and f.sku_description ilike '%token%'
+             and lower(coalesce(f.usage_unit, 'count')) in ('count', 'tokens', 'token')
+            then cast(round(apportion_money(f.usage_amount_raw)) as bigint)
+    end as x_Tokens,
     f.credits_kept as x_Credits,
     f.credit_amount as x_CreditAmount,
     f.quarantine_reason as x_QuarantineReason

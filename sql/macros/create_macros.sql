@@ -60,3 +60,67 @@ create or replace macro apportion_aws_tags_json(m) as
 create or replace macro apportion_sorted_json(j) as
     coalesce(to_json(map_from_entries(list_sort(map_entries(try_cast(cast(j as json) as map(varchar, json)))))),
              cast(j as json));
+
+-- ---------------------------------------------------------------------------------------------------------
+-- LLM spend on cloud bills, decoded from what the bill says (usage type, meter, SKU description). Each macro
+-- returns NULL when the text does not say: a line is never given a model or direction it does not carry.
+
+-- Token direction (x_TokenType) of a usage type / meter / SKU text: Bedrock `-input-tokens`,
+-- `-cache-read-input-token-count`, Marketplace `InputTokenCount-Units`, Azure `Inp` / `Outp` / `cached Inp`,
+-- Vertex AI `Input` / `Output`. Cache reads before cache writes before plain input; 1h cache writes apart.
+create or replace macro apportion_llm_token_type(t) as
+    case
+        when t is null then null
+        when regexp_matches(t, '(?i)cache[-_ ]?read|cached[-_ ]?(inp|input)|cachedinput') then 'cache_read'
+        when regexp_matches(t, '(?i)cache[-_ ]?write.*1h') then 'cache_write_1h'
+        when regexp_matches(t, '(?i)cache[-_ ]?write|cache[-_ ]?creation') then 'cache_write_5m'
+        when regexp_matches(t, '(?i)(^|[^a-z])(inp|input)([^a-z]|$)|inputtoken|input-token') then 'input'
+        when regexp_matches(t, '(?i)(^|[^a-z])(outp|output)([^a-z]|$)|outputtoken|output-token') then 'output'
+    end;
+
+-- A model's display spelling -> x_ModelId: lower case, words joined by '-', Claude versions with '-'
+-- (`Claude Sonnet 4.6` -> claude-sonnet-4-6, as Anthropic spells its ids), Gemini keeps its dots
+-- (`Gemini 2.5 Flash` -> gemini-2.5-flash, as Google spells them).
+create or replace macro apportion_llm_model_id(name) as
+    case
+        when nullif(trim(name), '') is null then null
+        else (with n as (select regexp_replace(regexp_replace(lower(trim(name)), '[\s_]+', '-', 'g'), '-{2,}', '-', 'g') as v)
+              select case when v like 'claude%' then replace(v, '.', '-') else v end from n)
+    end;
+
+-- Bedrock on the CUR. First-party usage types carry the model in CamelCase before the direction:
+-- `USE1-NovaPro-input-tokens` -> nova-pro, `USW2-Claude4.6Opus-cache-read-input-token-count`
+-- -> claude4.6-opus (words split at case changes). Marketplace models (`USE1-MP:USE1_InputTokenCount-Units`)
+-- carry it in the product name: `Claude Sonnet 4.6 (Amazon Bedrock Edition)` -> claude-sonnet-4-6.
+create or replace macro apportion_bedrock_model(usage_type, product_name) as
+    case
+        when regexp_matches(coalesce(usage_type, ''), '(?i)TokenCount-Units$')
+            then apportion_llm_model_id(regexp_replace(product_name, '\s*\((Amazon )?Bedrock Edition\)\s*$', ''))
+        when regexp_matches(coalesce(usage_type, ''), '(?i)-(cache-read-|cache-write-|mantle-)?(input|output)-token')
+            then nullif(lower(regexp_replace(
+                regexp_extract(usage_type, '^(?:[A-Z]{2,4}[0-9]?-)?(.+?)-(?:cache-read-|cache-write-|mantle-)?(?:input|output)-token', 1),
+                '([a-z0-9])([A-Z])', '\1-\2', 'g')), '')
+    end;
+
+-- Azure OpenAI / AI Services / Foundry meters: `gpt-4o-mini-0718-Inp-glbl Tokens` -> gpt-4o-mini,
+-- `gpt 4o 1120 cached Inp glbl` -> gpt-4o, `gpt-4-8K-Batch-Inp-glbl Tokens` -> gpt-4-8k (the 4-digit
+-- snapshot date, the deployment type and the direction are not part of the model).
+create or replace macro apportion_azure_llm_model(meter) as
+    nullif(regexp_extract(
+        regexp_replace(lower(trim(coalesce(meter, ''))), '[\s_]+', '-', 'g'),
+        '^(.+?)(?:-[0-9]{4})?(?:-batch)?(?:-cached)?-(?:inp|input|outp|output)(?:-|$)', 1), '');
+
+-- Vertex AI SKUs: `Gemini 2.5 Flash Input Tokens`, `Gemini 2.5 Pro Output Characters` -> gemini-2.5-flash;
+-- the model is what comes before the modality / direction words.
+create or replace macro apportion_vertex_llm_model(sku) as
+    apportion_llm_model_id(nullif(regexp_extract(
+        coalesce(sku, ''),
+        '(?i)^(.+?)\s+(?:(?:text|image|audio|video|batch|cached|long|short|context|predictions?|online|>\s*\S+|<=?\s*\S+)\s+)*(?:input|output)\b', 1), ''));
+
+-- Tokens in one delivered unit of a bill's unit text: `1K tokens` -> 1000, `1M` -> 1000000, else 1.
+create or replace macro apportion_unit_block(u) as
+    case
+        when regexp_matches(coalesce(u, ''), '(?i)^\s*1\s*m\b|million') then 1000000
+        when regexp_matches(coalesce(u, ''), '(?i)^\s*1\s*k\b|thousand|^\s*1,?000\s') then 1000
+        else 1
+    end;

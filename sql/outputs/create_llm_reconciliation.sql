@@ -13,6 +13,9 @@
 -- and usage without an invoice has invoice_cost 0. residual_cost = invoice_cost - priced_usage_cost: what
 -- catalogue/negotiated prices do not explain (discounts, credits, unlogged traffic, unpriced models); it is
 -- never dropped: split rules spread the whole invoice in proportion to priced usage, exactly.
+-- status is honest about the size of the residual: `exact`, `within tolerance` (config reconciliation_tolerance,
+-- a share of the invoice, default 1 %), `under` / `over` (priced usage explains less / more than the invoice
+-- beyond the tolerance), `usage missing`, `invoice missing`.
 
 create or replace table llm_reconciliation as
 with
@@ -118,12 +121,19 @@ select
     case when j.invoice_cost <> 0
         then round(cast(j.invoice_cost - j.priced_usage_cost as double) / cast(j.invoice_cost as double), 6)
     end as residual_share,
+    t.tolerance,
     case
-        when j.usage_source is null then 'invoice without usage'
-        when j.invoice_lines = 0 then 'usage without invoice'
-        else 'reconciled'
+        when j.usage_source is null then 'usage missing'
+        when j.invoice_lines = 0 then 'invoice missing'
+        when j.invoice_cost = j.priced_usage_cost then 'exact'
+        when abs(j.invoice_cost - j.priced_usage_cost) <= t.tolerance * abs(j.invoice_cost) then 'within tolerance'
+        when j.priced_usage_cost > j.invoice_cost then 'over'
+        else 'under'
     end as status
 from joined as j
+-- the config's reconciliation_tolerance (SET VARIABLE by the warehouse step), else 1 %
+cross join (select coalesce(try_cast(getvariable('reconciliation_tolerance') as decimal(9, 6)),
+                            cast(0.01 as decimal(9, 6))) as tolerance) as t
 left join unpriced as q
     on q.x_BillingMonth = j.x_BillingMonth and q.usage_source = j.usage_source and q.provider = j.provider
 order by 1, 2, 8 nulls first;
@@ -142,4 +152,5 @@ comment on column llm_reconciliation.priced_usage_cost is 'Σ x_PricedCost: the 
 comment on column llm_reconciliation.unpriced_usage_rows is 'Usage rows quarantined because their model or token type has no price.';
 comment on column llm_reconciliation.residual_cost is 'invoice_cost - priced_usage_cost: what prices do not explain; split rules still spread the whole invoice.';
 comment on column llm_reconciliation.residual_share is 'residual_cost / invoice_cost.';
-comment on column llm_reconciliation.status is 'reconciled | invoice without usage | usage without invoice.';
+comment on column llm_reconciliation.tolerance is 'Share of the invoice a residual may be and still count as within tolerance (config reconciliation_tolerance, default 0.01).';
+comment on column llm_reconciliation.status is 'exact (residual 0) | within tolerance (|residual| <= tolerance x |invoice|) | under (priced usage explains less than the invoice: the rest is unexplained) | over (priced usage exceeds the invoice) | usage missing (an invoice, no usage source) | invoice missing (usage, no invoice).';

@@ -10,7 +10,9 @@
 -- invoiced_cost is the real invoice money that reached the same team x project x workload x model: the
 -- allocated EffectiveCost of the provider's invoice lines (after split rules), so it repeats on the row of
 -- every usage source of that slice. Invoice pieces no usage source explains get a row with usage_source null
--- (e.g. CUR Bedrock lines whose model is not known, untagged invoice lines).
+-- (e.g. untagged invoice lines, Bedrock / Azure OpenAI / Vertex AI lines of a cloud bill); when the bill states
+-- model and tokens (x_ModelId, x_Tokens decoded from usage type, meter or SKU) those rows carry the bill's tokens,
+-- so cost per model per team is answered from the invoice itself.
 -- usd_per_* use invoiced_cost; priced_usd_per_* use priced_cost (Σ x_PricedCost, catalogue/negotiated prices).
 -- Ratios are DOUBLE (display figures); exact money stays in allocations and the finance pack.
 
@@ -56,6 +58,9 @@ invoice_pieces as (
         a.x_Project as project,
         a.x_Workload as workload,
         coalesce(l.x_ModelId, 'unknown') as model,
+        -- tokens the bill itself states (cloud bills decoded: Bedrock, Azure OpenAI, Vertex AI), this piece's share
+        l.x_TokenType,
+        cast(l.x_Tokens as double) * cast(a.x_AllocatedRatio as double) as tokens,
         a.EffectiveCost,
         a.BilledCost
     from line_items as l
@@ -69,7 +74,12 @@ invoice_pieces as (
 invoiced as (
     select
         x_BillingMonth, provider, BillingCurrency, team, project, workload, model,
-        sum(EffectiveCost) as invoiced_cost
+        sum(EffectiveCost) as invoiced_cost,
+        sum(tokens) filter (where x_TokenType <> 'web_search') as tokens,
+        sum(tokens) filter (where x_TokenType in ('input', 'input_audio')) as input_tokens,
+        sum(tokens) filter (where x_TokenType = 'cache_read') as cache_read_tokens,
+        sum(tokens) filter (where x_TokenType in ('cache_write_5m', 'cache_write_1h')) as cache_write_tokens,
+        sum(tokens) filter (where x_TokenType in ('output', 'output_audio')) as output_tokens
     from invoice_pieces
     group by all
 ),
@@ -111,9 +121,8 @@ unexplained as (
     select
         i.x_BillingMonth, i.provider, cast(null as varchar) as usage_source, i.BillingCurrency as billing_currency,
         i.team, i.project, i.workload, i.model,
-        cast(null as double) as requests, cast(null as double) as tokens, cast(null as double) as input_tokens,
-        cast(null as double) as cache_read_tokens, cast(null as double) as cache_write_tokens,
-        cast(null as double) as output_tokens, cast(null as decimal(38, 12)) as priced_cost, i.invoiced_cost
+        cast(null as double) as requests, i.tokens, i.input_tokens, i.cache_read_tokens, i.cache_write_tokens,
+        i.output_tokens, cast(null as decimal(38, 12)) as priced_cost, i.invoiced_cost
     from invoiced as i
     where not exists (
         select 1 from grouped as g
@@ -161,7 +170,7 @@ order by 1, 2, 3 nulls last, 5, 6, 7, 8;
 
 comment on table llm_unit_economics is 'LLM unit economics per billing month, provider, usage source, team, project, workload and model: tokens, requests, priced and invoiced cost, $ per 1M tokens, $ per request, tokens per request, cache-hit share.';
 comment on column llm_unit_economics.provider is 'LLM provider (x_LlmProvider).';
-comment on column llm_unit_economics.usage_source is 'The one usage source the row is measured from (sources are never summed); null for invoice money no usage row explains.';
+comment on column llm_unit_economics.usage_source is 'The one usage source the row is measured from (sources are never summed); null for invoice money no usage row explains (its tokens, if any, are those the bill states).';
 comment on column llm_unit_economics.model is 'Normalised model id (x_ModelId).';
 comment on column llm_unit_economics.requests is 'Model requests (0 when the source has no request counts, e.g. the Anthropic usage report).';
 comment on column llm_unit_economics.tokens is 'All tokens (input, cache read/write, output; web-search requests excluded).';

@@ -1,9 +1,11 @@
--- Finance pack: the month's allocated cost by one dimension ({{name}}), in billing currency (and the reporting
--- currency when one is configured: its columns are empty otherwise).
+-- Finance pack: the month's allocated cost by one dimension ({{name}}), one cell per source, invoice,
+-- billing currency and value. exports.py rounds the cells to cents (largest remainder within each
+-- source x invoice x currency) and sums them to team totals across sources and per source.
 select
     x_BillingMonth as billing_month,
     x_SourceName as source,
     ProviderName as provider,
+    {invoice_id} as invoice_id,
     BillingCurrency as billing_currency,
     {column} as {name},
     count(*) as pieces,
@@ -15,4 +17,3 @@ select
 from allocations
 where x_BillingMonth = getvariable('export_month')
 group by all
-order by source, billing_currency, billed_cost desc, {name}

@@ -1,11 +1,12 @@
--- Finance pack: every allocation piece of the month with its line item's identity and the reason.
+-- Finance pack: every allocation piece of the month with its line item's identity and the reason
+-- (the line-level file: Parquet by default, gzip CSV with `--lines csv` or the `exports.lines: csv` option).
 select
     a.x_BillingMonth as billing_month,
     a.x_SourceName as source,
     a.x_LineId as line_id,
     a.x_PieceId as piece_id,
     a.x_ProviderLineItemId as provider_line_item_id,
-    a.InvoiceId as invoice_id,
+    {invoice_id} as invoice_id,
     strftime(a.ChargePeriodStart, '%Y-%m-%dT%H:%M:%SZ') as charge_period_start,
     a.ChargeCategory as charge_category,
     a.ProviderName as provider,

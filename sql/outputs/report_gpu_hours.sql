@@ -54,7 +54,7 @@ select
     g.BillingCurrency as currency,
     -- display figures (DOUBLE): exact money stays in the finance pack
     sum(g.gpu_hours * CAST(coalesce(a.x_AllocatedRatio, 1) AS DOUBLE)) as gpu_hours,
-    sum(CASE WHEN g.basis = 'usage' THEN CAST(coalesce(g.x_PricedCost, 0) AS DOUBLE) * CAST(coalesce(a.x_AllocatedRatio, 1) AS DOUBLE)
+    sum(CASE WHEN g.basis = 'usage' THEN CAST(g.x_PricedCost AS DOUBLE) * CAST(coalesce(a.x_AllocatedRatio, 1) AS DOUBLE)
              ELSE CAST(a.EffectiveCost AS DOUBLE) END) as cost,
     sum(g.gpu_hours * CAST(coalesce(a.x_AllocatedRatio, 1) AS DOUBLE) * g.utilization)
         / nullif(sum(g.gpu_hours * CAST(coalesce(a.x_AllocatedRatio, 1) AS DOUBLE)) filter (where g.utilization is not null), 0)

@@ -8,9 +8,9 @@
 -- Model: x_ModelId, else SkuPriceDetails.ModelId (FOCUS AI draft), else the model in a Bedrock usage type
 -- ('USE1-NovaPro-input-tokens' -> 'NovaPro'), else the service name ('Claude Sonnet 4.6 (Amazon Bedrock
 -- Edition)' -> 'Claude Sonnet 4.6').
--- Counted once: per provider and month, when usage-basis rows (logs, usage APIs) carry tokens they are
--- used, from one usage source, with their priced cost (x_PricedCost); otherwise the invoice rows, with
--- their EffectiveCost.
+-- Counted once: per provider and month, the invoice rows when the bill states tokens (x_Tokens: Bedrock in the
+-- CUR, Azure OpenAI, Vertex AI), with their EffectiveCost; else usage-basis rows (logs, usage APIs), from one
+-- usage source, with their priced cost (x_PricedCost); else invoice rows counted in token units.
 -- Each allocation piece carries its share (x_AllocatedRatio) of the line's tokens.
 with
 
@@ -32,6 +32,7 @@ token_lines as (
             regexp_replace(ServiceName, '\s*\((Amazon )?Bedrock Edition\)\s*$', '')
         ) as model,
         coalesce(CAST({x_tokens} AS DECIMAL(38,12)), ConsumedQuantity) as tokens,
+        {x_tokens} is not null as has_tokens,
         x_PricedCost
     from line_items
     where x_BillingMonth = getvariable('report_month')
@@ -44,7 +45,10 @@ token_lines as (
 chosen as (
     select *
     from token_lines
-    qualify basis = (case when bool_or(basis = 'usage') over (partition by llm_provider) then 'usage' else 'invoice' end)
+    -- the bill's own tokens when it states them (cloud bills decoded to model and direction), else usage rows
+    qualify basis = (case when bool_or(basis = 'invoice' and has_tokens) over (partition by llm_provider) then 'invoice'
+                          when bool_or(basis = 'usage') over (partition by llm_provider) then 'usage'
+                          else 'invoice' end)
 ),
 
 pieces as (

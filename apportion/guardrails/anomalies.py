@@ -1,0 +1,279 @@
+"""Spend anomalies: daily usage spend per (team x service), (team x model) and per source against a
+seasonal baseline; a run of consecutive days above the band is ONE anomaly.
+
+Fees are excluded (only ChargeCategory = 'Usage': no tax, credits, commitment purchases, refunds or
+adjustments). Baseline for day t: the median of the same weekday over the previous `baseline_days`; band
+= 3 x sigma (1.2533 x the mean absolute deviation of the window from its weekday medians, corrected for the
+medians fitted, at least 5 % of expected). An episode is kept only when both its impact (actual - expected) and its impact as a share
+of expected pass the configured thresholds. Episodes ending in the last `provisional_days` of a feed are
+provisional (shown, not alarmed). Days with less history than `min_history_days` are not judged: the
+anomaly_history table says so.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta, timezone
+from decimal import Decimal
+from statistics import median
+
+from apportion.db import lit
+from apportion.guardrails.config import AnomalySettings, GuardrailsFile
+from apportion.models.config import ApportionConfig
+from apportion.models.taxonomy import Taxonomy
+
+CENT = Decimal("0.01")
+K = Decimal(3)
+MEAN_AD_SCALE = Decimal("1.2533")
+SIGMA_FLOOR = Decimal("0.05")
+CONTRIBUTORS = {"account": "a.SubAccountId", "resource": "a.ResourceId", "model": "li.x_ModelId",
+                "api_key": "li.Tags ->> '$.key_alias'", "user": "li.Tags ->> '$.user'"}
+
+
+@dataclass
+class Episode:
+    first_day: date
+    last_day: date
+    expected: Decimal
+    actual: Decimal
+
+    @property
+    def impact(self) -> Decimal:
+        return self.actual - self.expected
+
+
+def seasonal_expected(series: dict[date, Decimal], t: date, baseline_days: int) -> tuple[Decimal, Decimal, int]:
+    """(expected, robust sigma, days of history) for day t from the days before it."""
+    window = [(t - timedelta(days=i), series[t - timedelta(days=i)]) for i in range(1, baseline_days + 1)
+              if (t - timedelta(days=i)) in series]
+    if not window:
+        return Decimal(0), Decimal(0), 0
+    by_wd: dict[int, list[Decimal]] = {}
+    for d, y in window:
+        by_wd.setdefault(d.weekday(), []).append(y)
+    med = {w: median(v) if len(v) >= 2 else median([y for _, y in window]) for w, v in by_wd.items()}
+    overall = median([y for _, y in window])
+    expected = med.get(t.weekday(), overall) if len(by_wd.get(t.weekday(), [])) >= 2 else overall
+    # the deviations from a weekday median of 4 values are small by construction (the median sits between
+    # them): the mean absolute deviation x 1.2533 (the normal's sigma / MAD-about-mean) does not shrink the band
+    dev = [abs(y - med[d.weekday()]) for d, y in window]
+    sigma = max(MEAN_AD_SCALE * sum(dev, Decimal(0)) / len(dev) * Decimal(len(dev)) / max(1, len(dev) - len(by_wd)),
+                SIGMA_FLOOR * abs(expected))
+    # the baseline is itself a median of few values: its error (variance ~ pi/2 sigma^2 / n) widens the band
+    n_w = max(1, len(by_wd.get(t.weekday(), [])))
+    sigma = sigma * (1 + Decimal("1.5708") / n_w).sqrt()
+    return Decimal(expected), Decimal(sigma), len(window)
+
+
+def detect(series: dict[date, Decimal], start: date, end: date, s: AnomalySettings) -> list[Episode]:
+    """Episodes in [start, end] of a daily series (missing days are 0 from its first day)."""
+    if not series:
+        return []
+    first = min(series)
+    full = {first + timedelta(days=i): series.get(first + timedelta(days=i), Decimal(0))
+            for i in range((end - first).days + 1)}
+    episodes: list[Episode] = []
+    cur: Episode | None = None
+    d = max(start, first)
+    while d <= end:
+        expected, sigma, n = seasonal_expected(full, d, s.baseline_days)
+        y = full[d]
+        if n >= s.min_history_days and y - expected > K * sigma and y > expected:
+            if cur and cur.last_day == d - timedelta(days=1):
+                cur.last_day, cur.expected, cur.actual = d, cur.expected + expected, cur.actual + y
+            else:
+                cur = Episode(d, d, expected, y)
+                episodes.append(cur)
+        d += timedelta(days=1)
+    return [e for e in episodes if e.impact >= s.min_impact and e.expected >= 0
+            and (e.expected == 0 or e.impact / e.expected >= s.min_percent)]
+
+
+def baseline_7d(series: dict[date, Decimal], start: date, end: date) -> list[Episode]:
+    """The comparison detector: 7-day mean +- 3 sigma, consecutive days grouped the same way."""
+    first = min(series)
+    full = {first + timedelta(days=i): float(series.get(first + timedelta(days=i), 0))
+            for i in range((end - first).days + 1)}
+    out: list[Episode] = []
+    cur = None
+    d = max(start, first + timedelta(days=7))
+    while d <= end:
+        w = [full[d - timedelta(days=i)] for i in range(1, 8)]
+        mean = sum(w) / 7
+        sd = (sum((x - mean) ** 2 for x in w) / 6) ** 0.5
+        if full[d] > mean + 3 * sd:
+            if cur and cur.last_day == d - timedelta(days=1):
+                cur.last_day = d
+            else:
+                cur = Episode(d, d, Decimal(0), Decimal(0))
+                out.append(cur)
+        d += timedelta(days=1)
+    return out
+
+
+def anomaly_id(kind: str, key: list[str], first_day: date) -> str:
+    raw = json.dumps([kind, key, first_day.isoformat()])
+    return "an-" + hashlib.sha256(raw.encode()).hexdigest()[:10]
+
+
+SERIES = {
+    "team x service": ("a.x_Team", "a.ServiceName"),
+    "team x model": ("a.x_Team", "li.x_ModelId"),
+    "source": ("a.x_SourceName",),
+}
+
+EPISODE_COLUMNS = [
+    ("anomaly_id", "VARCHAR", "Stable id: series and first day (dismissals and alerts are keyed by it)."),
+    ("series_kind", "VARCHAR", "team x service | team x model | source."),
+    ("series", "VARCHAR", "The series, e.g. 'research / Amazon SageMaker'."),
+    ("series_key", "JSON", "The series' values as a JSON list."),
+    ("first_day", "DATE", "First day above the band."),
+    ("last_day", "DATE", "Last day above the band."),
+    ("days", "INTEGER", "Days in the episode."),
+    ("currency", "VARCHAR", "Currency of the amounts."),
+    ("expected", "DECIMAL(38,2)", "Baseline spend over the episode (same-weekday median of the previous weeks)."),
+    ("actual", "DECIMAL(38,2)", "Usage EffectiveCost over the episode (fees excluded)."),
+    ("impact", "DECIMAL(38,2)", "actual - expected."),
+    ("impact_ratio", "DECIMAL(18,4)", "impact / expected."),
+    ("provisional", "BOOLEAN", "Ends within the feed's last provisional days (data still arriving): not alarmed."),
+    ("top_contributors", "JSON", "Largest contributors to the deviation: account, resource, model, api_key, user."),
+]
+
+
+def _series_rows(con, cfg: ApportionConfig, kind: str) -> dict[tuple, dict[date, Decimal]]:
+    cols = SERIES[kind]
+    cost = "a.x_ReportingEffectiveCost" if cfg.reporting_currency else "a.EffectiveCost"
+    join = " LEFT JOIN line_items AS li USING (x_SourceName, x_BillingMonth, x_LineId)" if kind == "team x model" else ""
+    nn = " AND ".join(f"{c} IS NOT NULL" for c in cols)
+    rows = con.execute(
+        f"SELECT {', '.join(cols)}, {'a.BillingCurrency' if not cfg.reporting_currency else 'a.x_ReportingCurrency'}, "
+        f"CAST(a.ChargePeriodStart AS DATE), sum({cost}) FROM allocations AS a{join} "
+        f"WHERE a.ChargeCategory = 'Usage' AND {nn} GROUP BY ALL").fetchall()
+    out: dict[tuple, dict[date, Decimal]] = {}
+    for *key, cur, d, v in rows:
+        out.setdefault((*key, cur), {})[d] = Decimal(v or 0)
+    return out
+
+
+def _contributors(con, kind: str, key: tuple, e: Episode, baseline_days: int) -> dict:
+    cols = SERIES[kind]
+    cond = " AND ".join(f"{c} = ?" for c in cols)
+    before = e.first_day - timedelta(days=baseline_days)
+    days = (e.last_day - e.first_day).days + 1
+    out = {}
+    for name, expr in CONTRIBUTORS.items():
+        rows = con.execute(
+            f"SELECT {expr} AS v, sum(CASE WHEN CAST(a.ChargePeriodStart AS DATE) >= ? THEN a.EffectiveCost ELSE 0 END) "
+            f"- sum(CASE WHEN CAST(a.ChargePeriodStart AS DATE) < ? THEN a.EffectiveCost ELSE 0 END) * ? / ? AS delta "
+            f"FROM allocations AS a LEFT JOIN line_items AS li USING (x_SourceName, x_BillingMonth, x_LineId) "
+            f"WHERE a.ChargeCategory = 'Usage' AND {cond} AND CAST(a.ChargePeriodStart AS DATE) BETWEEN ? AND ? "
+            f"AND {expr} IS NOT NULL GROUP BY 1 HAVING delta > 0 ORDER BY delta DESC LIMIT 3",
+            [e.first_day, e.first_day, days, baseline_days, *key[:len(cols)], before, e.last_day]).fetchall()
+        if rows:
+            out[name] = [{"value": v, "delta": str(Decimal(d).quantize(CENT))} for v, d in rows]
+    return out
+
+
+def find(con, cfg: ApportionConfig, s: AnomalySettings) -> tuple[list[dict], list[dict]]:
+    """(episode rows, history rows) for the whole ledger."""
+    as_of = con.execute("SELECT max(CAST(ChargePeriodStart AS DATE)) FROM allocations WHERE EffectiveCost <> 0"
+                        ).fetchone()[0]
+    if as_of is None:
+        return [], []
+    first_day = con.execute("SELECT min(CAST(ChargePeriodStart AS DATE)) FROM allocations").fetchone()[0]
+    source_as_of = dict(con.execute("SELECT x_SourceName, max(CAST(ChargePeriodStart AS DATE)) FROM allocations "
+                                    "WHERE EffectiveCost <> 0 GROUP BY 1").fetchall())
+    episodes = []
+    for kind in SERIES:
+        for key, series in sorted(_series_rows(con, cfg, kind).items(), key=lambda kv: [str(x) for x in kv[0]]):
+            if not any(series.values()):
+                continue
+            end = source_as_of.get(key[0], as_of) if kind == "source" else as_of
+            for e in detect(series, first_day, end, s):
+                aid = anomaly_id(kind, [str(k) for k in key[:-1]], e.first_day)
+                episodes.append({
+                    "anomaly_id": aid, "series_kind": kind, "series": " / ".join(str(k) for k in key[:-1]),
+                    "series_key": json.dumps([str(k) for k in key[:-1]]), "first_day": e.first_day,
+                    "last_day": e.last_day, "days": (e.last_day - e.first_day).days + 1, "currency": key[-1],
+                    "expected": e.expected.quantize(CENT), "actual": e.actual.quantize(CENT),
+                    "impact": e.impact.quantize(CENT),
+                    "impact_ratio": (e.impact / e.expected).quantize(Decimal("0.0001")) if e.expected else None,
+                    "provisional": e.last_day > end - timedelta(days=s.provisional_days),
+                    "top_contributors": json.dumps(_contributors(con, kind, key, e, s.baseline_days)),
+                })
+    history = []
+    month = date(first_day.year, first_day.month, 1)
+    judged_from = first_day + timedelta(days=s.min_history_days)
+    while month <= as_of:
+        nxt = date(month.year + month.month // 12, month.month % 12 + 1, 1)
+        last = min(as_of, nxt - timedelta(days=1))
+        begin = max(month, first_day)
+        unjudged = max(0, (min(last, judged_from - timedelta(days=1)) - begin).days + 1)
+        history.append({
+            "month": f"{month.year}-{month.month:02d}", "days_with_data": (last - begin).days + 1,
+            "days_not_judged": unjudged, "first_judged_day": max(month, judged_from) if judged_from <= last else None,
+            "note": (f"{unjudged} day(s) not judged: the ledger starts {first_day} and the baseline needs "
+                     f"{s.min_history_days} days of history" if unjudged else "every day judged"),
+        })
+        month = nxt
+    return episodes, history
+
+
+HISTORY_COLUMNS = [
+    ("month", "VARCHAR", "Billing month."),
+    ("days_with_data", "INTEGER", "Days of the month up to the ledger's latest day."),
+    ("days_not_judged", "INTEGER", "Days with less history than the baseline needs (no anomaly can be found there)."),
+    ("first_judged_day", "DATE", "First day judged."),
+    ("note", "VARCHAR", "Says why days were not judged instead of guessing."),
+]
+
+
+def dismissals_path(cfg: ApportionConfig):
+    d = cfg.warehouse / "guardrails"
+    d.mkdir(parents=True, exist_ok=True)
+    p = d / "dismissals.jsonl"
+    if not p.exists():
+        p.touch()
+    return p
+
+
+def dismiss(cfg: ApportionConfig, anomaly: str, reason: str, by: str | None = None) -> dict:
+    from apportion.guardrails.alerts import write_jsonl
+
+    if not reason.strip():
+        raise ValueError("a dismissal needs a --reason")
+    p = dismissals_path(cfg)
+    rows = [json.loads(x) for x in p.read_text(encoding="utf-8").splitlines() if x.strip()]
+    rows = [r for r in rows if r["anomaly_id"] != anomaly]
+    rec = {"anomaly_id": anomaly, "reason": reason, "dismissed_at": datetime.now(timezone.utc).isoformat(),
+           "dismissed_by": by}
+    write_jsonl(p, [*rows, rec])
+    return rec
+
+
+def create_tables(con, cfg: ApportionConfig, tax: Taxonomy, g: GuardrailsFile | None) -> int:
+    from apportion.guardrails.tables import table
+
+    s = g.anomalies if g is not None else AnomalySettings()
+    episodes, history = find(con, cfg, s)
+    table(con, "anomaly_episodes", EPISODE_COLUMNS, episodes,
+          "Spend anomalies as found by the last build (see the anomalies view for dismissals).")
+    table(con, "anomaly_history", HISTORY_COLUMNS, history,
+          "Per month: days the anomaly baseline could not judge (too little history), said instead of guessed.")
+    p = dismissals_path(cfg)
+    con.execute(
+        "CREATE OR REPLACE VIEW anomalies AS SELECT e.*, d.anomaly_id IS NOT NULL AS dismissed, d.reason AS "
+        "dismissed_reason, d.dismissed_at, d.dismissed_by FROM anomaly_episodes e LEFT JOIN read_json("
+        f"{lit(str(p))}, format = 'newline_delimited', columns = {{'anomaly_id': 'VARCHAR', 'reason': 'VARCHAR', "
+        "'dismissed_at': 'TIMESTAMPTZ', 'dismissed_by': 'VARCHAR'}) d USING (anomaly_id)")
+    con.execute("COMMENT ON VIEW anomalies IS 'Spend anomalies (one row per multi-day episode) with dismissals "
+                "(<warehouse>/guardrails/dismissals.jsonl: kept across rebuilds, shown at once).'")
+    for c, _, d in EPISODE_COLUMNS:
+        con.execute(f'COMMENT ON COLUMN anomalies."{c}" IS {lit(d)}')
+    for c, d in {"dismissed": "Dismissed with `apportion anomalies dismiss ID --reason`.",
+                 "dismissed_reason": "Why it was dismissed.", "dismissed_at": "When (UTC).",
+                 "dismissed_by": "Who ($USER of the command)."}.items():
+        con.execute(f'COMMENT ON COLUMN anomalies."{c}" IS {lit(d)}')
+    return len(episodes)

@@ -15,6 +15,10 @@ $(STAMP): pyproject.toml requirements.lock
 ## demo: generate the demo bill, run the nightly job on it, print the summary and where things are
 demo: $(STAMP)
 	$(BIN)/apportion demo
+	$(BIN)/apportion run --config demo/apportion.yaml --json > /dev/null
+	@echo "month close (docs/close.md): close the previous month, then AWS re-delivers it with a late credit"
+	$(BIN)/apportion close --config demo/apportion.yaml --month previous --if-open
+	$(BIN)/apportion demo --late-credit
 	$(BIN)/apportion run --config demo/apportion.yaml
 	@echo "Next: call the CLI as $(BIN)/apportion (or \`source $(BIN)/activate\`, then apportion), with --config demo/apportion.yaml,"
 	@echo "      e.g. $(BIN)/apportion months --config demo/apportion.yaml   (README: Quickstart)"

@@ -38,6 +38,8 @@ def main(argv: list[str] | None = None) -> int:
     export.add_argument("--lines", choices=("parquet", "csv"), default=None,
                         help="format of the line-level file allocation_lines: parquet, or csv (gzip); default: the "
                              "config's exports.lines, else parquet")
+    export.add_argument("--as-of", default=None, help="DATE (YYYY-MM-DD) or time: the pack as published then "
+                                                      "(kept packs; docs/close.md)")
 
     tax = sub.add_parser("taxonomy", help="taxonomy tools")
     tax_sub = tax.add_subparsers(dest="taxonomy_command", required=True)
@@ -71,10 +73,13 @@ def main(argv: list[str] | None = None) -> int:
                       help="write a demo project here (DIR/demo/apportion.yaml, data under DIR/data); default: "
                            "the checkout's demo/ folder, or ./apportion-demo when apportion is installed from a wheel")
     demo.add_argument("--out", default=None, help="only the CUR 2.0 export, into this folder")
+    demo.add_argument("--late-credit", action="store_true", help="re-deliver the previous month's CUR with a late "
+                      "credit (the month close demo, docs/close.md)")
 
     from apportion.guardrails import cli as guardrails_cli  # `budgets`, `anomalies` (issue 11)
 
     guardrails_cli.add_parsers(sub)
+    __import__("apportion.close.cli").close.cli.add_parser(sub, config_help, DEFAULT_CONFIG)  # issue 17
     args = parser.parse_args(argv)
     missing = _missing_config(args)
     if missing:
@@ -97,6 +102,8 @@ def main(argv: list[str] | None = None) -> int:
             return guardrails_cli.dispatch(args)
         if args.command == "demo":
             return cmd_demo(args)
+        if args.command == "close":
+            return __import__("apportion.close.cli").close.cli.cmd_close(args)
         if args.command == "savings":
             from apportion.savings.cli import cmd_savings
 
@@ -249,6 +256,8 @@ def cmd_export(args) -> int:
 
     cfg = load_config(args.config)
     month = check_month(args.month)
+    if args.as_of:  # a pack as published on that day, from the kept versions (issue 17)
+        return __import__("apportion.close.cli").close.cli.export_as_of(cfg, month, args.as_of, Path(args.out))
     problem = _not_built(cfg, month)
     if problem:  # never an empty pack that a scheduler would take as valid
         print(f"error: {problem}", file=sys.stderr)
@@ -295,6 +304,8 @@ def cmd_demo(args) -> int:
         shutil.copytree(DEMO_DIR / "guardrails", project / "guardrails", dirs_exist_ok=True)  # budgets file
         config = project / DEMO_CONFIG.name
     cfg = load_config(config)
+    if args.late_credit:  # month close demo (issue 17)
+        return __import__("apportion.close.cli").close.cli.demo_late_credit(cfg)
     print(f"demo config: {config} (run it with `apportion run --config {config}`)")
     out = Path(args.out) if args.out else Path(cfg.sources[0].uri).parents[1]
     files = generate_cur2(out, demo_months())
@@ -627,6 +638,7 @@ def summarise(cfg, months: list[str], results: list[dict]) -> dict:
     finally:
         con.close()
     summary["guardrails"] = __import__("apportion.guardrails.cli").guardrails.cli.summary(cfg)  # budgets, anomalies
+    summary["restatements"] = __import__("apportion.close.cli").close.cli.summary(cfg, months)  # issue 17
     return summary
 
 
@@ -749,6 +761,7 @@ def print_summary(summary: dict) -> None:
                                     ": see the quarantined_rows table"))
     __import__("apportion.guardrails.cli").guardrails.cli.print_summary(summary.get("guardrails"), console)
     __import__("apportion.savings.cli").savings.cli.print_summary(summary, console)  # top savings (issue 12)
+    __import__("apportion.close.cli").close.cli.print_summary(summary.get("restatements"), console)  # issue 17
     console.print(Text(f"warehouse: {summary['warehouse']}"))
     for month, path in summary.get("exports", {}).items():
         console.print(Text(f"finance CSVs for {month}: {path}"))

@@ -11,6 +11,7 @@ a later run can clean up what a crashed run left.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -102,7 +103,8 @@ def discard_version(tmp: Path) -> None:
 
 def prune_versions(lake: Path, keep: set[Path]) -> list[Path]:
     """Remove version folders that are neither current nor in `keep` (the versions the published and
-    the previous warehouse file read). Returns what was removed."""
+    the previous warehouse file read) nor frozen by a month close. Returns what was removed."""
+    keep = keep | closed_month_versions(lake)
     removed = []
     for table in TABLES:
         for root in lake.glob(f"{table}/x_SourceName=*/x_BillingMonth=????-??"):
@@ -114,6 +116,15 @@ def prune_versions(lake: Path, keep: set[Path]) -> list[Path]:
                     shutil.rmtree(version, ignore_errors=True)
                     removed.append(version)
     return removed
+
+
+def closed_month_versions(lake: Path) -> set[Path]:
+    """The versions a closed month was frozen from (`<warehouse>/closed/<month>/manifest.json`, docs/close.md):
+    never pruned while the month stays closed."""
+    out = set()
+    for path in (lake.parent / "closed").glob("????-??/manifest.json"):
+        out |= {Path(v).resolve() for v in json.loads(path.read_text()).get("lake_versions", [])}
+    return out
 
 
 LEFTOVER = re.compile(r"\.(tmp|old|building)-(?P<host>[^-]+)-(?P<pid>\d+)-[0-9a-f]{8}(\.wal)?$")

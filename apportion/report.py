@@ -389,8 +389,9 @@ def render(con, cfg: ApportionConfig, month: str | None, out_dir: Path, month_li
         sections.append(_untagged_section(con, month, all_months, currency))
         sections.append(_ai_section(con, month, currency))
         sections.append(_portfolio_section(con, all_months, currency))
-        sections.append(_budget_section(con))
+        sections.append(__import__("apportion.guardrails.report").guardrails.report.section(con, month, currency))  # issue 11
         sections.append(__import__("apportion.savings.report").savings.report.section(con, month, currency))
+        sections.append(__import__("apportion.close.report").close.report.section(con, month, currency))  # issue 17
         sections.append(_links_section(cfg, month, all_months, out_dir))
     sections = [s for s in sections if s is not None]
     header = _header(cfg, con, month, all_months, figures)

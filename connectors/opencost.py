@@ -44,6 +44,7 @@ from apportion.connectors.http import open_url
 from apportion.models.gpu_rates import (
     GpuOptions,
     GpuOptionsError,
+    gpu_model_of_instance,
     month_bounds,
     normalize_gpu_model,
     parse_gpu_options,
@@ -284,7 +285,8 @@ class OpencostConnector(Connector):
         if row.get("gpu_hours") is not None and row["gpu_hours"] < 0:
             problems.append(f"negative gpuHours {row['gpu_hours']}")
         model = gpu_alloc.get("gpuModel") or self.opts.default_gpu_model
-        row["gpu_model"] = normalize_gpu_model(model) if model else None
+        # one GPU vocabulary (models/reference/gpu_models.csv); else the node's instance type (p5.48xlarge: H100)
+        row["gpu_model"] = normalize_gpu_model(model) if model else gpu_model_of_instance(row.get("instance_type"))
         util = row.get("gpu_efficiency")
         if util is None and row.get("gpu_usage_average") is not None and row.get("gpu_request_average"):
             util = row["gpu_usage_average"] / row["gpu_request_average"]

@@ -132,7 +132,19 @@ class ApportionConfig(BaseModel):
     budgets: Path | None = Field(None, description="Guardrails file: budgets, anomaly settings, alert channels.")
     token_policies: Path | None = Field(None, description="Token policies file (limits per workload or value class).")
     savings: SavingsSettings | None = Field(None, description="Savings advice settings (models/savings.py).")
+    close_after_days: int | None = Field(None, ge=0, le=3660, description="Month close (docs/close.md): the "
+                                         "nightly run closes a month this many days after it ends.")
+    export_history_days: int = Field(400, ge=1, le=36600, description="Published finance packs kept for "
+                                     "`apportion export --as-of` (docs/close.md).")
     config_path: Path | None = Field(None, exclude=True)
+
+    @field_validator("warehouse", mode="before")
+    @classmethod
+    def _local_warehouse(cls, v: Any) -> Any:
+        if isinstance(v, str) and "://" in v:
+            raise ValueError(f"{v!r}: the lake and warehouse must be a local (or shared) folder for now; object "
+                             "storage is supported for reading sources, not yet for the lake (docs/running-at-scale.md)")
+        return v
 
     @field_validator("sources")
     @classmethod

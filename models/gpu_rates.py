@@ -18,8 +18,10 @@ options:
     owner: {team: research, project: research-sandbox, workload: training}   # or: owner: shared
 ```
 
-GPU models are compared after `normalize_gpu_model` (lower case, no vendor prefix, `-` between
-words); `gpu_model` patterns are globs. The tables built here are loaded into DuckDB by the
+GPU models are compared after `normalize_gpu_model`: one name per GPU from
+`models/reference/gpu_models.csv` (`h100`, `NVIDIA H100 80GB HBM3` and `p5.48xlarge` are all `h100-80gb`;
+a spelling the table does not know is lower case, no vendor prefix, `-` between words). `gpu_model`
+patterns are globs matched on that name (`h100*` matches `h100-80gb`). The tables built here are loaded into DuckDB by the
 connectors; patterns and values are data, never SQL text.
 """
 
@@ -44,8 +46,9 @@ FAR_FUTURE = date(9999, 12, 31)
 FAR_PAST = date(1970, 1, 1)
 
 
-def normalize_gpu_model(raw: str | None) -> str | None:
-    """'NVIDIA H100 80GB HBM3' -> 'h100-80gb-hbm3'; 'nvidia_a100-sxm4-80gb' -> 'a100-sxm4-80gb'; 'a100' -> 'a100'."""
+def _spelling(raw: str | None) -> str | None:
+    """'NVIDIA H100 80GB HBM3' -> 'h100-80gb-hbm3'; 'nvidia_a100-sxm4-80gb' -> 'a100-sxm4-80gb' (lower case, no
+    vendor prefix, `-` between words)."""
     if raw is None:
         return None
     v = raw.strip().lower()
@@ -74,17 +77,32 @@ def gpu_model_vocabulary() -> tuple[tuple[re.Pattern, str], ...]:
     return tuple(out)
 
 
-def canonical_gpu_model(raw: str | None) -> str | None:
+def _known(spelling: str) -> str | None:
+    for pattern, name in gpu_model_vocabulary():
+        if pattern.match(spelling):
+            return name
+    return None
+
+
+def normalize_gpu_model(raw: str | None) -> str | None:
     """One name per GPU across Slurm, DCGM, OpenCost and cloud instance types, from gpu_models.csv:
-    'h100', 'NVIDIA H100 80GB HBM3', 'p5.48xlarge' -> 'h100-80gb'. A spelling the table does not know
-    keeps its normalised form (never guessed)."""
-    norm = normalize_gpu_model(raw)
+    'h100', 'NVIDIA H100 80GB HBM3', 'p5.48xlarge' -> 'h100-80gb'; 'nvidia_a100-sxm4-80gb' -> 'a100-80gb';
+    'a100' -> 'a100' (memory not stated). A spelling the table does not know keeps its normalised form
+    ('NVIDIA B200' -> 'b200'), never guessed. A glob ('h100*') is no GPU name and keeps its spelling."""
+    norm = _spelling(raw)
     if norm is None:
         return None
-    for pattern, name in gpu_model_vocabulary():
-        if pattern.match(norm):
-            return name
-    return norm
+    return _known(norm) or norm
+
+
+canonical_gpu_model = normalize_gpu_model
+
+
+def gpu_model_of_instance(instance_type: str | None) -> str | None:
+    """The GPU of a cloud instance type the table knows ('p5.48xlarge' -> 'h100-80gb'), else None (a CPU
+    instance type is no GPU model)."""
+    norm = _spelling(instance_type)
+    return _known(norm) if norm else None
 
 
 def _money(value: Any, what: str) -> Decimal:

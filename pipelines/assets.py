@@ -227,4 +227,5 @@ def ledger_assets(cfg: ApportionConfig, billing_months: dg.PartitionsDefinition)
         out = write_report(apportion.config())  # the latest month in the warehouse, with every month's trend
         return dg.MaterializeResult(metadata={"path": dg.MetadataValue.path(str(out))})
 
-    return [*per_source, month_line_items, warehouse, finance_exports, report, guardrails_asset(warehouse)]
+    return [*per_source, month_line_items, warehouse, finance_exports, report, guardrails_asset(warehouse),
+            __import__("apportion.pipelines.close").pipelines.close.close_asset(warehouse)]  # issue 17

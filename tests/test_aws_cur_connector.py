@@ -1269,3 +1269,55 @@ def test_rows_without_an_id_are_not_deduplicated(tmp_path):
     [q] = quarantined(cfg, "legacy", "2025-10")
     assert (q["row"], q["billed"]) == (5, d("4.0"))
     assert q["reason"].startswith("duplicate line item li-0002 ") and q["reason"].endswith("legacy-00001.csv.gz:3")
+
+
+# ============================================================================ Bedrock decoded (issue 14, point 5)
+BEDROCK_MONTH = "2025-12"
+
+
+def bedrock_cur2_parquet() -> bytes:
+    """Bedrock on a CUR 2.0 file, by hand: Nova Pro input 2.5 x 1K tokens ($0.002) and output 0.75 x 1K tokens
+    ($0.0024) for team search, Claude Sonnet 4.6 via Marketplace 1,200 input tokens ($0.0036) for team research,
+    and one EC2 hour ($1) that is no LLM usage."""
+    rows = make_rows(BEDROCK_MONTH, [0.002, 0.0024, 0.0036, 1.0])
+    bedrock = dict(product_code="AmazonBedrock", product_name="Amazon Bedrock", operation="InvokeModel",
+                   instance_type="")
+    search = {"team": "search", "project": "recsys", "createdBy": "user0"}
+    rows[0].update(bedrock, usage_type="USE1-NovaPro-input-tokens", amount=2.5, tags=search)     # 2.5 x 1K tokens
+    rows[1].update(bedrock, usage_type="USE1-NovaPro-output-tokens", amount=0.75, tags=search)   # 0.75 x 1K tokens
+    rows[2].update(product_code="prod-3k7x2c9v1abcd", product_name="Claude Sonnet 4.6 (Amazon Bedrock Edition)",
+                   usage_type="USE1-MP:USE1_InputTokenCount-Units", operation="Usage", instance_type="", amount=1200.0,
+                   tags={"team": "research", "project": "llm-serving", "createdBy": "user1"})
+    units = ["1K tokens", "1K tokens", "Units", "Hrs"]
+    recs = []
+    for r, unit in zip(rows, units):
+        rec = _cur2_record(r)
+        for k in ("bill_billing_period_start_date", "bill_billing_period_end_date",
+                  "line_item_usage_start_date", "line_item_usage_end_date"):
+            rec[k] = rec[k].replace(tzinfo=None)
+        for k in ("product", "resource_tags", "cost_category"):
+            rec[k] = list(rec[k].items())
+        recs.append({**rec, "pricing_unit": unit})
+    buf = io.BytesIO()
+    pq.write_table(pa.Table.from_pylist(recs, schema=CUR2_SCHEMA.append(pa.field("pricing_unit", pa.string()))), buf)
+    return buf.getvalue()
+
+
+def test_bedrock_lines_decode_to_model_direction_and_tokens(tmp_path):
+    """Bedrock on the CUR: first-party usage types carry the model before the direction, priced per 1K tokens
+    (usage amount 2.5 = 2,500 tokens); a Marketplace model carries it in the product name, priced per token.
+    A line that is not LLM usage gets no model, direction nor tokens."""
+    root = tmp_path / "exports" / "cur2" / "data" / f"BILLING_PERIOD={BEDROCK_MONTH}"
+    root.mkdir(parents=True)
+    (root / "cur2-00001.snappy.parquet").write_bytes(bedrock_cur2_parquet())
+    cfg, source = make_config(tmp_path, "exports/cur2")
+    _, stats, _ = run_month(cfg, source, BEDROCK_MONTH)
+    assert (stats.rows, stats.quarantined_rows) == (4, 0)
+    got = [(r["ServiceSubcategory"], r["x_LlmProvider"], r["x_ModelId"], r["x_TokenType"], r["x_Tokens"], r["BilledCost"])
+           for r in line_items(cfg, "aws-main", BEDROCK_MONTH)]
+    assert got == [
+        ("Generative AI", "aws", "nova-pro", "input", 2500, Decimal("0.002")),
+        ("Generative AI", "aws", "nova-pro", "output", 750, Decimal("0.0024")),
+        ("Generative AI", "aws", "claude-sonnet-4-6", "input", 1200, Decimal("0.0036")),
+        ("Virtual Machines", None, None, None, None, Decimal("1")),
+    ]

@@ -814,3 +814,26 @@ def test_cost_details_report_as_a_source(tmp_path, monkeypatch):
     assert "SECRET" not in (Path(delivery.local_dir) / "delivery.json").read_text()
     assert stats.rows == EA_AMORTIZED_ROWS and stats.effective_cost == EA_AMORTIZED_TOTAL
     assert stats.billed_cost == EA_AMORTIZED_TOTAL - EA_AMORTIZED_COMMITTED
+
+
+def test_azure_openai_meters_decode_to_model_direction_and_tokens(tmp_path):
+    """Azure OpenAI meters (issue 14 point 5): the model and direction from MeterName, the tokens from Quantity
+    times the UnitOfMeasure block (`1M` x 3.2 = 3,200,000; `1K` x 800 = 800,000; `1K` x 12.5 = 12,500)."""
+    first: dict = {}
+
+    def cached(r, i):
+        if i == 0:
+            first.update(r)
+        if i == 2:  # a cached-input meter of a dated gpt-4o-mini deployment, in blocks of 1K
+            r.update({**first, "MeterName": "gpt-4o-mini-0718-cached-Inp-glbl Tokens", "UnitOfMeasure": "1K",
+                      "Quantity": "12.5", "MeterId": "93d5f7b9-1c4e-4a6d-8f0b-3c5e7a9c1e24"})
+    cfg, _, stats, _ = local_build(tmp_path, edit_csv(FIX / "mca-actual-cost.csv", cached), "2023-01")
+    assert stats.quarantined_rows == 0 and stats.rows == 8
+    rows = line_items(cfg, "2023-01", "x_SourceRow, x_LlmProvider, x_ModelId, x_TokenType, x_Tokens, x_ModelRef")
+    decoded = [r for r in rows if r[1] is not None]
+    assert decoded == [
+        (1, "azure", "gpt-35-turbo", "input", 3_200_000, "gpt-35-turbo-Inp-regnl Tokens"),
+        (2, "azure", "gpt-35-turbo", "output", 800_000, "gpt-35-turbo-Outp-regnl Tokens"),
+        (3, "azure", "gpt-4o-mini", "cache_read", 12_500, "gpt-4o-mini-0718-cached-Inp-glbl Tokens"),
+    ]
+    assert all(r[2] is r[3] is r[4] is None for r in rows if r[1] is None)  # the other meters: nothing guessed

@@ -36,14 +36,16 @@ def test_demo_code_location_asset_graph():
         ("out_finance_exports", "out_report"),
         ("out_warehouse", "out_finance_exports"),
         ("out_warehouse", "out_guardrails"),
+        ("out_warehouse", "out_month_close"),
     ])
-    assert len(edges) <= 5 * len(names) + 3
+    assert len(edges) <= 5 * len(names) + 4
     checks = sorted(k.to_user_string() for k in graph.asset_check_keys)
     assert checks == sorted([f"core_allocations_{n}:allocation_ties_out" for n in names] + [
         "out_warehouse:allocation_coverage",
         "out_warehouse:warehouse_ties_out",
         "out_guardrails:no_new_anomaly",
         "out_guardrails:within_budget",
+        "out_month_close:closed_pack_ties_out",
     ])
     job = defs.resolve_job_def("nightly")
     assert job.partitions_def is not None

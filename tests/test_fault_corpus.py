@@ -402,3 +402,14 @@ def test_a_gcp_cost_or_credit_that_rounds_to_zero_is_quarantined_with_the_amount
         (2, "tiny cost 1e-13: not zero, but 0 at 12 decimal places"),
         (3, "tiny credits.amount -4e-13: not zero, but 0 at 12 decimal places")]
     assert stats.rows == 1 and stats.billed_cost == Decimal("13.25")
+
+
+def test_an_object_store_warehouse_is_refused_not_taken_as_a_local_folder(tmp_path):
+    (tmp_path / "taxonomy.yaml").write_text((REPO / "demo" / "taxonomy.yaml").read_text())
+    (tmp_path / "apportion.yaml").write_text(
+        "warehouse: s3://bucket/apportion\ntaxonomy: taxonomy.yaml\nsources:\n"
+        "  - name: src\n    kind: aws_cur\n    uri: bucket/export\n")
+    with pytest.raises(ConfigError) as err:
+        load_config(tmp_path / "apportion.yaml")
+    assert str(err.value).count("line 1: warehouse:") == 1 and "local" in str(err.value)
+    assert not (tmp_path / "s3:").exists()

@@ -619,3 +619,38 @@ def test_committed_use_discount_credits_without_a_type_are_recognised_by_name(tm
     by_row = dict(rows_of(cfg, "2020-11", "x_SourceRow, PricingCategory"))
     assert by_row[2] == "Committed"  # 'Committed Usage Discount: GPU'
     assert by_row[1] == "Standard"  # 'Sustained Usage Discount' is not a commitment
+
+
+# ============================================================================ Vertex AI decoded (issue 14 point 5)
+def test_vertex_ai_skus_decode_to_model_direction_and_tokens(tmp_path):
+    """Vertex AI / Gemini SKUs: model and direction from the SKU description; x_Tokens = usage.amount (single
+    tokens, unit `count`) only when the SKU counts tokens, not characters."""
+    import copy
+
+    rows = export_rows()
+    cached = copy.deepcopy(rows[6])
+    cached["sku"] = {"id": "A121-F1D3-2B0C", "description": "Gemini 2.5 Flash Cached Input Tokens"}
+    cached["usage"].update(amount=Decimal("2000000.0"), amount_in_pricing_units=Decimal("2"))
+    cached["cost"] = Decimal("0.15")
+    chars = copy.deepcopy(rows[7])
+    chars["sku"] = {"id": "B7C1-0D2E-44F1", "description": "Gemini 2.5 Pro Text Output Characters"}
+    chars["usage"].update(amount=Decimal("1000.0"), amount_in_pricing_units=Decimal("0.001"),
+                          pricing_unit="1000000 count")
+    chars["cost"] = Decimal("0.04")
+    folder = tmp_path / "f" / "2022-08"
+    folder.mkdir(parents=True)
+    (folder / "rows.jsonl").write_text("\n".join(json.dumps(r, default=str) for r in rows + [cached, chars]) + "\n")
+    cfg = config(tmp_path, str(tmp_path / "f"))
+    _, stats, _ = build(cfg, "2022-08")
+    assert (stats.rows, stats.quarantined_rows) == (17, 0)
+    got = rows_of(cfg, "2022-08", "x_SourceRow, x_LlmProvider, x_ModelId, x_TokenType, x_Tokens",
+                  "x_LlmProvider IS NOT NULL", "ORDER BY x_SourceRow")
+    assert got == [
+        (7, "google", "gemini-2.5-flash", "input", 61_728_400),
+        (8, "google", "gemini-2.5-flash", "output", 4_200_000),
+        (10, "google", "gemini-2.0-flash", "input", 8_400_000),  # the Gemini API service
+        (16, "google", "gemini-2.5-flash", "cache_read", 2_000_000),
+        (17, "google", "gemini-2.5-pro", "output", None),  # characters are no tokens: not counted as tokens
+    ]
+    # the T4 training GPU of Vertex AI is no LLM line
+    assert rows_of(cfg, "2022-08", "x_ModelId, x_TokenType, x_Tokens", "x_SourceRow = 9") == [(None, None, None)]

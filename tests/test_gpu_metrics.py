@@ -161,7 +161,7 @@ def test_nvidia_smi_query_gpu_csv_with_header(tmp_path):
                                            "nvidia-smi: non-numeric value '[N/A]'")]
     assert [(r["x_GpuUtilization"], r["ConsumedQuantity"]) for r in rows] == [
         (Decimal("0.97"), h(30)), (Decimal("0.43"), h(30)), (Decimal(0), h(30))]  # ' %' units; one 30 s sample
-    assert {r["x_GpuModel"] for r in rows} == {"a100-sxm4-80gb"}  # 'NVIDIA A100-SXM4-80GB' from the name column
+    assert {r["x_GpuModel"] for r in rows} == {"a100-80gb"}  # 'NVIDIA A100-SXM4-80GB' from the name column: one GPU vocabulary
     assert {r["x_Node"] for r in rows} == {"a100-node-07"}  # host from the file name when no hostname option
     assert rows[0]["ResourceId"] == "gpu/default/a100-node-07/GPU-3b9c1f52-8e07-4d2a-b6a1-0c4e5d7f9a11"
     assert {r["ChargePeriodStart"].isoformat() for r in rows} == {"2026-11-30T00:00:00+00:00"}
@@ -174,7 +174,7 @@ def test_real_nvidia_smi_query_gpu_csv_with_header(tmp_path):
     rows, bad = build(config, month)
     assert bad == []
     [row] = rows
-    assert row["x_GpuModel"] == "h100-80gb-hbm3"  # 'NVIDIA H100 80GB HBM3' from the name column
+    assert row["x_GpuModel"] == "h100-80gb"  # 'NVIDIA H100 80GB HBM3' from the name column: one GPU vocabulary
     assert row["x_GpuUtilization"] == 0 and row["ConsumedQuantity"] == h(30)
     assert row["x_Node"] == "nvidia-smi-query-gpu"  # host from the file name when no hostname option
 

@@ -181,3 +181,31 @@ def test_cloud_bill_llm_lines_decode_to_model_and_direction(text, token_type, mo
     call = {"bedrock": "apportion_bedrock_model(?, 'Claude Sonnet 4.6 (Amazon Bedrock Edition)')",
             "azure": "apportion_azure_llm_model(?)", "vertex": "apportion_vertex_llm_model(?)"}[model_macro]
     assert con.execute(f"SELECT apportion_llm_token_type(?), {call}", [text, text]).fetchone() == (token_type, model)
+
+
+def test_cost_per_model_per_team_from_bedrock_lines_of_the_cur(tmp_path):
+    """Issue 14 point 5: LLM dollars on a cloud bill answer "cost per model per team" from the bill itself.
+    The CUR (by hand, tests/test_aws_cur_connector.bedrock_cur2_parquet): Nova Pro 2,500 input + 750 output
+    tokens for $0.002 + $0.0024 (team search), Claude Sonnet 4.6 1,200 input tokens for $0.0036 (team research)."""
+    from tests.test_aws_cur_connector import BEDROCK_MONTH, bedrock_cur2_parquet
+    from tests.test_aws_cur_connector import make_config as aws_config
+
+    root = tmp_path / "exports" / "cur2" / "data" / f"BILLING_PERIOD={BEDROCK_MONTH}"
+    root.mkdir(parents=True)
+    (root / "cur2-00001.snappy.parquet").write_bytes(bedrock_cur2_parquet())
+    cfg, source = aws_config(tmp_path, "exports/cur2")
+    steps.build_line_items(cfg, source, steps.land(cfg, source, BEDROCK_MONTH))
+    steps.allocate(cfg, source, BEDROCK_MONTH)
+    steps.build_warehouse(cfg)
+    con = duckdb.connect(str(cfg.duckdb_path), read_only=True)
+    got = rows(con, "SELECT team, model, usage_source, invoiced_cost, tokens, input_tokens, output_tokens, "
+                    "usd_per_1m_tokens FROM llm_unit_economics WHERE provider = 'aws' ORDER BY team, model")
+    con.close()
+    assert [(r["team"], r["model"], r["usage_source"], r["invoiced_cost"], r["tokens"], r["input_tokens"],
+             r["output_tokens"]) for r in got] == [
+        ("research", "claude-sonnet-4-6", None, Decimal("0.0036"), 1200, 1200, None),  # no output tokens billed
+        ("search", "nova-pro", None, Decimal("0.0044"), 3250, 2500, 750),
+    ]
+    # $ per 1M tokens, by hand: 0.0036 / 1,200 x 1e6 = 3.00; 0.0044 / 3,250 x 1e6 = 1.353846...
+    assert got[0]["usd_per_1m_tokens"] == pytest.approx(3.0)
+    assert got[1]["usd_per_1m_tokens"] == pytest.approx(4400 / 3250)

@@ -78,7 +78,7 @@ def test_allocation_api_over_http(tmp_path, opencost_server, monkeypatch):
     llm = pods["llm-server-7f9c4"]
     assert llm["ConsumedQuantity"] == 96 and llm["ConsumedUnit"] == "GPU-Hours"
     assert llm["x_PricedCost"] == Decimal("1179.84") and llm["BilledCost"] == 0 and llm["x_CostBasis"] == "usage"
-    assert llm["x_GpuModel"] == "h100-80gb-hbm3" and llm["x_GpuUtilization"] == Decimal("0.71")
+    assert llm["x_GpuModel"] == "h100-80gb" and llm["x_GpuUtilization"] == Decimal("0.71")
     assert llm["x_Node"] == "i-0a1b2c3d4e5f60718" and llm["x_Cluster"] == "eks-ml"
     assert llm["ResourceId"] == "k8s/eks-ml/ml-serving/llm-server-7f9c4" and llm["SubAccountId"] == "ml-serving"
     assert json.loads(llm["Tags"]) == {"app": "llm-server", "k8s_cluster": "eks-ml", "k8s_controller": "llm-server",
@@ -89,13 +89,13 @@ def test_allocation_api_over_http(tmp_path, opencost_server, monkeypatch):
     assert llm["ChargePeriodStart"].isoformat() == "2026-10-14T00:00:00+00:00"
     # a namespace label is a tag too (pod labels win when both have the key)
     assert json.loads(pods["ranker-5d8b6"]["Tags"])["team"] == "search"
-    assert json.loads(llm["SkuPriceDetails"]) == {"GpuCount": 4, "x_GpuModel": "h100-80gb-hbm3"}
+    assert json.loads(llm["SkuPriceDetails"]) == {"GpuCount": 4, "x_GpuModel": "h100-80gb"}
 
     idle = {r["x_Node"]: r for r in rows if r["x_UsageType"] == "gpu-idle"}
     assert set(idle) == {"i-0a1b2c3d4e5f60718", "i-0f9e8d7c6b5a49382"}
     p5 = idle["i-0a1b2c3d4e5f60718"]
     assert p5["ConsumedQuantity"] == 48 and p5["x_PricedCost"] == Decimal("589.92")
-    assert p5["x_GpuModel"] == "h100-80gb-hbm3"  # from the GPU pods on the same node
+    assert p5["x_GpuModel"] == "h100-80gb"  # from the GPU pods on the same node
     assert p5["x_InstanceType"] == "p5.48xlarge" and p5["x_GpuHours"] == 48
     assert p5["x_HasResource"] is False and p5["x_JobId"] is None
     # pods + idle = the node's GPUs x 24 h
@@ -167,3 +167,64 @@ def test_capacity_option_is_rejected_for_opencost(tmp_path):
     config = project(tmp_path, "recorded", {"capacity": [{"gpu_model": "a100", "nodes": 1, "gpus_per_node": 8}]})
     with pytest.raises(SourceError, match="OpenCost reports idle GPUs itself"):
         connector_for(load_config(config).sources[0])
+
+
+# ------------------------------------------------------------------ one GPU vocabulary across sources
+def _pod(name: str, gpu_hours: int, gpu_cost: int, gpu_model: str | None) -> dict:
+    ns, pod = name.split("/")
+    alloc = {"name": name, "properties": {
+        "cluster": "eks-ml", "node": "ip-10-0-1-17.ec2.internal", "providerID": "aws:///us-east-1a/i-0a1b2c3d4e5f60718",
+        "namespace": ns, "pod": pod, "labels": {"team": "research", "workload": "training", "node_kubernetes_io_instance_type": "p5.48xlarge"}},
+        "window": {"start": "2026-10-14T00:00:00Z", "end": "2026-10-15T00:00:00Z"},
+        "start": "2026-10-14T00:00:00Z", "end": "2026-10-15T00:00:00Z", "minutes": 1440,
+        "gpuCount": gpu_hours // 24 or 1, "gpuHours": gpu_hours, "gpuCost": gpu_cost, "gpuCostAdjustment": 0}
+    if gpu_model:
+        alloc["gpuAllocation"] = {"gpuModel": gpu_model}
+    return alloc
+
+
+def test_one_h100_from_slurm_dcgm_and_opencost_has_one_name_and_one_unit_economics_row(tmp_path, capsys):
+    """Slurm says `h100`, DCGM and OpenCost say 'NVIDIA H100 80GB HBM3', an OpenCost pod without gpuModel runs on a
+    p5.48xlarge: all four are the H100 80 GB (models/reference/gpu_models.csv), and the rate `h100*` prices it."""
+    from apportion import cli
+    from apportion.sql import sql_text
+
+    (tmp_path / "sacct").mkdir()
+    (tmp_path / "sacct" / "jobs.txt").write_text(
+        "JobIDRaw|JobID|User|Account|Partition|State|Start|End|ElapsedRaw|AllocTRES|NodeList|Cluster\n"
+        "7001|7001|ann|research|gpu|COMPLETED|2026-10-14T12:00:00|2026-10-14T14:00:00|7200|"
+        "gres/gpu:h100=2,gres/gpu=2|gpu-node-1|hpc1\n")
+    (tmp_path / "metrics").mkdir()
+    labels = ('gpu="0",UUID="GPU-0",modelName="NVIDIA H100 80GB HBM3",Hostname="gpu-node-1",hpc_job="7001"')
+    t0 = 1792000800000  # 2026-10-14T12:00:00Z in ms
+    (tmp_path / "metrics" / "dcgm.prom").write_text(
+        "# TYPE DCGM_FI_DEV_GPU_UTIL gauge\n"
+        + "".join(f"DCGM_FI_DEV_GPU_UTIL{{{labels}}} 50 {t0 + i * 60_000}\n" for i in range(3)))
+    (tmp_path / "k8s").mkdir()
+    pods = [_pod("ml/serve-1", 8, 20, "NVIDIA H100 80GB HBM3"), _pod("ml/embed-1", 4, 10, None)]
+    (tmp_path / "k8s" / "allocation-2026-10-14.json").write_text(
+        json.dumps({"code": 200, "data": [{p["name"]: p for p in pods}]}))
+    shutil.copy(REPO / "demo" / "taxonomy.yaml", tmp_path / "taxonomy.yaml")
+    cfg = {"warehouse": "data", "taxonomy": "taxonomy.yaml", "sources": [
+        {"name": "hpc", "kind": "slurm_sacct", "uri": "sacct",
+         "options": {"cluster": "hpc1", "timezone": "UTC", "rates": [{"gpu_model": "h100*", "per_gpu_hour": "3.00"}]}},
+        {"name": "dcgm", "kind": "gpu_metrics", "uri": "metrics", "options": {"cluster": "hpc1"}},
+        {"name": "k8s", "kind": "opencost", "uri": "k8s", "options": {"cluster": "eks-ml", "idle_by_node": False}},
+    ]}
+    (tmp_path / "apportion.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
+    assert cli.main(["run", "--config", str(tmp_path / "apportion.yaml"), "--month", "2026-10", "--json"]) == 0
+    capsys.readouterr()
+
+    db = tmp_path / "copy.duckdb"
+    shutil.copy(tmp_path / "data" / "apportion.duckdb", db)
+    con = duckdb.connect(str(db))
+    names = con.execute("SELECT x_SourceKind, x_UsageType, x_GpuModel, SkuPriceDetails ->> '$.x_GpuModel' "
+                        "FROM line_items ORDER BY ALL").fetchall()
+    assert {(k, u) for k, u, _, _ in names} == {("slurm_sacct", "gpu-allocated"), ("opencost", "gpu-allocated"),
+                                                ("gpu_metrics", "gpu-observed")}
+    assert {(m, s) for _, _, m, s in names} == {("h100-80gb", "h100-80gb")}
+    con.execute(sql_text("outputs/create_gpu_unit_economics.sql"))
+    econ = con.execute("SELECT x_Team, x_GpuModel, gpu_hours, priced_cost FROM gpu_unit_economics "
+                       "WHERE x_BillingMonth = '2026-10'").fetchall()
+    # one row: Slurm 2 GPUs x 2 h at the h100* rate $3.00 = $12 + OpenCost's own estimates $20 + $10
+    assert econ == [("research", "h100-80gb", Decimal(2 * 2 + 8 + 4), Decimal(2 * 2 * 3 + 20 + 10))]

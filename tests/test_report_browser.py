@@ -296,3 +296,95 @@ def test_report_opens_on_a_complete_month_fits_phone_and_desktop_and_shows_owner
             assert errors == [] and external == []
         finally:
             page.close()
+
+
+def test_budget_burndown_and_anomaly_timeline_are_drawn_with_the_warehouse_figures(outputs_demo_project, browser,
+                                                                                   tmp_path):
+    """Issue 11 point 6: the demo's budgets (demo/guardrails/budgets.yaml) as a burn-down chart per budget with
+    its forecast band, and an anomaly timeline; every plotted figure equals DuckDB's budget_burndown."""
+    cfg_path, _ = outputs_demo_project
+    root = tmp_path / "project"
+    shutil.copytree(cfg_path.parent, root)  # a copy: the shared demo project stays as it is
+    text = (root / "apportion.yaml").read_text()
+    (root / "apportion.yaml").write_text(text + f"budgets: {REPO / 'demo' / 'guardrails' / 'budgets.yaml'}\n")
+    cfg = load_config(root / "apportion.yaml")
+    steps.build_warehouse(cfg)
+    # the CUR-only demo has no spend anomaly: plant two episodes by hand, one with markup in its series name
+    con = duckdb.connect(str(cfg.duckdb_path))
+    con.executemany("INSERT INTO anomaly_episodes VALUES (?, ?, ?, '[]', ?, ?, ?, 'USD', ?, ?, ?, ?, ?, '[]')", [
+        ("a-1", "team x service", "research / <img src=x onerror=alert(1)>", "2026-11-10", "2026-11-12", 3,
+         Decimal("3000.00"), Decimal("9000.00"), Decimal("6000.00"), Decimal("2.0000"), False),
+        ("a-2", "source", "aws-main", "2026-11-29", "2026-11-30", 2, Decimal("1000.00"), Decimal("1500.00"),
+         Decimal("500.00"), Decimal("0.5000"), True)])
+    con.close()
+    out = tmp_path / "report.html"
+    assert cli.main(["report", "--config", str(root / "apportion.yaml"), "--out", str(out)]) == cli.EXIT_OK
+
+    page, errors, external = open_report(browser, out)
+    try:
+        page.wait_for_function(
+            "() => [...document.querySelectorAll('.chart .plotly-graph-div')].every(d => d.querySelector('svg.main-svg'))",
+            timeout=20_000)
+        month = page.locator("[data-testid=report-month]").get_attribute("data-month")
+        con = duckdb.connect(str(cfg.duckdb_path), read_only=True)
+        periods = con.execute(
+            "SELECT budget, period, amount, actual, forecast, status FROM budget_status "
+            "WHERE period_start <= CAST(? || '-01' AS DATE) AND CAST(? || '-01' AS DATE) < period_end ORDER BY budget",
+            [month, month]).fetchall()
+        burn = {(b, p): con.execute("SELECT day, kind, cumulative, low, high FROM budget_burndown WHERE budget = ? "
+                                    "AND period = ? ORDER BY day, kind", [b, p]).fetchall() for b, p, *_ in periods}
+        anomalies = con.execute("SELECT series_kind || ': ' || series, first_day, last_day, impact, provisional "
+                                "FROM anomalies WHERE first_day < CAST(? || '-01' AS DATE) + INTERVAL 1 MONTH "
+                                "ORDER BY first_day", [month]).fetchall()
+        con.close()
+        # the demo's three budgets: two monthly (closed for a complete month), one quarterly (still open: forecast)
+        assert {b for b, *_ in periods} == {"research-monthly", "ml-platform-monthly", "all-spend-quarter"}
+        charts = page.locator("[data-testid=burndown]")
+        assert charts.count() == len(periods)
+        for i, (budget, period, amount, actual, forecast, status) in enumerate(periods):
+            box = charts.nth(i)
+            assert (box.get_attribute("data-budget"), box.get_attribute("data-period")) == (budget, period)
+            assert Decimal(box.get_attribute("data-amount")) == amount
+            assert Decimal(box.get_attribute("data-actual")) == actual
+            assert Decimal(box.get_attribute("data-forecast")) == forecast
+            assert box.get_attribute("data-status") == status
+            assert box.locator("svg.main-svg").count() >= 1 and box.locator(".trace path.js-line").count() >= 2
+            traces = page.evaluate(f"""() => document.getElementById('chart-burndown-{i + 1}').data.map(
+                t => ({{name: t.name, x: t.x.map(String), y: t.y}}))""")
+            by = {t["name"]: t for t in traces}
+            rows = burn[(budget, period)]
+
+            def plotted(name, column, kind, rows=rows, by=by):
+                return ([Decimal(str(y)).quantize(Decimal("0.01")) for y in by[name]["y"]],
+                        [r[column] for r in rows if r[1] == kind])
+
+            got, want = plotted("actual", 2, "actual")
+            assert got == want and want[-1] == actual  # the actual line ends at budget_status.actual
+            assert by["actual"]["x"][-1].startswith(str([r[0] for r in rows if r[1] == "actual"][-1]))
+            assert [Decimal(str(y)) for y in by["budget"]["y"]] == [amount, amount]
+            if any(r[1] == "forecast" for r in rows):
+                for name, column in (("forecast high", 4), ("80 % forecast band", 3)):
+                    got, want = plotted(name, column, "forecast")
+                    assert got == want
+                got, want = plotted("forecast", 2, "forecast")
+                assert got[1:] == want and got[-1] == forecast  # the path ends at the period-end forecast
+        shown = page.locator("[data-testid=budget-status] tbody tr")
+        assert shown.count() == len(periods)
+        assert shown.nth(0).locator("td").nth(0).inner_text() == periods[0][0]
+        assert month == "2026-11" and len(anomalies) == 2
+        # the anomaly timeline: one segment per episode, first day to the day after the last, on its series' row
+        segments = page.evaluate("""() => document.getElementById('chart-anomaly-timeline').data.map(
+            t => ({x: t.x.map(v => String(v).slice(0, 10)), name: t.name}))""")
+        assert [(t["x"], t["name"]) for t in segments] == [
+            (["2026-11-10", "2026-11-13"], "anomaly"), (["2026-11-29", "2026-12-01"], "provisional")]
+        ticks = page.eval_on_selector_all("[data-testid=chart-anomaly-timeline] .ytick text",
+                                          "els => els.map(e => e.textContent)")
+        assert sorted(ticks) == sorted(a[0] for a in anomalies)  # the markup shown as text
+        assert page.locator("img").count() == 0  # never rendered as markup
+        table_rows = page.locator("[data-testid=anomalies] tbody tr")
+        assert table_rows.count() == 2
+        assert table_rows.nth(0).locator("td").nth(5).inner_text() == "6,000.00 USD"
+        assert table_rows.nth(1).locator("td").nth(6).inner_text() == "provisional"
+        assert errors == [] and external == []
+    finally:
+        page.close()

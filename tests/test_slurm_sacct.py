@@ -99,9 +99,9 @@ def test_json_number_wrapping_and_gpu_util():
 
 
 def test_gpu_model_normalisation():
-    assert normalize_gpu_model("NVIDIA H100 80GB HBM3") == "h100-80gb-hbm3"
-    assert normalize_gpu_model("nvidia_a100-sxm4-80gb") == "a100-sxm4-80gb"
-    assert normalize_gpu_model("Tesla V100-SXM2-16GB") == "v100-sxm2-16gb"
+    assert normalize_gpu_model("NVIDIA H100 80GB HBM3") == "h100-80gb"
+    assert normalize_gpu_model("nvidia_a100-sxm4-80gb") == "a100-80gb"
+    assert normalize_gpu_model("Tesla V100-SXM2-16GB") == "v100-16gb"
     assert normalize_gpu_model("a100") == "a100"
     assert normalize_gpu_model("  ") is None
 
@@ -138,7 +138,7 @@ def test_parsable_with_header_steps_states_timezone_and_day_split(tmp_path):
     # bad rows are quarantined with the job id; the rest of the month builds
     assert bad == [
         ("sacct-2026-10-31.txt", 6, "job 4245: unparseable AllocTRES 'cpu=8,gres/gpu:h100=x' (at 'gres/gpu:h100=x')"),
-        ("sacct-2026-10-31.txt", 8, "job 4247: no rate for GPU model v100 on cluster hpc1 on 2026-10-06"),
+        ("sacct-2026-10-31.txt", 8, "job 4247: no rate for GPU model v100-16gb on cluster hpc1 on 2026-10-06"),
     ]
     assert stats.quarantined_rows == 2
 
@@ -153,7 +153,7 @@ def test_headerless_parsable_with_trailing_delimiter_partition_models_and_bad_el
     config = make_project(tmp_path, {"dump.txt": FIXTURES / "sacct-p-noheader.txt"}, options)
     _, rows, bad = build(config, "2026-10")
     assert [(r["x_JobId"], r["x_GpuModel"], r["ConsumedQuantity"]) for r in rows] == [
-        ("5101", "h100", Decimal(8)), ("5102", "a100", Decimal(12))]
+        ("5101", "h100-80gb", Decimal(8)), ("5102", "a100", Decimal(12))]
     assert rows[1]["x_PricedCost"] == Decimal("22.2")
     assert [b[1:] for b in bad] == [
         (3, "job 5103: negative elapsed time -3600 s"),
@@ -231,10 +231,10 @@ def test_effective_dated_rates_cluster_specific_rates_and_idle_lines(tmp_path):
     # Oct 14: generic rate 2.00; Oct 15: the hpc1-specific rate wins over the generic one in force
     assert job1 == [(14, Decimal(48), Decimal(96)), (15, Decimal(48), Decimal(48))]
     idle = {(r["x_GpuModel"], r["ChargePeriodStart"].day): r for r in rows if r["x_UsageType"] == "gpu-idle"}
-    assert sorted(idle) == [("a100", 14), ("a100", 15), ("h100", 14)]
+    assert sorted(idle) == [("a100", 14), ("a100", 15), ("h100-80gb", 14)]
     assert idle[("a100", 14)]["ConsumedQuantity"] == 8 * 24 - 48
     assert idle[("a100", 14)]["x_PricedCost"] == (8 * 24 - 48) * 2
-    assert idle[("h100", 14)]["ConsumedQuantity"] == 8 * 24 - 96
+    assert idle[("h100-80gb", 14)]["ConsumedQuantity"] == 8 * 24 - 96
     assert all(r["x_HasResource"] is False for r in idle.values())  # 'shared': split by later rules
     # capacity + allocated = configured GPUs x 24 h, per model and day
     for (model, day), r in idle.items():

@@ -142,7 +142,7 @@ EPISODE_COLUMNS = [
 ]
 
 
-def _series_rows(con, cfg: ApportionConfig, kind: str) -> dict[tuple, dict[date, Decimal]]:
+def _series_rows(con, cfg: ApportionConfig, kind: str, since: date) -> dict[tuple, dict[date, Decimal]]:
     cols = SERIES[kind]
     cost = "a.x_ReportingEffectiveCost" if cfg.reporting_currency else "a.EffectiveCost"
     join = " LEFT JOIN line_items AS li USING (x_SourceName, x_BillingMonth, x_LineId)" if kind == "team x model" else ""
@@ -150,7 +150,8 @@ def _series_rows(con, cfg: ApportionConfig, kind: str) -> dict[tuple, dict[date,
     rows = con.execute(
         f"SELECT {', '.join(cols)}, {'a.BillingCurrency' if not cfg.reporting_currency else 'a.x_ReportingCurrency'}, "
         f"CAST(a.ChargePeriodStart AS DATE), sum({cost}) FROM allocations AS a{join} "
-        f"WHERE a.ChargeCategory = 'Usage' AND {nn} GROUP BY ALL").fetchall()
+        f"WHERE a.ChargeCategory = 'Usage' AND {nn} AND a.x_BillingMonth >= ? "
+        f"AND CAST(a.ChargePeriodStart AS DATE) >= ? GROUP BY ALL", [since.strftime("%Y-%m"), since]).fetchall()
     out: dict[tuple, dict[date, Decimal]] = {}
     for *key, cur, d, v in rows:
         out.setdefault((*key, cur), {})[d] = Decimal(v or 0)
@@ -168,9 +169,11 @@ def _contributors(con, kind: str, key: tuple, e: Episode, baseline_days: int) ->
             f"SELECT {expr} AS v, sum(CASE WHEN CAST(a.ChargePeriodStart AS DATE) >= ? THEN a.EffectiveCost ELSE 0 END) "
             f"- sum(CASE WHEN CAST(a.ChargePeriodStart AS DATE) < ? THEN a.EffectiveCost ELSE 0 END) * ? / ? AS delta "
             f"FROM allocations AS a LEFT JOIN line_items AS li USING (x_SourceName, x_BillingMonth, x_LineId) "
-            f"WHERE a.ChargeCategory = 'Usage' AND {cond} AND CAST(a.ChargePeriodStart AS DATE) BETWEEN ? AND ? "
+            f"WHERE a.ChargeCategory = 'Usage' AND {cond} AND a.x_BillingMonth BETWEEN ? AND ? "
+            f"AND CAST(a.ChargePeriodStart AS DATE) BETWEEN ? AND ? "
             f"AND {expr} IS NOT NULL GROUP BY 1 HAVING delta > 0 ORDER BY delta DESC LIMIT 3",
-            [e.first_day, e.first_day, days, baseline_days, *key[:len(cols)], before, e.last_day]).fetchall()
+            [e.first_day, e.first_day, days, baseline_days, *key[:len(cols)], before.strftime("%Y-%m"),
+             e.last_day.strftime("%Y-%m"), before, e.last_day]).fetchall()
         if rows:
             out[name] = [{"value": v, "delta": str(Decimal(d).quantize(CENT))} for v, d in rows]
     return out
@@ -186,12 +189,17 @@ def find(con, cfg: ApportionConfig, s: AnomalySettings) -> tuple[list[dict], lis
     source_as_of = dict(con.execute("SELECT x_SourceName, max(CAST(ChargePeriodStart AS DATE)) FROM allocations "
                                     "WHERE EffectiveCost <> 0 GROUP BY 1").fetchall())
     episodes = []
+    window_start = as_of - timedelta(days=s.lookback_days)  # only recent episodes: the cost does not grow with history
+    since = max(first_day, window_start - timedelta(days=s.baseline_days))
     for kind in SERIES:
-        for key, series in sorted(_series_rows(con, cfg, kind).items(), key=lambda kv: [str(x) for x in kv[0]]):
+        rows = _series_rows(con, cfg, kind, since)
+        for key, series in sorted(rows.items(), key=lambda kv: [str(x) for x in kv[0]]):
             if not any(series.values()):
                 continue
             end = source_as_of.get(key[0], as_of) if kind == "source" else as_of
-            for e in detect(series, first_day, end, s):
+            for e in detect(series, since, end, s):
+                if e.last_day < window_start:
+                    continue
                 aid = anomaly_id(kind, [str(k) for k in key[:-1]], e.first_day)
                 episodes.append({
                     "anomaly_id": aid, "series_kind": kind, "series": " / ".join(str(k) for k in key[:-1]),
@@ -201,8 +209,13 @@ def find(con, cfg: ApportionConfig, s: AnomalySettings) -> tuple[list[dict], lis
                     "impact": e.impact.quantize(CENT),
                     "impact_ratio": (e.impact / e.expected).quantize(Decimal("0.0001")) if e.expected else None,
                     "provisional": e.last_day > end - timedelta(days=s.provisional_days),
-                    "top_contributors": json.dumps(_contributors(con, kind, key, e, s.baseline_days)),
+                    "_lookup": (kind, key, e),
                 })
+    # contributors for the largest episodes only: each lookup scans the window's allocation pieces
+    for i, ep in enumerate(sorted(episodes, key=lambda r: -r["impact"])):
+        kind, key, e = ep.pop("_lookup")
+        ep["top_contributors"] = json.dumps(_contributors(con, kind, key, e, s.baseline_days)
+                                            if i < s.contributors_for else {"note": "not looked up (see contributors_for)"})
     history = []
     month = date(first_day.year, first_day.month, 1)
     judged_from = first_day + timedelta(days=s.min_history_days)

@@ -95,6 +95,7 @@ def export_month(cfg: ApportionConfig, month: str, out_dir: Path | None = None, 
         con.execute("SET temp_directory = ?", [str(cfg.warehouse / ".tmp")])
         con.execute("SET VARIABLE export_month = ?", [month])
         _write_pack(con, tmp, lines)
+        __import__("apportion.close.exports").close.exports.write_deltas(cfg, con, tmp, month)  # issue 17
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)  # a failed pack leaves the previous one, and no debris
         raise
@@ -105,6 +106,7 @@ def export_month(cfg: ApportionConfig, month: str, out_dir: Path | None = None, 
     out.parent.mkdir(parents=True, exist_ok=True)
     fault_point("exports:written")
     tmp.rename(out)
+    __import__("apportion.close.exports").close.exports.keep_history(cfg, month, out)  # --as-of (issue 17)
     return out
 
 

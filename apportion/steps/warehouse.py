@@ -93,6 +93,7 @@ def build_warehouse(cfg: ApportionConfig, tax: Taxonomy | None = None) -> dict:
         from apportion import savings  # savings advice (issue 12): recommendations + savings_skipped tables
 
         savings.create_recommendations(con, cfg)
+        __import__("apportion.close.deltas").close.deltas.create_restatements(con, cfg)  # month close (issue 17)
         counts = {t: con.execute(f"SELECT count(*) FROM {t}").fetchone()[0] for t in WAREHOUSE_TABLES}
         # the blocking checks run on the staged file: a warehouse that does not tie out is never published
         ties = con.execute(sql_text("outputs/check_warehouse_ties_out.sql")).fetchall()

@@ -1393,3 +1393,26 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+def write_late_credit(out_dir: str | Path, month: str, *, amount: float = -150.0, export_name: str = "apportion-demo",
+                      prefix: str = "cur") -> Path:
+    """Re-deliver `month` with one more line: a late service credit, as AWS adds after the month has ended
+    (the month close demo, docs/close.md). Writes `<export>-00002.snappy.parquet` beside the delivery and a
+    new manifest (new executionId: a new delivery). `generate_cur2` for the month removes it again."""
+    root = Path(out_dir) / prefix / export_name
+    manifest_path = root / "metadata" / f"BILLING_PERIOD={month}" / f"{export_name}-Manifest.json"
+    manifest = json.loads(manifest_path.read_text())
+    files = [Path(out_dir) / k for k in manifest["dataFiles"] if not k.endswith("-00002.snappy.parquet")]
+    table = pa.concat_tables([pq.read_table(f) for f in files])
+    credit = table.filter(pc.equal(table["line_item_line_item_type"], "Credit")).slice(0, 1).to_pylist()[0]
+    credit.update(identity_line_item_id=_hexdigest("late-credit", month, n=52),
+                  line_item_unblended_rate=f"{amount:.10f}", line_item_unblended_cost=amount,
+                  line_item_blended_cost=amount,
+                  line_item_line_item_description="AWS service credit issued after month end (case 176309876501)")
+    dest = files[0].parent / f"{export_name}-00002.snappy.parquet"
+    pq.write_table(pa.Table.from_pylist([credit], schema=table.schema), dest, compression="snappy")
+    manifest["dataFiles"] = [f.relative_to(out_dir).as_posix() for f in files] + [dest.relative_to(out_dir).as_posix()]
+    manifest["executionId"] = _stable_uuid("late-credit", month, manifest["executionId"])
+    manifest_path.write_text(json.dumps(manifest, indent=2) + "\n")
+    return dest

@@ -721,19 +721,6 @@ def _portfolio_section(con, all_months, currency) -> Section | None:
     return s
 
 
-def _budget_section(con) -> Section:
-    s = Section("Budgets and anomalies", "budgets")
-    found = sorted(r for r in relations(con) if "budget" in r.lower() or "anomal" in r.lower())
-    if not found:
-        s.parts.append(note("No budget or anomaly tables in this warehouse yet.", "no-budget-data"))
-        return s
-    for name in found:
-        cur = con.execute(f'SELECT * FROM "{name}" LIMIT 50')
-        headers = [d[0] for d in cur.description]
-        s.parts.append(f"<h3>{esc(name)}</h3>" + table(headers, [list(r) for r in cur.fetchall()]))
-    return s
-
-
 def _links_section(cfg, month, all_months, out_dir: Path) -> Section:
     s = Section("Finance pack", "files")
     folder = cfg.exports / month

@@ -107,7 +107,7 @@ X_COLUMNS: tuple[Column, ...] = (
            "its priced estimate is x_PricedCost and it attributes invoice lines through split rules."),
     Column("x_PricedCost", MONEY, "Usage priced at catalogue, negotiated or rate-card prices (not billed money)."),
     Column("x_Cluster", "VARCHAR", "GPU cluster (Slurm cluster, Kubernetes cluster) the usage ran on."),
-    Column("x_GpuModel", "VARCHAR", "Normalised GPU model (`a100`, `h100-80gb-hbm3`, ...); also in SkuPriceDetails."),
+    Column("x_GpuModel", "VARCHAR", "Normalised GPU model (`a100`, `h100-80gb`, ...); also in SkuPriceDetails."),
     Column("x_JobId", "VARCHAR", "Scheduler job id (Slurm JobID) or Kubernetes pod/allocation name of GPU usage."),
     Column("x_GpuUtilization", "DECIMAL(9,6)", "Average GPU utilisation of the usage, 0..1, when measured "
            "(DCGM, nvidia-smi, OpenCost gpuEfficiency, Slurm gres/gpuutil)."),

@@ -561,15 +561,21 @@ def test_cur2_versioned_loads_only_newest_execution(s3_bucket, tmp_path, fmt, wi
 
 
 # ============================================================================ 3. legacy CUR, two assemblies
+# The current assembly is the one the top-level manifest names (delivered last), whatever the ids' order:
+# the first pair has the newer id sorting first, the second the newer id sorting last.
+@pytest.mark.parametrize("old_id, new_id", [
+    ("0a1b2c3d-old0-4000-8000-000000000001", "0a1b2c3d-new0-4000-8000-000000000002"),
+    ("00000000-aaaa-4000-8000-000000000001", "ffffffff-bbbb-4000-8000-000000000002"),
+])
 @pytest.mark.parametrize("fmt", ["csv.gz", "parquet"])
-def test_legacy_current_assembly_only(s3_bucket, tmp_path, fmt):
+def test_legacy_current_assembly_only(s3_bucket, tmp_path, fmt, old_id, new_id):
     rep = LegacyReport(s3_bucket)
     build = legacy_parquet if fmt == "parquet" else legacy_csv_gz
     old = rep.deliver("2025-01", [build(make_rows("2025-01", [500.0, 600.0], tag="old"))], fmt,
-                      assembly="0a1b2c3d-old0-4000-8000-000000000001", leading_slash=fmt == "csv.gz")
+                      assembly=old_id, leading_slash=fmt == "csv.gz")
     new_costs = ([12.5, 7.25, 0.125], [3.0, 0.0, 2.5])
     new = rep.deliver("2025-01", [build(make_rows("2025-01", c, tag=f"new{i}")) for i, c in enumerate(new_costs)],
-                      fmt, assembly="0a1b2c3d-new0-4000-8000-000000000002", leading_slash=fmt == "csv.gz")
+                      fmt, assembly=new_id, leading_slash=fmt == "csv.gz")
     rep.deliver("2025-02", [build(make_rows("2025-02", [1.0]))], fmt)
 
     cfg, source = s3_config(tmp_path, s3_bucket, rep.uri)

@@ -128,8 +128,7 @@ def test_reattribution_after_taxonomy_change(project):
     con.close()
     moved = Decimal("3.25")  # the unknown-in-sandbox line, by hand
     assert {(r[0], r[1]) for r in rows} == {("re-attribution", "taxonomy changed since close")}
-    assert sorted((r[2], r[3]) for r in rows) == sorted([("search", moved), (rows[0][2] if rows[0][2] != "search"
-                                                                              else rows[1][2], -moved)])
+    assert [(r[2], r[3]) for r in rows] == [("research", -moved), ("search", moved)]  # sandbox: research -> search
     assert tie == [(Decimal(0), True)]
 
 
@@ -155,6 +154,13 @@ def test_export_as_of_returns_the_earlier_pack_byte_identical(project, capsys):
                  "--out", str(out)]) == 1
     err = capsys.readouterr().err
     assert "first kept version was published at 2026-10-19T06:00:00+00:00" in err and "export_history_days" in err
+    # a file identical in both packs is stored once (hard link); retention removes packs older than N days
+    (_, older), (_, newer) = kept_packs(cfg, MONTH)
+    assert (older / "shared_cost_splits.csv").stat().st_ino == (newer / "shared_cost_splits.csv").stat().st_ino
+    cfg.export_history_days = 30
+    steps.export_month(cfg, MONTH)
+    kept = [f for _, f in kept_packs(cfg, MONTH)]
+    assert older not in kept and newer in kept  # published 2026-10-19: more than 30 days ago
 
 
 def test_refusals_and_reopen_is_recorded(project, capsys):

@@ -149,7 +149,7 @@ def test_idle_lines_make_capacity_whole(demo_run):
     per_day = con.execute(
         "SELECT x_GpuModel, ChargePeriodStart, sum(x_GpuHours) FROM line_items WHERE x_SourceName = 'hpc-onprem' "
         "AND x_BillingMonth = ? GROUP BY ALL", [MONTH]).fetchall()
-    assert per_day and {(m, h) for m, _, h in per_day} == {("a100", 64 * 24), ("h100", 32 * 24)}
+    assert per_day and {(m, h) for m, _, h in per_day} == {("a100", 64 * 24), ("h100-80gb", 32 * 24)}
     idle_team = con.execute("SELECT DISTINCT a.x_Team FROM allocations a JOIN line_items l USING "
                             "(x_SourceName, x_BillingMonth, x_LineId) WHERE l.x_UsageType = 'gpu-idle' "
                             "AND l.x_SourceName = 'hpc-onprem'").fetchall()

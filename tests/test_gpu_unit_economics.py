@@ -51,13 +51,13 @@ def test_unit_economics_waste_and_top_idle_jobs(tmp_path, capsys):
         "unused_gpu_hours, priced_cost, idle_cost, cost_per_gpu_hour FROM gpu_unit_economics "
         "WHERE x_BillingMonth = '2026-10'").fetchall()}
     # search: job 4243, 24 GPU-hours at $3, DCGM says 20 % busy (GPU_UTIL via the hpc_job label)
-    assert econ[("search", "h100")] == (Decimal(24), Decimal(0), Decimal(24), Decimal("0.2"), Decimal("19.2"),
+    assert econ[("search", "h100-80gb")] == (Decimal(24), Decimal(0), Decimal(24), Decimal("0.2"), Decimal("19.2"),
                                         Decimal(72), Decimal("57.6"), Decimal(3))
     # ml-platform: 20 GPU-hours, no utilisation measured -> no waste figure
-    assert econ[("ml-platform", "h100")][:5] == (Decimal(20), Decimal(0), Decimal(0), None, None)
+    assert econ[("ml-platform", "h100-80gb")][:5] == (Decimal(20), Decimal(0), Decimal(0), None, None)
     # research owns the idle line: 4 GPUs x 48 h - 44 allocated
-    assert econ[("research", "h100")][:2] == (None, Decimal(4 * 48 - 44))
-    assert econ[("research", "h100")][6] == Decimal((4 * 48 - 44) * 3)  # idle cost = its priced cost
+    assert econ[("research", "h100-80gb")][:2] == (None, Decimal(4 * 48 - 44))
+    assert econ[("research", "h100-80gb")][6] == Decimal((4 * 48 - 44) * 3)  # idle cost = its priced cost
 
     top = con.execute("SELECT x_JobId, x_Team, unused_gpu_hours, idle_cost, idle_cost_rank FROM gpu_top_idle_jobs").fetchall()
     assert top == [("4243", "search", Decimal("19.2"), Decimal("57.6"), 1)]

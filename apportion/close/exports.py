@@ -7,13 +7,15 @@ the newest of each month.
 
 from __future__ import annotations
 
+import filecmp
 import hashlib
+import os
 import shutil
 import uuid
 from datetime import date, datetime, time, timedelta, timezone
 from pathlib import Path
 
-from apportion.close.store import manifest
+from apportion.close.store import file_sha256, manifest
 from apportion.models.config import ApportionConfig
 
 DELTAS_FILE = "restatement_deltas.csv"
@@ -40,6 +42,8 @@ def write_deltas(cfg: ApportionConfig, con, tmp: Path, month: str) -> None:
                 "ORDER BY source, billing_currency, reason, abs(delta_effective_cost) DESC, team, project, workload")
     dest = str(tmp / DELTAS_FILE).replace("'", "''")
     con.execute(f"COPY ({_csv_select(con, '_deltas', list(DELTA_COLUMNS))}) TO '{dest}' (HEADER, DELIMITER ',')")
+    twin = dest.removesuffix(".csv") + ".parquet"  # the Parquet twin, as every summary has
+    con.execute(f"COPY _deltas TO '{twin}' (FORMAT parquet, COMPRESSION zstd)")
     con.execute("DROP TABLE _deltas")
 
 
@@ -50,7 +54,7 @@ def history_root(cfg: ApportionConfig, month: str) -> Path:
 def _digest(folder: Path) -> str:
     h = hashlib.sha256()
     for p in sorted(folder.iterdir()):
-        h.update(p.name.encode() + b"\0" + hashlib.sha256(p.read_bytes()).digest())
+        h.update(p.name.encode() + b"\0" + file_sha256(p).encode())  # streamed: packs can be large
     return h.hexdigest()
 
 
@@ -78,15 +82,30 @@ def keep_history(cfg: ApportionConfig, month: str, out: Path, now: datetime | No
         root = history_root(cfg, month)
         root.mkdir(parents=True, exist_ok=True)
         tmp = root / f".tmp-{uuid.uuid4().hex[:8]}"
-        shutil.copytree(out, tmp)
+        shutil.copytree(out, tmp, copy_function=_linker(kept[-1][1] if kept else None))
         result = root / now.strftime(STAMP)
         tmp.rename(result)
         kept = kept_packs(cfg, month)
     cutoff = now - timedelta(days=cfg.export_history_days)
-    for published_at, folder in kept[:-1]:  # the newest stays: it is what finance has now
-        if published_at < cutoff:
-            shutil.rmtree(folder, ignore_errors=True)
+    for other in sorted((cfg.exports / HISTORY).iterdir()):
+        for published_at, folder in kept_packs(cfg, other.name)[:-1]:  # the newest stays: what finance has now
+            if published_at < cutoff:
+                shutil.rmtree(folder, ignore_errors=True)
     return result
+
+
+def _linker(previous: Path | None):
+    """copytree's copy function: a file byte-identical to the newest kept pack's is a hard link to it (kept
+    packs are never rewritten), any other a copy."""
+    def copy(src: str, dst: str) -> None:
+        same = previous / Path(src).name if previous else None
+        if same is not None and same.is_file() and filecmp.cmp(same, src, shallow=False):
+            try:
+                return os.link(same, dst)
+            except OSError:
+                pass
+        shutil.copy2(src, dst)
+    return copy
 
 
 class AsOfError(Exception):

@@ -264,10 +264,12 @@ def _when(text: str | None) -> datetime | None:
 def _expected_by_month(folder: Path) -> dict[str, list]:
     """month -> [rows, numeric BilledCost sum, rows the connector must quarantine] from the raw files."""
     out: dict[str, list] = defaultdict(lambda: [0, Decimal(0), 0])
+    seen_in: dict[tuple, Path] = {}  # a row identical to one of an earlier file is a part delivered twice
     for path in sorted(folder.rglob("*.csv")):
         for r in read_rows(path):
             start = _when(r.get("BillingPeriodStart"))
-            bad = False
+            same = tuple(sorted((k, v) for k, v in r.items() if k and v not in ("", None) and v.lower() != "null"))
+            bad = seen_in.setdefault(same, path) != path
             try:
                 billed = Decimal(r["BilledCost"].strip())
             except InvalidOperation:
@@ -305,7 +307,8 @@ def test_real_focus_1_2_specification_examples(tmp_path):
     expected = _expected_by_month(folder)
     reasons = _tie(cfg, expected)
     # what the connector refuses is what the files get wrong, nothing else (`null` cells load as missing)
-    assert set(reasons) <= {"non-numeric BilledCost", "unparseable ChargePeriodEnd", "unparseable ChargePeriodStart"}
+    assert set(reasons) <= {"non-numeric BilledCost", "unparseable ChargePeriodEnd", "unparseable ChargePeriodStart",
+                            "duplicate row:"}  # two example files repeat the same rows
     assert sum(e[0] for e in expected.values()) > sum(reasons.values()) > 0
 
 
@@ -525,3 +528,25 @@ def test_csv_rows_with_wrong_field_count_are_quarantined_never_shifted(tmp_path)
                                                        (3, Decimal("2.5"), "Storage", None),
                                                        (5, Decimal("0.75"), "Tax", None)]
     assert json.loads(rows[0][4]) == {"team": "search"}
+
+
+def test_the_same_rows_under_two_file_names_are_counted_once(tmp_path):
+    """FOCUS rows have no id: a part delivered again under another file name (same rows, same values) is
+    quarantined naming the row it repeats; Σ input = Σ line items + Σ quarantined, nothing summed twice."""
+    folder = tmp_path / "f"
+    first = _dialect_csv(folder / "2024-06-focus-part1.csv")
+    (folder / "2024-06-focus-part2.csv").write_text(first.read_text())
+    cfg = config(tmp_path, str(folder))
+    _, stats, alloc = build(cfg, "2024-06")
+    assert (stats.rows, stats.billed_cost, alloc.billed_cost) == (3, Decimal("13.5"), Decimal("13.5"))
+    assert stats.quarantined_rows == 3 and stats.quarantined_billed_cost == Decimal("13.5")
+    q = duckdb.connect().execute(
+        "SELECT x_SourceFile, x_SourceRow, reason FROM read_parquet(?) ORDER BY 2",
+        [str(steps.partition_dir(cfg, steps.QUARANTINE, "focus-test", "2024-06") / "rows.parquet")]).fetchall()
+    assert q == [("2024-06-focus-part2.csv", n, f"duplicate row: the same row is in 2024-06-focus-part1.csv:{n} "
+                                                 "(a part delivered twice)") for n in (1, 2, 3)]
+    # one changed value makes it a different row: kept
+    text = first.read_text().splitlines(keepends=True)
+    (folder / "2024-06-focus-part2.csv").write_text(text[0] + text[1].replace("2024-06-02", "2024-06-04", 1))
+    _, stats, _ = build(cfg, "2024-06")
+    assert stats.rows == 4 and stats.quarantined_rows == 0

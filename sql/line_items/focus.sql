@@ -32,6 +32,29 @@ mine as (
         or strftime(_bp_start, '%Y-%m') = (select billing_month from ctx)
 ),
 
+-- FOCUS rows have no id: the same row (every delivered column equal) in a later file of the delivery is a
+-- re-delivered part under another name, counted once. Identical rows inside one file are kept (an export
+-- may legitimately repeat a line); the later copies name the file and row they repeat.
+row_hashes as (
+    select _file, _file_idx, _row, md5(CAST(ROW(*COLUMNS('^[^_]')) AS VARCHAR)) as h
+    from mine
+),
+
+duplicates as (
+    select _file_idx, _row,
+        'duplicate row: the same row is in ' || first_file || ':' || first_row || ' (a part delivered twice)'
+            as reason
+    from (
+        select _file_idx, _row,
+            first_value(_file) over w as first_file,
+            first_value(_row) over w as first_row,
+            min(_file_idx) over (partition by h) as first_idx
+        from row_hashes
+        window w as (partition by h order by _file_idx, _row)
+    )
+    where _file_idx > first_idx
+),
+
 tag_sets as (select distinct Tags as raw from mine),
 
 tag_json as (
@@ -67,6 +90,7 @@ typed as (
         apportion_ts(m.BillingPeriodEnd) as bp_end,
         case
             when m._row_error is not null then m._row_error
+            when dup.reason is not null then dup.reason
             when m.BilledCost is null then 'missing BilledCost'
             when apportion_not_numeric(m.BilledCost) then 'non-numeric BilledCost ' || m.BilledCost
             when apportion_not_numeric(m.EffectiveCost) then 'non-numeric EffectiveCost ' || m.EffectiveCost
@@ -104,6 +128,7 @@ typed as (
         end as quarantine_reason
     from mine as m
     left join tag_json as tj on tj.raw is not distinct from m.Tags
+    left join duplicates as dup on dup._file_idx = m._file_idx and dup._row = m._row
     left join (select distinct service_category from focus_service_categories) as fc
         on lower(fc.service_category) = lower(trim(m.ServiceCategory))
     left join focus_service_categories as fs

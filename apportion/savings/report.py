@@ -3,24 +3,14 @@ escaped (team names, model names and key aliases are data)."""
 
 from __future__ import annotations
 
-import html
 from decimal import ROUND_HALF_EVEN, Decimal
 
-
-def _esc(v) -> str:
-    return html.escape("" if v is None else str(v), quote=True)
+from apportion.html_parts import esc as _esc
+from apportion.html_parts import table as _table
 
 
 def _money(v, ccy: str) -> str:
     return f"{Decimal(v).quantize(Decimal('0.01'), rounding=ROUND_HALF_EVEN):,} {ccy}"
-
-
-def _table(headers: list[str], rows: list[list], testid: str, numeric: set[int]) -> str:
-    head = "".join(f"<th{' class=num' if i in numeric else ''}>{_esc(h)}</th>" for i, h in enumerate(headers))
-    body = "".join("<tr>" + "".join(f"<td{' class=num' if i in numeric else ''}>{_esc(c)}</td>"
-                                    for i, c in enumerate(r)) + "</tr>" for r in rows)
-    return (f'<div class="scroll"><table data-testid="{_esc(testid)}"><thead><tr>{head}</tr></thead>'
-            f'<tbody>{body}</tbody></table></div>')
 
 
 def panel(con, month: str | None) -> str:

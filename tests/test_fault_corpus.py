@@ -413,3 +413,25 @@ def test_an_object_store_warehouse_is_refused_not_taken_as_a_local_folder(tmp_pa
         load_config(tmp_path / "apportion.yaml")
     assert str(err.value).count("line 1: warehouse:") == 1 and "local" in str(err.value)
     assert not (tmp_path / "s3:").exists()
+
+
+def test_a_parquet_file_with_a_garbled_body_is_named_and_kept_in_quarantine(tmp_path, capsys):
+    """The footer is fine, the pages are not: the month is not built, the error names the file (by its key,
+    not a raw-zone path) and a copy is kept for the owner, the previous build stays."""
+    config = _project(tmp_path)
+    write_delivery(tmp_path / "bucket")
+    data = tmp_path / "bucket" / "export" / "data" / "BILLING_PERIOD=2026-10"
+    con = duckdb.connect()
+    con.execute(f"COPY (SELECT * FROM read_csv('{data / 'export-00001.csv.gz'}', all_varchar = true)) "
+                f"TO '{data / 'export-00002.snappy.parquet'}' (FORMAT parquet)")
+    con.close()
+    body = bytearray((data / "export-00002.snappy.parquet").read_bytes())
+    for i in range(200, 600):  # inside the column chunks, well before the footer
+        body[i] = (body[i] * 7 + 13) % 256
+    (data / "export-00002.snappy.parquet").write_bytes(bytes(body))
+    assert cli.main(["run", "--config", str(config), "--month", "2026-10"]) == cli.EXIT_FAILED
+    err = capsys.readouterr().err
+    assert "cannot read data/BILLING_PERIOD=2026-10/export-00002.snappy.parquet" in err
+    [record] = [json.loads(p.read_text()) for p in (tmp_path / "data" / "lake" / "quarantine" / "files").rglob("*.json")]
+    assert record["file"] == "data/BILLING_PERIOD=2026-10/export-00002.snappy.parquet"
+    assert Path(record["copy"]).read_bytes() == bytes(body)

@@ -67,11 +67,6 @@ def current_files(lake: Path, table: str, month: str | None = None, source: str 
     return [f for root in sorted(lake.glob(pattern)) if root.is_dir() for f in partition_files(root)]
 
 
-def lake_glob(cfg: ApportionConfig, table: str) -> str:
-    """Every file of every version: for tools that filter by version themselves."""
-    return str(cfg.lake / table / "x_SourceName=*" / "x_BillingMonth=????-??" / "*" / "*.parquet")
-
-
 def work_suffix() -> str:
     """`<host>-<pid>-<random>`: names a run's temporary files so that cleanup can tell a crashed run's
     leftovers (this host, process gone) from the work of a run still going."""

@@ -10,7 +10,6 @@ from apportion.lake import (
                             LINE_ITEMS,
                             QUARANTINE,
                             clean_leftovers,
-                            lake_glob,
                             mixed_delivery_months,
                             partition_dir,
 )
@@ -28,7 +27,7 @@ from apportion.steps.warehouse import (
 )
 
 __all__ = [
-    "ALLOCATIONS", "LINE_ITEMS", "QUARANTINE", "clean_leftovers", "lake_glob", "mixed_delivery_months",
+    "ALLOCATIONS", "LINE_ITEMS", "QUARANTINE", "clean_leftovers", "mixed_delivery_months",
     "partition_dir", "AllocationStats", "ExactnessError", "allocate", "register_taxonomy", "EXPORT_FILES",
     "EXPORT_TABLES", "export_month", "current_delivery", "land", "quarantine_file", "LineItemStats",
     "build_line_items", "load_reference", "COLUMN_DOCS", "WAREHOUSE_TABLES", "WarehouseNotPublished",

@@ -306,3 +306,25 @@ def test_cli(tmp_path, capsys):
     assert f"BILLING_PERIOD={CLOSED}: 20,000 rows" in out
     assert "-Manifest.json" in out and ".csv.gz" in out
     assert len(list(tmp_path.rglob("*.csv.gz"))) == 1
+
+
+def test_demo_spells_tags_as_alias_variants_and_they_are_attributed_to_the_canonical_value(outputs_demo_project):
+    """The demo's own bill uses the taxonomy's aliases (`Data Engineering` -> data-eng, `ML-Infra` ->
+    ml-platform, `Production` -> prod): were aliases not applied, these dollars would be untagged."""
+    import duckdb
+
+    cfg_path, _ = outputs_demo_project
+    con = duckdb.connect(str(cfg_path.parent / "data" / "apportion.duckdb"), read_only=True)
+    try:
+        rows = con.execute(
+            "SELECT json_extract_string(li.Tags, '$.team') AS spelled, a.x_Team, a.x_TeamReason, "
+            "json_extract_string(li.Tags, '$.environment') AS env_spelled, a.x_Environment, count(*) "
+            "FROM allocations a JOIN line_items li USING (x_SourceName, x_BillingMonth, x_LineId) "
+            "WHERE json_extract_string(li.Tags, '$.team') IN ('Data Engineering', 'ML-Infra') "
+            "GROUP BY ALL ORDER BY 1, 4").fetchall()
+    finally:
+        con.close()
+    spelled = {(r[0], r[3]): r[1:3] + r[4:5] for r in rows}
+    assert spelled[("Data Engineering", "Production")] == ("data-eng", "tag:team", "prod")
+    assert spelled[("ML-Infra", "prod")] == ("ml-platform", "tag:team", "prod")
+    assert all(r[5] > 0 for r in rows)

@@ -475,8 +475,9 @@ def _catalog(seed: int, year: int, month: int) -> list[_Line]:
     lines += _ec2(rs, "p4d.24xlarge", n("p4d-research-0"), {}, pattern=JOB, first_day=14, last_day=29)
 
     # CPU fleets -----------------------------------------------------------------------
-    for i in range(4):
-        lines += _ec2(dl, "m6i.2xlarge", n(f"etl-{i}"), _tags("data-eng", "data-lake", "etl", "prod"), volume_gb=200)
+    for i in range(4):  # two spell the team and environment as alias variants (demo/taxonomy.yaml `aliases`)
+        team, env = ("data-eng", "prod") if i % 2 == 0 else ("Data Engineering", "Production")
+        lines += _ec2(dl, "m6i.2xlarge", n(f"etl-{i}"), _tags(team, "data-lake", "etl", env), volume_gb=200)
     for i in range(3):
         lines += _ec2(sr, "r6i.4xlarge", n(f"search-node-{i}"), _tags("search", "recsys", "inference", "prod"),
                   volume_gb=1000)
@@ -504,7 +505,7 @@ def _catalog(seed: int, year: int, month: int) -> list[_Line]:
     lines.append(_sagemaker(ml, "host", "ml.g5.12xlarge", "chatbot-llm-prod", 7.09,
                         _tags("ml-platform", "chatbot", "inference", "prod", created_by=_SM_ROLE), count=2))
     lines.append(_sagemaker(ml, "host", "ml.g5.12xlarge", "recsys-ranker-prod", 7.09,
-                        _tags("ml-platform", "recsys", "inference", "prod")))
+                        _tags("ML-Infra", "recsys", "inference", "prod")))  # an alias of ml-platform
     lines.append(_sagemaker(ml, "host", "ml.g5.12xlarge", "fraud-scoring-prod", 7.09,
                         _tags("ml_platform", "fraud-detection", "inference", "prod")))
     lines.append(_sagemaker(ml, "host", "ml.g5.12xlarge", "chatbot-llm-staging", 7.09,

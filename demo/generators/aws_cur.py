@@ -15,8 +15,8 @@ GPU fleets on EC2 (partly covered by a Compute Savings Plan and a Reserved Insta
 SageMaker training / hosting / notebooks, Bedrock first-party (Nova Pro) and Bedrock
 third-party models billed through AWS Marketplace (Claude Sonnet 4.6), a data lake on
 S3, plus the usual long tail: data transfer, CloudWatch, EKS, Business Support, sales
-tax, a promotional credit and a refund. Tags are deliberately messy (team spelled four
-ways, a tag key with the wrong case, an unknown team, untagged research resources)
+tax, a promotional credit and a refund. Tags are deliberately messy (team spelled six
+ways, two of them alias variants, a tag key with the wrong case, an unknown team, untagged research resources)
 because cleaning exactly that is what the pipeline is for.
 
 Everything is a pure function of ``seed``, the billing period, the number of usage days

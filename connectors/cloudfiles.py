@@ -100,6 +100,22 @@ def month_from_path(key: str) -> str | None:
     return found
 
 
+def months_of_files(objects, months_in_files) -> list[str]:
+    """The months a folder of exports holds: named by each file's path, or, for files whose path names
+    none, read from the files themselves by `months_in_files(objects) -> set[str]`."""
+    months: set[str] = set()
+    unlabelled = []
+    for o in objects:
+        m = month_from_path(o.key)
+        if m:
+            months.add(m)
+        else:
+            unlabelled.append(o)
+    if unlabelled:
+        months |= months_in_files(unlabelled)
+    return sorted(months)
+
+
 def column_picker(columns, aliases: dict[str, tuple[str, ...]]) -> dict[str, str]:
     """canonical name -> the file's column, matching names case-insensitively, first alias wins."""
     by_lower: dict[str, str] = {}

@@ -34,6 +34,7 @@ from apportion.connectors.cloudfiles import (
     file_format,
     load_cloud_macros,
     month_from_path,
+    months_of_files,
     quote_ident,
     quote_literal,
     reader_sql,
@@ -305,17 +306,7 @@ class FocusConnector(Connector):
         runs = self._azure_runs()
         if runs:
             return sorted({r.month for r in runs})
-        months: set[str] = set()
-        unlabelled = []
-        for o in self._data_files():
-            m = month_from_path(o.key)
-            if m:
-                months.add(m)
-            else:
-                unlabelled.append(o)
-        if unlabelled:
-            months |= self._months_in_files(unlabelled)
-        return sorted(months)
+        return months_of_files(self._data_files(), self._months_in_files)
 
     def _months_in_files(self, objects) -> set[str]:
         """Months of BillingPeriodStart (or ChargePeriodStart) in files whose path names none."""

@@ -39,6 +39,7 @@ from apportion.connectors.cloudfiles import (
     land_blobs,
     load_cloud_macros,
     month_from_path,
+    months_of_files,
     quote_literal,
 )
 
@@ -170,17 +171,7 @@ class GcpBillingConnector(Connector):
     def months(self) -> list[str]:
         if self.is_bigquery:
             return self._bq_months()
-        months: set[str] = set()
-        unlabelled = []
-        for o in self._data_files():
-            m = month_from_path(o.key)
-            if m:
-                months.add(m)
-            else:
-                unlabelled.append(o)
-        if unlabelled:
-            months |= self._months_in_files(unlabelled)
-        return sorted(months)
+        return months_of_files(self._data_files(), self._months_in_files)
 
     def _months_in_files(self, objects) -> set[str]:
         import tempfile

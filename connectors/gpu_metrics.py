@@ -23,8 +23,6 @@ GPU-hours; the unit economics join them to jobs and pods on (cluster, job/pod, d
 from __future__ import annotations
 
 import csv
-import gzip
-import hashlib
 import io
 import json
 import re
@@ -32,13 +30,13 @@ from datetime import datetime, timezone
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import pyarrow as pa
-from pydantic import Field, field_validator
+from pydantic import Field
 
-from apportion.connectors.base import Connector, Delivery, DeliveryPlan, SourceError
-from apportion.models.gpu_rates import GpuOptions, GpuOptionsError, normalize_gpu_model, parse_gpu_options
+from apportion.connectors.base import Delivery, DeliveryPlan, SourceError
+from apportion.connectors.gpu_files import GpuFileConnector, LocalTimeGpuOptions, gunzipped
+from apportion.models.gpu_rates import normalize_gpu_model
 
 PROF = "DCGM_FI_PROF_GR_ENGINE_ACTIVE"
 DEV = "DCGM_FI_DEV_GPU_UTIL"
@@ -54,46 +52,22 @@ DATA_SUFFIXES = (".prom", ".txt", ".metrics", ".json", ".csv", ".gz")
 SMI_DEFAULT = ("timestamp", "index", "uuid", "name", "utilization.gpu")
 
 
-class GpuMetricsOptions(GpuOptions):
+class GpuMetricsOptions(LocalTimeGpuOptions):
     hostname: str | None = Field(None, description="Host of nvidia-smi files (default: the file name).")
-    timezone: str = Field("UTC", description="Time zone of nvidia-smi timestamps.")
     nvidia_smi_columns: list[str] | None = Field(None, description="Query fields of header-less nvidia-smi CSV.")
     scrape_interval_seconds: float = Field(30, gt=0, description="What a lone sample stands for.")
 
-    @field_validator("timezone")
-    @classmethod
-    def _tz(cls, v: str) -> str:
-        try:
-            ZoneInfo(v)
-        except (ZoneInfoNotFoundError, ValueError):
-            raise ValueError(f"unknown time zone {v!r} (use an IANA name like Europe/Berlin)") from None
-        return v
 
-
-class GpuMetricsConnector(Connector):
+class GpuMetricsConnector(GpuFileConnector):
     kind = "gpu_metrics"
     line_items_sql = "gpu_metrics.sql"
-
-    def __init__(self, source):
-        super().__init__(source)
-        try:
-            self.opts: GpuMetricsOptions = parse_gpu_options(source.name, source.options, GpuMetricsOptions)  # type: ignore[assignment]
-        except GpuOptionsError as exc:
-            raise SourceError(str(exc)) from None
-        self.tz = ZoneInfo(self.opts.timezone)
-        self._parsed: dict[tuple[str, str], list[dict]] = {}
+    options_model = GpuMetricsOptions
+    data_suffixes = DATA_SUFFIXES
+    opts: GpuMetricsOptions
 
     # ---------------------------------------------------------------- discovery
-    def _files(self):
-        objects, _ = self.store.list("")
-        return [o for o in objects
-                if not o.key.rsplit("/", 1)[-1].startswith(".") and o.key.lower().endswith(DATA_SUFFIXES)]
-
     def _samples_of(self, obj) -> list[dict]:
-        key = (obj.key, obj.etag)
-        if key not in self._parsed:
-            self._parsed[key] = self.parse_bytes(obj.key, self.store.read_bytes(obj.key))
-        return self._parsed[key]
+        return self._parsed_of(obj)
 
     @staticmethod
     def _months(samples: list[dict]) -> set[str]:
@@ -109,18 +83,11 @@ class GpuMetricsConnector(Connector):
         chosen = [o for o in self._files() if month in self._months(self._samples_of(o))]
         if not chosen:
             raise SourceError(f"no GPU metric file under {self.source.uri} has samples in {month}")
-        h = hashlib.sha1()
-        for o in sorted(chosen, key=lambda o: o.key):
-            h.update(f"{o.key}\0{o.etag}\0".encode())
-        return DeliveryPlan(month, "gpu-metrics-" + h.hexdigest()[:16], chosen, None, "gpu-metrics")
+        return self.delivery_of(month, chosen, "gpu-metrics", "gpu-metrics")
 
     # ---------------------------------------------------------------- parsing
     def parse_bytes(self, key: str, data: bytes) -> list[dict]:
-        if key.lower().endswith(".gz") or data[:2] == b"\x1f\x8b":
-            try:
-                data = gzip.decompress(data)
-            except (OSError, EOFError) as exc:
-                raise SourceError(f"cannot read {key}: not a valid gzip file ({exc})", file=key) from None
+        data = gunzipped(key, data)
         text = data.decode("utf-8-sig", errors="replace")
         name = key.lower().removesuffix(".gz")
         if name.endswith(".json"):
@@ -249,16 +216,7 @@ class GpuMetricsConnector(Connector):
         rows: list[dict] = []
         for key, path in delivery.files:
             rows.extend(self.parse_bytes(key, Path(path).read_bytes()))
-        table = pa.Table.from_pylist(rows, schema=STAGE_SCHEMA)
-        con.register("stg_gpu_metrics_arrow", table)
-        con.execute("CREATE OR REPLACE TEMP TABLE stg_gpu_metrics AS SELECT * FROM stg_gpu_metrics_arrow")
-        con.unregister("stg_gpu_metrics_arrow")
-        con.execute(
-            "CREATE OR REPLACE TEMP TABLE gpu_source_context AS SELECT ?::VARCHAR AS currency, "
-            "?::VARCHAR AS default_cluster, ?::DOUBLE AS scrape_interval_seconds",
-            [self.opts.currency, self.opts.cluster or "default", self.opts.scrape_interval_seconds],
-        )
-        return "stg_gpu_metrics"
+        return self.stage_rows(con, "stg_gpu_metrics", rows, STAGE_SCHEMA)
 
     def file_select(self, con, key: str, path: Path, file_idx: int) -> str:
         self.parse_bytes(key, Path(path).read_bytes())

@@ -39,16 +39,14 @@ from typing import Any
 import pyarrow as pa
 from pydantic import Field, field_validator
 
-from apportion.connectors.base import Connector, Delivery, SourceError, _point, safe_dirname
+from apportion.connectors.base import Delivery, SourceError, _point, safe_dirname
+from apportion.connectors.gpu_files import GpuConnector
 from apportion.connectors.http import open_url
 from apportion.models.gpu_rates import (
     GpuOptions,
-    GpuOptionsError,
     gpu_model_of_instance,
     month_bounds,
     normalize_gpu_model,
-    parse_gpu_options,
-    register_gpu_tables,
 )
 
 TOKEN_ENV = "OPENCOST_BEARER_TOKEN"
@@ -92,16 +90,14 @@ def _today() -> date:
     return datetime.now(timezone.utc).date()
 
 
-class OpencostConnector(Connector):
+class OpencostConnector(GpuConnector):
     kind = "opencost"
     line_items_sql = "opencost.sql"
+    options_model = OpencostOptions
+    opts: OpencostOptions
 
     def __init__(self, source):
         super().__init__(source)
-        try:
-            self.opts: OpencostOptions = parse_gpu_options(source.name, source.options, OpencostOptions)  # type: ignore[assignment]
-        except GpuOptionsError as exc:
-            raise SourceError(str(exc)) from None
         if self.opts.capacity:
             raise SourceError(f"sources[{source.name}].options.capacity: not used by opencost "
                               "(OpenCost reports idle GPUs itself as __idle__)")
@@ -300,17 +296,7 @@ class OpencostConnector(Connector):
         rows: list[dict[str, Any]] = []
         for key, path in delivery.files:
             rows.extend(self.staged_rows(key, Path(path).read_bytes()))
-        table = pa.Table.from_pylist(rows, schema=STAGE_SCHEMA)
-        con.register("stg_opencost_arrow", table)
-        con.execute("CREATE OR REPLACE TEMP TABLE stg_opencost AS SELECT * FROM stg_opencost_arrow")
-        con.unregister("stg_opencost_arrow")
-        register_gpu_tables(con, self.opts, self.opts.cluster)
-        con.execute(
-            "CREATE OR REPLACE TEMP TABLE gpu_source_context AS SELECT ?::VARCHAR AS currency, ?::BOOLEAN AS has_rates, "
-            "?::VARCHAR AS default_cluster",
-            [self.opts.currency, bool(self.opts.rates), self.opts.cluster or "default"],
-        )
-        return "stg_opencost"
+        return self.stage_rows(con, "stg_opencost", rows, STAGE_SCHEMA)
 
     def file_select(self, con, key: str, path: Path, file_idx: int) -> str:
         check_response(key, Path(path).read_bytes())

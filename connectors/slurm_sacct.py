@@ -19,8 +19,6 @@ Parsing happens here (Python, row by row, so every problem names its file, row a
 
 from __future__ import annotations
 
-import gzip
-import hashlib
 import json
 import re
 from dataclasses import dataclass, field
@@ -29,18 +27,14 @@ from decimal import Decimal
 from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import Any, Iterable
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import pyarrow as pa
 from pydantic import Field, field_validator
 
-from apportion.connectors.base import Connector, Delivery, DeliveryPlan, SourceError
+from apportion.connectors.base import Delivery, DeliveryPlan, SourceError
+from apportion.connectors.gpu_files import GpuFileConnector, LocalTimeGpuOptions, gunzipped
 from apportion.models.gpu_rates import (
-    GpuOptions,
-    GpuOptionsError,
     normalize_gpu_model,
-    parse_gpu_options,
-    register_gpu_tables,
 )
 
 # The field list we recommend (README); used for files without a header line.
@@ -60,8 +54,7 @@ STEP_ID = re.compile(r"^(.+?)\.([A-Za-z0-9_+\-]+)$")
 DATA_SUFFIXES = (".txt", ".psv", ".log", ".out", ".sacct", ".csv", ".json", ".gz", ".dat")
 
 
-class SlurmOptions(GpuOptions):
-    timezone: str = Field("UTC", description="IANA time zone of the cluster's sacct timestamps.")
+class SlurmOptions(LocalTimeGpuOptions):
     format: str = Field("auto", description="auto | parsable | json")
     columns: list[str] | None = Field(None, description="Field names of header-less -P files (default: the recommended list).")
     delimiter: str = Field("|", min_length=1, max_length=1,
@@ -70,15 +63,6 @@ class SlurmOptions(GpuOptions):
                                                  description="partition glob -> GPU model, for untyped gres/gpu.")
     default_gpu_model: str | None = None
     max_job_hours: float = Field(24 * 60, gt=0, description="Longer elapsed times are quarantined as absurd.")
-
-    @field_validator("timezone")
-    @classmethod
-    def _tz(cls, v: str) -> str:
-        try:
-            ZoneInfo(v)
-        except (ZoneInfoNotFoundError, ValueError):
-            raise ValueError(f"unknown time zone {v!r} (use an IANA name like Europe/Berlin)") from None
-        return v
 
     @field_validator("format")
     @classmethod
@@ -130,30 +114,16 @@ class JobRecord:
         return None
 
 
-class SlurmSacctConnector(Connector):
+class SlurmSacctConnector(GpuFileConnector):
     kind = "slurm_sacct"
     line_items_sql = "slurm_sacct.sql"
-
-    def __init__(self, source):
-        super().__init__(source)
-        try:
-            self.opts: SlurmOptions = parse_gpu_options(source.name, source.options, SlurmOptions)  # type: ignore[assignment]
-        except GpuOptionsError as exc:
-            raise SourceError(str(exc)) from None
-        self.tz = ZoneInfo(self.opts.timezone)
-        self._parsed: dict[tuple[str, str], list[JobRecord]] = {}
+    options_model = SlurmOptions
+    data_suffixes = DATA_SUFFIXES
+    opts: SlurmOptions
 
     # ---------------------------------------------------------------- discovery
-    def _files(self):
-        objects, _ = self.store.list("")
-        return [o for o in objects
-                if not o.key.rsplit("/", 1)[-1].startswith(".") and o.key.lower().endswith(DATA_SUFFIXES)]
-
     def _records_of(self, obj) -> list[JobRecord]:
-        cache_key = (obj.key, obj.etag)
-        if cache_key not in self._parsed:
-            self._parsed[cache_key] = self.parse_bytes(obj.key, self.store.read_bytes(obj.key))
-        return self._parsed[cache_key]
+        return self._parsed_of(obj)
 
     def _months_of(self, records: list[JobRecord]) -> set[str]:
         found: set[str] = set()
@@ -182,18 +152,11 @@ class SlurmSacctConnector(Connector):
                 chosen.append(o)
         if not chosen:
             raise SourceError(f"no sacct file under {self.source.uri} has GPU jobs in {month}")
-        h = hashlib.sha1()
-        for o in sorted(chosen, key=lambda o: o.key):
-            h.update(f"{o.key}\0{o.etag}\0".encode())
-        return DeliveryPlan(month, "sacct-" + h.hexdigest()[:16], chosen, None, "slurm-sacct")
+        return self.delivery_of(month, chosen, "sacct", "slurm-sacct")
 
     # ---------------------------------------------------------------- parsing
     def parse_bytes(self, key: str, data: bytes) -> list[JobRecord]:
-        if key.lower().endswith(".gz") or data[:2] == b"\x1f\x8b":
-            try:
-                data = gzip.decompress(data)
-            except (OSError, EOFError) as exc:
-                raise SourceError(f"cannot read {key}: not a valid gzip file ({exc})", file=key) from None
+        data = gunzipped(key, data)
         try:
             text = data.decode("utf-8-sig")
         except UnicodeDecodeError:
@@ -465,17 +428,7 @@ class SlurmSacctConnector(Connector):
         records: list[JobRecord] = []
         for key, path in delivery.files:
             records.extend(self.parse_bytes(key, Path(path).read_bytes()))
-        table = pa.Table.from_pylist(self.staged_rows(records), schema=STAGE_SCHEMA)
-        con.register("stg_slurm_sacct_arrow", table)
-        con.execute("CREATE OR REPLACE TEMP TABLE stg_slurm_sacct AS SELECT * FROM stg_slurm_sacct_arrow")
-        con.unregister("stg_slurm_sacct_arrow")
-        register_gpu_tables(con, self.opts, self.opts.cluster)
-        con.execute(
-            "CREATE OR REPLACE TEMP TABLE gpu_source_context AS SELECT ?::VARCHAR AS currency, ?::BOOLEAN AS has_rates, "
-            "?::VARCHAR AS default_cluster",
-            [self.opts.currency, bool(self.opts.rates), self.opts.cluster or "default"],
-        )
-        return "stg_slurm_sacct"
+        return self.stage_rows(con, "stg_slurm_sacct", self.staged_rows(records), STAGE_SCHEMA)
 
     # used by ledger._locate_bad_file when the combined read fails
     def file_select(self, con, key: str, path: Path, file_idx: int) -> str:

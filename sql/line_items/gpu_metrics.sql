@@ -1,32 +1,14 @@
 -- GPU utilisation samples (parsed by connectors/gpu_metrics.py) -> observed GPU-hours and their utilisation,
 -- one line item per UTC day x GPU series (host, GPU, pod / Slurm job).
--- Reads:  stg_gpu_metrics (one row per sample, or a bad sample with `problem`), run_context, gpu_source_context.
+-- Reads:  stg_gpu_metrics (one row per sample, or a bad sample with `problem`), gpu_month (sql/macros/gpu_macros.sql).
 -- Writes: temp view line_items_checked. Rows are usage rows (x_CostBasis 'usage', no money) with
 --         x_UsageType 'gpu-observed' and ConsumedUnit 'GPU-Hours (observed)': they measure, they never
 --         add to allocated GPU-hours.
 
--- Microseconds of GPU time -> GPU-hours, DECIMAL(38,12) rounded half up (exact integer arithmetic).
-create or replace temp macro apportion_gpu_hours(us) as
-    cast(
-        cast(((cast(us as hugeint) * 2000000000000) + 3600000000) // 7200000000 // 1000000000000 as varchar)
-        || '.'
-        || lpad(cast(((cast(us as hugeint) * 2000000000000) + 3600000000) // 7200000000 % 1000000000000 as varchar), 12, '0')
-        as decimal(38, 12));
-
 create or replace temp view line_items_checked as
 with
 
-ctx as (
-    select
-        r.*,
-        cast(r.billing_month || '-01 00:00:00+00' as timestamptz) as month_start,
-        cast(r.billing_month || '-01 00:00:00+00' as timestamptz) + interval 1 month as month_end,
-        g.currency,
-        g.default_cluster,
-        g.scrape_interval_seconds
-    from run_context as r
-    cross join gpu_source_context as g
-),
+ctx as (select * from gpu_month),
 
 good as (
     select

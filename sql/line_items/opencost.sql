@@ -1,23 +1,13 @@
 -- OpenCost /allocation responses (parsed by connectors/opencost.py) -> GPU usage line items, one per allocation
 -- (pod, namespace or label group) x step window, and the `__idle__` GPU capacity as idle lines.
--- Reads:  stg_opencost, run_context, gpu_rates, gpu_idle_owner, gpu_source_context.
+-- Reads:  stg_opencost, gpu_idle_owner and gpu_month + apportion_gpu_rate (sql/macros/gpu_macros.sql).
 -- Writes: temp view line_items_checked. Usage rows: x_CostBasis 'usage', billed money 0, GPU-hours in
 --         ConsumedQuantity, OpenCost's gpuCost (or the rate card) in x_PricedCost.
 
 create or replace temp view line_items_checked as
 with
 
-ctx as (
-    select
-        r.*,
-        cast(r.billing_month || '-01 00:00:00+00' as timestamptz) as month_start,
-        cast(r.billing_month || '-01 00:00:00+00' as timestamptz) + interval 1 month as month_end,
-        g.currency,
-        g.has_rates,
-        g.default_cluster
-    from run_context as r
-    cross join gpu_source_context as g
-),
+ctx as (select * from gpu_month),
 
 src as (
     select s.*
@@ -57,19 +47,8 @@ modelled as (
 rated as (
     select
         s.*,
-        r.per_gpu_hour
+        apportion_gpu_rate(s.cluster, s.gpu_model, s.window_start) as per_gpu_hour
     from modelled as s
-    left join lateral (
-        select gr.per_gpu_hour
-        from gpu_rates as gr
-        where s.gpu_model is not null
-          and regexp_full_match(s.cluster, gr.cluster_regex)
-          and regexp_full_match(s.gpu_model, gr.model_regex)
-          and cast(s.window_start as date) >= gr.valid_from
-          and cast(s.window_start as date) < gr.valid_until
-        order by gr.cluster_specific, gr.model_specific, gr.valid_from desc, gr.rate_index
-        limit 1
-    ) as r on true
 ),
 
 checked as (

@@ -1,32 +1,14 @@
 -- Slurm sacct jobs (parsed by connectors/slurm_sacct.py) -> GPU usage line items, one per job x GPU model x UTC day,
 -- plus one idle line per cluster x GPU model x day (configured capacity minus allocated GPU-hours).
--- Reads:  stg_slurm_sacct (one row per job interval x GPU model, or a bad row with `problem`), run_context,
---         gpu_rates, gpu_capacity, gpu_idle_owner, gpu_source_context (from models/gpu_rates.py).
+-- Reads:  stg_slurm_sacct (one row per job interval x GPU model, or a bad row with `problem`), gpu_month,
+--         gpu_capacity, gpu_idle_owner and the macros of sql/macros/gpu_macros.sql (run first).
 -- Writes: temp view line_items_checked. Usage rows: x_CostBasis 'usage', all billed money columns 0,
 --         GPU-hours in ConsumedQuantity, rate-card dollars in x_PricedCost.
-
--- Microseconds of GPU time -> GPU-hours, DECIMAL(38,12) rounded half up (exact integer arithmetic).
-create or replace temp macro apportion_gpu_hours(us) as
-    cast(
-        cast(((cast(us as hugeint) * 2000000000000) + 3600000000) // 7200000000 // 1000000000000 as varchar)
-        || '.'
-        || lpad(cast(((cast(us as hugeint) * 2000000000000) + 3600000000) // 7200000000 % 1000000000000 as varchar), 12, '0')
-        as decimal(38, 12));
 
 create or replace temp view line_items_checked as
 with
 
-ctx as (
-    select
-        r.*,
-        cast(r.billing_month || '-01 00:00:00+00' as timestamptz) as month_start,
-        cast(r.billing_month || '-01 00:00:00+00' as timestamptz) + interval 1 month as month_end,
-        g.currency,
-        g.has_rates,
-        g.default_cluster
-    from run_context as r
-    cross join gpu_source_context as g
-),
+ctx as (select * from gpu_month),
 
 src as (select * from stg_slurm_sacct),
 
@@ -63,23 +45,11 @@ measured as (
     where p.piece_end > p.piece_start
 ),
 
--- Rate card: the most specific cluster, then model, then the newest entry in force that day.
 rated as (
     select
         m.*,
-        r.per_gpu_hour
+        apportion_gpu_rate(m.cluster, m.gpu_model, m.day) as per_gpu_hour
     from measured as m
-    left join lateral (
-        select gr.per_gpu_hour
-        from gpu_rates as gr
-        where m.gpu_model is not null
-          and regexp_full_match(m.cluster, gr.cluster_regex)
-          and regexp_full_match(m.gpu_model, gr.model_regex)
-          and cast(m.day as date) >= gr.valid_from
-          and cast(m.day as date) < gr.valid_until
-        order by gr.cluster_specific, gr.model_specific, gr.valid_from desc, gr.rate_index
-        limit 1
-    ) as r on true
 ),
 
 job_pieces as (
@@ -153,19 +123,9 @@ idle as (
         c.gpus * cast(86400000000 as bigint) - coalesce(a.gpu_us, 0) as idle_us,
         -- capacity minus the rounded job pieces, so allocated + idle = capacity exactly
         cast(c.gpus * 24 as decimal(38, 12)) - coalesce(a.gpu_hours, 0) as idle_hours,
-        r.per_gpu_hour
+        apportion_gpu_rate(c.cluster, c.gpu_model, c.day) as per_gpu_hour
     from capacity as c
     left join allocated as a using (cluster, gpu_model, day)
-    left join lateral (
-        select gr.per_gpu_hour
-        from gpu_rates as gr
-        where regexp_full_match(c.cluster, gr.cluster_regex)
-          and regexp_full_match(c.gpu_model, gr.model_regex)
-          and cast(c.day as date) >= gr.valid_from
-          and cast(c.day as date) < gr.valid_until
-        order by gr.cluster_specific, gr.model_specific, gr.valid_from desc, gr.rate_index
-        limit 1
-    ) as r on true
 ),
 
 usage_rows as (

@@ -3,7 +3,7 @@
 Export runs are laid out as Cost Management writes them (field notes §3.1): a run folder per
 execution with its `manifest.json` (manifestVersion 2024-04-01: exportConfig, runInfo, blobs[]),
 found by listing — never by a hard-coded path. The CSVs are our hand-written EA / MCA / camelCase /
-v1 exports (tests/fixtures/azure, quirks in its NOTES.md); the real samples are read in place from the
+v1 exports (tests/fixtures/azure_cost, quirks in its NOTES.md); the real samples are read in place from the
 workplace's shared/data and skip when it is absent. The reference tables of models/reference/azure_cost/
 are checked for FOCUS 1.2 values, coverage and the unmapped-service fallback. The Cost Management API
 client is tested against recorded responses (`responses`).
@@ -31,7 +31,7 @@ from apportion.models.focus import SERVICE_SUBCATEGORIES
 from tests.shared_data import shared_sample
 
 REPO = Path(__file__).resolve().parent.parent
-FIX = REPO / "tests" / "fixtures" / "azure"
+FIX = REPO / "tests" / "fixtures" / "azure_cost"
 REF = REPO / "models" / "reference" / "azure_cost"
 TAXONOMY = REPO / "demo" / "taxonomy.yaml"
 Q = Decimal("0.000000000001")
@@ -145,7 +145,7 @@ def edit_csv(path: Path, edit) -> bytes:
     return ("\ufeff" + out.getvalue()).encode()
 
 
-# Hand-computed from the fixtures (tests/fixtures/azure/NOTES.md): rows, cost total.
+# Hand-computed from the fixtures (tests/fixtures/azure_cost/NOTES.md): rows, cost total.
 EA_ACTUAL_ROWS, EA_ACTUAL_TOTAL = 13, Decimal("1353.9035")  # 1200 reservation purchase + 153.9035 usage
 EA_PURCHASE = Decimal("1200")
 EA_AMORTIZED_ROWS, EA_AMORTIZED_TOTAL = 12, Decimal("75.6796")

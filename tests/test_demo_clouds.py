@@ -82,11 +82,11 @@ def test_three_clouds_and_focus_in_one_warehouse(tmp_path):
     fixtures = REPO / "tests" / "fixtures"
     aws = tmp_path / "aws" / "cur" / "20241101-20241201"
     aws.mkdir(parents=True)
-    shutil.copyfile(fixtures / "aws" / "legacy-final.csv", aws / "cur-1.csv")
+    shutil.copyfile(fixtures / "aws_cur" / "legacy-final.csv", aws / "cur-1.csv")
     write_local(tmp_path / "azure", export_run("x", "ea", "ActualCost", "2023-09", "2023-09-21T03:00:00Z", "r1",
                                                {"p.csv": (AZ / "ea-actual-cost.csv").read_bytes()}))
     (tmp_path / "gcp").mkdir()
-    for p in (fixtures / "gcp").glob("*.csv"):
+    for p in (fixtures / "gcp_billing").glob("*.csv"):
         shutil.copyfile(p, tmp_path / "gcp" / p.name)
     (tmp_path / "focus").mkdir()
     for p in (fixtures / "focus").glob("*.csv"):
@@ -118,6 +118,6 @@ def test_three_clouds_and_focus_in_one_warehouse(tmp_path):
     assert {r[0] for r in con.execute("SELECT DISTINCT ProviderName FROM line_items").fetchall()} >= {
         "AWS", "Microsoft", "Google Cloud"}
     # independent totals from the raw files
-    assert built[("aws", "2024-11")] == Decimal("18.75")  # hand total in tests/fixtures/aws/NOTES.md
-    assert built[("azure", "2023-09")] == Decimal("1353.9035")  # hand total in tests/fixtures/azure/NOTES.md
+    assert built[("aws", "2024-11")] == Decimal("18.75")  # hand total in tests/fixtures/aws_cur/NOTES.md
+    assert built[("azure", "2023-09")] == Decimal("1353.9035")  # hand total in tests/fixtures/azure_cost/NOTES.md
     assert built[("gateway", "2025-01")] == Decimal("37.5")

@@ -170,10 +170,10 @@ def source_files(tmp_path_factory) -> dict[str, Path]:
     # GCP: our flattened export CSVs and the BigQuery-shaped rows (credits, labels, GPU, tax)
     gc = tmp / "gcp"
     gc.mkdir()
-    for p in (REPO / "tests" / "fixtures" / "gcp").glob("*.csv"):
+    for p in (REPO / "tests" / "fixtures" / "gcp_billing").glob("*.csv"):
         shutil.copyfile(p, gc / p.name)
     rows = []
-    for page in sorted((REPO / "tests" / "fixtures" / "gcp" / "bigquery").glob("*_202208_page*.json")):
+    for page in sorted((REPO / "tests" / "fixtures" / "gcp_billing" / "bigquery").glob("*_202208_page*.json")):
         rows += [r["f"][0]["v"] for r in json.loads(page.read_text())["rows"]]
     (gc / "2022-08" ).mkdir()
     (gc / "2022-08" / "bq.jsonl").write_text("\n".join(rows) + "\n")
@@ -185,7 +185,7 @@ def source_files(tmp_path_factory) -> dict[str, Path]:
     legacy = tmp / "aws-legacy"
     for src, period in (("legacy-slash-names.csv", "20240901-20241001"), ("legacy-final.csv", "20241101-20241201")):
         (legacy / period).mkdir(parents=True)
-        shutil.copyfile(REPO / "tests" / "fixtures" / "aws" / src, legacy / period / "report-1.csv")
+        shutil.copyfile(REPO / "tests" / "fixtures" / "aws_cur" / src, legacy / period / "report-1.csv")
     files["aws_cur"] = _concat(tmp / "aws_cur.parquet", [
         _build(tmp, "aws-cur2", "aws_cur", str(tmp / "aws-cur2" / "cur" / "apportion-demo"), ["2026-09"]),
         _build(tmp, "aws-legacy", "aws_cur", str(legacy), ["2024-09", "2024-11"]),

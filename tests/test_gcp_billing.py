@@ -1,11 +1,11 @@
 """GCP billing export (`kind: gcp_billing`): BigQuery over its REST API, and the export copied to GCS / a folder.
 
 * BigQuery: google-cloud-bigquery's own REST transport talks to a local HTTP server that replays
-  recorded jobs.query / jobs.get / jobs.getQueryResults responses (tests/fixtures/gcp/bigquery),
+  recorded jobs.query / jobs.get / jobs.getQueryResults responses (tests/fixtures/gcp_billing/bigquery),
   three pages joined by pageToken; their rows are the rows of our detailed-export CSV.
 * GCS: gcp-storage-emulator on 127.0.0.1 (started by the session fixture), google-cloud-storage client.
 * Our hand-written exports flattened to CSV (dotted columns, REPEATED fields as Python-repr or JSON
-  lists; tests/fixtures/gcp/NOTES.md) from a local folder, and the real flattened samples read in
+  lists; tests/fixtures/gcp_billing/NOTES.md) from a local folder, and the real flattened samples read in
   place from the workplace's shared/data (skipped when absent).
 * The service table models/reference/gcp_billing/ (FOCUS 1.2 values, coverage, unmapped fallback).
 """
@@ -37,7 +37,7 @@ from apportion.models.focus import SERVICE_SUBCATEGORIES
 from tests.shared_data import shared_sample
 
 REPO = Path(__file__).resolve().parent.parent
-FIX = REPO / "tests" / "fixtures" / "gcp"
+FIX = REPO / "tests" / "fixtures" / "gcp_billing"
 BQ = FIX / "bigquery"
 CATALOG = FIX / "catalog"
 SERVICES = REPO / "models" / "reference" / "gcp_billing" / "services.csv"

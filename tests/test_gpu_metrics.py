@@ -1,6 +1,6 @@
 """GPU utilisation samples: DCGM exporter text and API exports, nvidia-smi CSV.
 
-Fixtures in tests/fixtures/gpu are written for apportion (NOTES.md). Real nvidia-smi captures from an
+Fixtures in tests/fixtures/gpu_metrics are written for apportion (NOTES.md). Real nvidia-smi captures from an
 H100 and dcgm-exporter's default counter list are read in place from the workplace's shared/data/gpu
 (skipped when absent).
 """
@@ -26,7 +26,7 @@ from apportion.models.config import load_config
 from tests.shared_data import shared_sample
 
 REPO = Path(__file__).resolve().parent.parent
-FIXTURES = REPO / "tests" / "fixtures" / "gpu"
+FIXTURES = REPO / "tests" / "fixtures" / "gpu_metrics"
 
 
 def project(tmp_path: Path, files: list[str | Path], options: dict) -> Path:

@@ -13,7 +13,7 @@ from apportion import cli
 from apportion.sql import sql_text
 
 REPO = Path(__file__).resolve().parent.parent
-GPU_FIXTURES = REPO / "tests" / "fixtures" / "gpu"
+GPU_FIXTURES = REPO / "tests" / "fixtures" / "gpu_metrics"
 
 SACCT = """JobIDRaw|JobID|User|Account|Partition|State|Start|End|ElapsedRaw|AllocTRES|NodeList|Cluster
 4243|4243|bob|search|gpu|COMPLETED|2026-10-14T12:00:00|2026-10-15T12:00:00|86400|gres/gpu:h100=1,gres/gpu=1|gpu-node-1|hpc1

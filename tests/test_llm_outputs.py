@@ -185,10 +185,10 @@ def test_cloud_bill_llm_lines_decode_to_model_and_direction(text, token_type, mo
 
 def test_cost_per_model_per_team_from_bedrock_lines_of_the_cur(tmp_path):
     """Issue 14 point 5: LLM dollars on a cloud bill answer "cost per model per team" from the bill itself.
-    The CUR (by hand, tests/test_aws_cur_connector.bedrock_cur2_parquet): Nova Pro 2,500 input + 750 output
+    The CUR (by hand, tests/test_aws_cur.bedrock_cur2_parquet): Nova Pro 2,500 input + 750 output
     tokens for $0.002 + $0.0024 (team search), Claude Sonnet 4.6 1,200 input tokens for $0.0036 (team research)."""
-    from tests.test_aws_cur_connector import BEDROCK_MONTH, bedrock_cur2_parquet
-    from tests.test_aws_cur_connector import make_config as aws_config
+    from tests.test_aws_cur import BEDROCK_MONTH, bedrock_cur2_parquet
+    from tests.test_aws_cur import make_config as aws_config
 
     root = tmp_path / "exports" / "cur2" / "data" / f"BILLING_PERIOD={BEDROCK_MONTH}"
     root.mkdir(parents=True)

@@ -209,7 +209,7 @@ def cur_row(i: int, hour: int, itype: str, cost: float, tags: dict) -> dict:
 
 
 def cur_project(tmp_path, savings):
-    from tests.test_aws_cur_connector import cur2_parquet
+    from tests.test_aws_cur import cur2_parquet
 
     serve = {"n": "serve", "team": "search", "project": "recsys", "workload": "inference"}
     extra = {"n": "extra", "team": "search", "project": "recsys", "workload": "inference"}

@@ -21,7 +21,7 @@ from apportion.models.config import load_config
 from apportion.models.gpu_rates import GpuOptionsError, normalize_gpu_model, parse_gpu_options
 
 REPO = Path(__file__).resolve().parent.parent
-FIXTURES = REPO / "tests" / "fixtures" / "slurm"
+FIXTURES = REPO / "tests" / "fixtures" / "slurm_sacct"
 DAY = 86400
 
 

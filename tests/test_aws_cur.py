@@ -3,7 +3,7 @@
 Layouts follow the AWS user guides (see field notes §1.1-1.2): CUR 2.0 (Data Exports) in overwrite
 mode with its metadata manifest and in create-new-version mode, and the legacy CUR with several
 assemblies per period and a top-level manifest naming the current one. Our hand-written legacy CUR
-CSVs (tests/fixtures/aws, quirks in its NOTES.md) are built from a local folder; the real samples
+CSVs (tests/fixtures/aws_cur, quirks in its NOTES.md) are built from a local folder; the real samples
 they were modelled on are read in place from ../shared/data (skipped when absent).
 """
 
@@ -36,7 +36,7 @@ from apportion.steps import line_items as line_items_step
 from tests.shared_data import shared_sample
 
 REPO = Path(__file__).resolve().parent.parent
-FIXTURES = REPO / "tests" / "fixtures" / "aws"
+FIXTURES = REPO / "tests" / "fixtures" / "aws_cur"
 TAXONOMY = REPO / "demo" / "taxonomy.yaml"
 Q = Decimal("0.000000000001")  # DECIMAL(38,12)
 
@@ -829,7 +829,7 @@ def test_bad_rows_are_quarantined_with_file_row_and_reason(s3_bucket, tmp_path):
 
 
 # ============================================================================ 6. legacy CUR CSVs from a local folder
-# Our hand-written fixtures (tests/fixtures/aws/NOTES.md names each file's quirks); every expected
+# Our hand-written fixtures (tests/fixtures/aws_cur/NOTES.md names each file's quirks); every expected
 # number below is worked out by hand from the rows of the file, not read back from the pipeline.
 SP_ARN = "arn:aws:savingsplans::041572193860:savingsplan/6c0e2d7b-38f4-4e0a-9a51-b1d2f3e4a5c6"
 OURS = {

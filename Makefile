@@ -26,7 +26,7 @@ demo: $(STAMP)
 ## test: lint, then the whole test suite (CI runs exactly this)
 test: $(STAMP)
 	$(BIN)/ruff check .
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n $${TEST_WORKERS:-2} --dist loadgroup
 
 ## bench: end-to-end vs hand-written DuckDB query (ROWS=5000000 by default)
 bench: $(STAMP)

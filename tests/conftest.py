@@ -19,6 +19,15 @@ import pytest
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
+def pytest_collection_modifyitems(config, items):
+    """`make test` runs two xdist workers with `--dist loadgroup`: a module stays on one worker (its
+    module fixtures are built once), and every test of the end-to-end demo run shares one worker, so the
+    demo is run once, not once per worker."""
+    for item in items:
+        group = "outputs_demo" if "outputs_demo_project" in item.fixturenames else item.module.__name__
+        item.add_marker(pytest.mark.xdist_group(group))
+
+
 # ---------------------------------------------------------------------------------- S3 (moto server)
 S3_TEST_ENV = {
     "AWS_ACCESS_KEY_ID": "testing",

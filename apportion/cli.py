@@ -98,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_report(args)
         if args.command == "months":
             return cmd_months(args)
-        if args.command in ("budgets", "anomalies"):
+        if args.command in ("budgets", "anomalies", "policies"):
             return guardrails_cli.dispatch(args)
         if args.command == "demo":
             return cmd_demo(args)

@@ -23,15 +23,17 @@ def guardrails_asset(warehouse: dg.AssetsDefinition) -> dg.AssetsDefinition:
                               description="Warns when a spend anomaly (not provisional, not dismissed) was alerted "
                               "for the first time by this run."),
         ],
-        description="Budgets, forecasts and anomalies from the published warehouse; each alert (budget x threshold "
-        "x period, or anomaly) is sent once through its channels; failed sends are retried next run.",
+        description="Budgets, forecasts, anomalies and token policy violations from the published warehouse; each "
+        "alert (budget x threshold x period, anomaly, or token policy x rule x month x team) is sent once through its "
+        "channels; failed sends are retried next run.",
     )
     def out_guardrails(context: dg.AssetExecutionContext, apportion: ApportionResource):
         from apportion.guardrails.run import run_guardrails
 
         result = run_guardrails(apportion.config(), apportion.taxonomy())
         yield dg.MaterializeResult(
-            metadata={"sent": result["sent"], "failed": result["failed"], "already_sent": result["already_sent"]},
+            metadata={"sent": result["sent"], "failed": result["failed"], "already_sent": result["already_sent"],
+                      "new_token_policy_violations": "; ".join(result["new_policy_violations"]) or "none"},
             check_results=[
                 dg.AssetCheckResult(check_name="within_budget", passed=not result["over_budget"],
                                     severity=dg.AssetCheckSeverity.WARN,

@@ -77,3 +77,36 @@ def test_warehouse_anomalies_provisional_and_dismissal_survives_rebuild(tmp_path
     note = con.execute("SELECT days_not_judged, note FROM anomaly_history WHERE month = '2026-05'").fetchone()
     assert note[0] == 14 and "needs 14 days of history" in note[1]
     con.close()
+
+
+def weekly(days: int, factor=lambda i: 1, start=date(2026, 5, 4)) -> dict:
+    """Weekdays 100, weekends 40 (2026-05-04 is a Monday), times factor(day index)."""
+    return {start + timedelta(days=i): Decimal(40 if (start + timedelta(days=i)).weekday() >= 5 else 100) * factor(i)
+            for i in range(days)}
+
+
+def cents(e) -> tuple:
+    return e.first_day, e.last_day, e.expected.quantize(Decimal("0.01")), e.actual.quantize(Decimal("0.01"))
+
+
+def test_level_shift_is_one_episode_and_a_weekend_spike_is_found():
+    from apportion.guardrails.anomalies import baseline_7d
+
+    settings = AnomalySettings(min_impact=Decimal(0), min_percent=Decimal("0.2"))
+    # spend doubles from day 30 (Wed 2026-06-03) on: the 7-day median level still reads the old level for the next
+    # days (Wed-Fri: expected 100 + 100 + 100 = 300, actual 600; by Saturday the ratios of the days whose centred
+    # week reaches into the shift have widened the band), then follows the new one: ONE episode, not a new one
+    # whenever a weekday's 4-week median lags (the same-weekday median found a second episode on Mon 06-08)
+    shift = weekly(56, lambda i: 2 if i >= 30 else 1)
+    [e] = detect(shift, date(2026, 5, 4), date(2026, 6, 28), settings)
+    assert cents(e) == (date(2026, 6, 3), date(2026, 6, 5), Decimal("300.00"), Decimal("600.00"))
+    # a Saturday at 120 (3x its 40): weekday factors 100 / (580 / 7) and 40 / (580 / 7), level 580 / 7 -> expected
+    # 40; found. The 7-day mean +- 3 sigma misses it: mean 82.86, sd 29.28 -> threshold 170.7
+    spike = weekly(42)
+    spike[date(2026, 6, 6)] = Decimal(120)
+    [e] = detect(spike, date(2026, 5, 4), date(2026, 6, 14), settings)
+    assert cents(e) == (date(2026, 6, 6), date(2026, 6, 6), Decimal("40.00"), Decimal("120.00"))
+    assert baseline_7d(spike, date(2026, 5, 4), date(2026, 6, 14)) == []
+    # a steady 2 %/day drift is a trend, not an anomaly: expected = the level 4 days back (the median of 7), and the
+    # baseline's own errors (1.02^4 - 1 = 8.2 % of the level) set the band
+    assert detect(weekly(56, lambda i: Decimal("1.02") ** i), date(2026, 5, 4), date(2026, 6, 28), settings) == []

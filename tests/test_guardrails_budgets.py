@@ -11,6 +11,7 @@ import threading
 from datetime import date, timedelta
 from decimal import Decimal
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 import duckdb
 import pytest
@@ -67,6 +68,9 @@ budgets:
     (GOOD.replace('"${GUARDRAIL_HOOK_URL}"', "not a url"), 3, "channels.hook", "cannot be parsed"),
     (GOOD.replace('"${GUARDRAIL_HOOK_URL}"', '"mailto://bob:hunter2@example.com?to=a@example.com"'), 3,
      "channels.hook", "carries a password"),
+    (GOOD + "anomalies:\n  sigmas: 0\n", 14, "anomalies.sigmas", "greater than or equal to 1"),
+    (GOOD + "anomalies:\n  channels: [nowhere]\n", 14, "anomalies.channels[0]", "cannot be parsed"),
+    (GOOD.replace("    currency: USD", "    currency: USD\n    amout: 5"), 9, "budgets[0].amout", "unknown key"),
 ])
 def test_bad_budget_names_file_line_and_key(tmp_path, text, line, key, words):
     cfg, tax = project(tmp_path, text)
@@ -237,3 +241,38 @@ def test_failed_send_is_recorded_and_retried(tmp_path, http_receiver, monkeypatc
     assert (second["sent"], second["failed"]) == (2, 0) and len(received) == 2
     state = [json.loads(x) for x in (cfg.warehouse / "guardrails" / "alerts.jsonl").read_text().splitlines()]
     assert {(s["status"], s["attempts"]) for s in state} == {("sent", 2)}
+
+
+def test_forecast_band_from_the_series_track_record_covers_about_80_percent():
+    """The band: 5th-95th percentiles of the series' own past errors at the same horizon (the residual formula
+    covered 50-68 % of month totals in the backtest; bench/bench_forecast.py runs the full version)."""
+    import calendar
+    import random
+    import sys
+
+    from apportion.guardrails.forecast import _percentile
+
+    # the percentile by hand: 11 values 0.90, 0.92 .. 1.10; the 5th at position 0.05 x 10 = 0.5, halfway between
+    # 0.90 and 0.92 -> 0.91; the 95th at 9.5, halfway between 1.08 and 1.10 -> 1.09
+    values = [Decimal("0.90") + Decimal("0.02") * i for i in range(11)]
+    assert (_percentile(values, Decimal("0.05")), _percentile(values, Decimal("0.95"))) == (
+        Decimal("0.91"), Decimal("1.09"))
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
+    from bench_forecast import series
+
+    rng = random.Random(11)
+    covered = total = track = 0
+    for _ in range(4):
+        s = series(rng, date(2024, 1, 1), 31 * 15)
+        for k in range(3, 15):  # from the 4th month on: a track record exists
+            y, m = 2024 + (k // 12), k % 12 + 1
+            p0, p1 = date(y, m, 1), date(y, m, calendar.monthrange(y, m)[1]) + timedelta(days=1)
+            truth = sum(v for d, v in s.items() if p0 <= d < p1)
+            for day in (7, 14, 21):
+                as_of = p0 + timedelta(days=day - 1)
+                f = forecast_period({d: v for d, v in s.items() if d <= as_of}, p0, p1, as_of)
+                covered += f.low <= truth <= f.high
+                track += f.band == "track record"
+                total += 1
+    assert track == total == 144
+    assert 0.72 <= covered / total <= 0.92, covered / total

@@ -1,4 +1,5 @@
-"""Alerts that arrive once: each (budget, threshold, period) and each anomaly, per channel, is sent once.
+"""Alerts that arrive once: each (budget, threshold, period), each anomaly and each (token policy, rule, month,
+team), per channel, is sent once.
 
 The state lives in `<warehouse>/guardrails/alerts.jsonl` (one line per alert and channel), outside the
 rebuilt warehouse file, so rebuilds and re-runs do not resend. A failed send stays `failed` with its error
@@ -12,6 +13,7 @@ import json
 import os
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from decimal import Decimal
 from pathlib import Path
 from typing import Callable
 
@@ -26,8 +28,8 @@ STATE_COLUMNS = {"alert_key": "VARCHAR", "kind": "VARCHAR", "subject_ref": "VARC
 
 @dataclass
 class Alert:
-    key: str            # budget:<name>:<actual|forecast>:<ratio>:<period> | anomaly:<id>
-    kind: str           # budget | anomaly
+    key: str            # budget:<name>:<actual|forecast>:<ratio>:<period> | anomaly:<id> | token_policy:...
+    kind: str           # budget | anomaly | token_policy
     subject_ref: str    # budget name or anomaly id
     period: str
     severity: str
@@ -140,6 +142,44 @@ def anomaly_alerts(rows: list[dict], g: GuardrailsFile) -> list[Alert]:
         out.append(Alert(f"anomaly:{r['anomaly_id']}", "anomaly", r["anomaly_id"], str(r["first_day"])[:7], "warn",
                          title, body, g.channel_urls(g.anomalies.channels)))
     return out
+
+
+def policy_alerts(rows: list[dict], g: GuardrailsFile) -> list[Alert]:
+    """One alert per (token policy, rule, month, team) from token_policy_violations rows (per API key for a
+    quota per key): new violations later in the month do not resend it."""
+    policies = {p.name: p for p in g.token_policies}
+    groups: dict[tuple, list[dict]] = {}
+    for r in rows:
+        p = policies.get(r["policy"])
+        if p is None:
+            continue
+        per_key = r["rule"] == "monthly_tokens" and p.monthly_tokens is not None and p.monthly_tokens.per == "api_key"
+        subject = (r["api_key"] if per_key else r["team"]) or "unattributed"
+        groups.setdefault((p.name, r["rule"], r["month"], subject), []).append(r)
+    out = []
+    for (name, rule, month, subject), rs in sorted(groups.items()):
+        p = policies[name]
+        n = sum(int(r["requests"]) for r in rs)
+        over = sum(int(r["tokens_over"]) for r in rs)
+        excess = _usd(sum((Decimal(str(r["excess_cost"])) for r in rs), Decimal(0)))
+        alt = [r["allowed_model_cost"] for r in rs]
+        cost = _usd(sum((Decimal(str(r["cost"])) for r in rs), Decimal(0)))
+        models = ", ".join(sorted({str(r["model"]) for r in rs}))
+        title = (f"[{p.severity}] token policy {name} {month}: {n} request(s) over {rule} ({subject}), "
+                 f"excess {excess} USD")
+        body = (f"Token policy {name} ({rs[0]['limit_value']}), {month}, {subject}: {n} request(s) on {models}, "
+                f"{over} tokens over, cost {cost} USD, cost of the excess {excess} USD"
+                + (f", {_usd(sum(Decimal(str(a)) for a in alt))} USD on {rs[0]['allowed_model']}"
+                   if rs[0]["allowed_model"] and None not in alt else "")
+                + ". See the token_policy_violations view.")
+        out.append(Alert(f"token_policy:{name}:{rule}:{month}:{subject}", "token_policy", name, month, p.severity,
+                         title, body, g.channel_urls(p.channels)))
+    return out
+
+
+def _usd(x: Decimal) -> str:
+    """Cents from a dollar up; below a dollar the exact figure (request costs are fractions of a cent)."""
+    return f"{x.quantize(Decimal('0.01')):,}" if abs(x) >= 1 else f"{x.normalize():f}"
 
 
 def _pct(x) -> str:

@@ -2,11 +2,15 @@
 seasonal baseline; a run of consecutive days above the band is ONE anomaly.
 
 Fees are excluded (only ChargeCategory = 'Usage': no tax, credits, commitment purchases, refunds or
-adjustments). Baseline for day t: the median of the same weekday over the previous `baseline_days`; band
-= 3 x sigma (1.2533 x the mean absolute deviation of the window from its weekday medians, corrected for the
-medians fitted, at least 5 % of expected). An episode is kept only when both its impact (actual - expected) and its impact as a share
-of expected pass the configured thresholds. Episodes ending in the last `provisional_days` of a feed are
-provisional (shown, not alarmed). Days with less history than `min_history_days` are not judged: the
+adjustments). Baseline for day t (from the previous `baseline_days`): weekday factors (each weekday's median
+ratio to the week centred on it) times a level (the median of the last 7 deseasonalised days); a day counts when
+it is `sigmas` (4) robust sigmas above it (sigma: 1.4826 x the MAD of the baseline's own errors over the window,
+at least 5 % of expected); a new episode must also start above every day of the last week (deseasonalised), so a
+run that began before the judged days is not taken for a new jump. Weekday factors need 4 weeks of history (3
+ratios of each weekday) and must predict the window better than none; otherwise the level alone is used. An
+episode is kept only when both its impact (actual - expected) and its impact as a share of expected pass
+`min_impact` and `min_percent` (bench/bench_forecast.py measures the choice). Episodes ending in the last
+`provisional_days` of a feed are provisional (shown, not alarmed). Days with less history than `min_history_days` are not judged: the
 anomaly_history table says so.
 """
 
@@ -25,8 +29,8 @@ from apportion.models.config import ApportionConfig
 from apportion.models.taxonomy import Taxonomy
 
 CENT = Decimal("0.01")
-K = Decimal(3)
-MEAN_AD_SCALE = Decimal("1.2533")
+MAD_SCALE = Decimal("1.4826")
+LEVEL_DAYS = 7
 SIGMA_FLOOR = Decimal("0.05")
 CONTRIBUTORS = {"account": "a.SubAccountId", "resource": "a.ResourceId", "model": "li.x_ModelId",
                 "api_key": "li.Tags ->> '$.key_alias'", "user": "li.Tags ->> '$.user'"}
@@ -44,27 +48,82 @@ class Episode:
         return self.actual - self.expected
 
 
+def _centred_ratios(chrono: list[tuple[date, Decimal]]) -> dict[int, Decimal]:
+    """Index -> the day's spend / the mean of the 7 days centred on it. A centred week holds one of each weekday:
+    the weekly pattern cancels, so a level shift or a drift inside the window does not bend the factors."""
+    out = {}
+    for i in range(3, len(chrono) - 3):
+        if (chrono[i + 3][0] - chrono[i - 3][0]).days != 6:
+            continue  # a gap: no centred week
+        m = sum((y for _, y in chrono[i - 3:i + 4]), Decimal(0)) / 7
+        if m > 0:
+            out[i] = chrono[i][1] / m
+    return out
+
+
+def _factors(chrono: list[tuple[date, Decimal]], ratios: dict[int, Decimal]
+             ) -> tuple[dict[int, Decimal], dict[int, Decimal]]:
+    """(weekday factors, each ratio's day's factor computed without it). A factor is the weekday's median ratio,
+    normalised to a mean of 1; all 1 without 3 ratios of every weekday (4 weeks of history: with 2, on/off spend
+    such as a training job running some days passes for a weekly pattern)."""
+    ones = {w: Decimal(1) for w in range(7)}
+    by_wd: dict[int, list[tuple[int, Decimal]]] = {}
+    for i, r in ratios.items():
+        by_wd.setdefault(chrono[i][0].weekday(), []).append((i, r))
+    if len(by_wd) < 7 or any(len(v) < 3 for v in by_wd.values()):
+        return ones, {}
+    med = {w: Decimal(median(r for _, r in v)) for w, v in by_wd.items()}
+    mean = sum(med.values(), Decimal(0)) / 7
+    if mean <= 0:
+        return ones, {}
+    loo = {}
+    for w, v in by_wd.items():
+        for i, _ in v:
+            m = Decimal(median(r for j, r in v if j != i))
+            loo[i] = m / (mean + (m - med[w]) / 7)
+    return {w: m / mean for w, m in med.items()}, loo
+
+
+def _deseason(y: Decimal, f: Decimal) -> Decimal:
+    return y / f if f > 0 else y
+
+
 def seasonal_expected(series: dict[date, Decimal], t: date, baseline_days: int) -> tuple[Decimal, Decimal, int]:
-    """(expected, robust sigma, days of history) for day t from the days before it."""
-    window = [(t - timedelta(days=i), series[t - timedelta(days=i)]) for i in range(1, baseline_days + 1)
+    """(expected, robust sigma, days of history) for day t from the days before it (see `baseline`)."""
+    return baseline(series, t, baseline_days)[:3]
+
+
+def baseline(series: dict[date, Decimal], t: date, baseline_days: int) -> tuple[Decimal, Decimal, int, Decimal]:
+    """(expected, robust sigma, days of history, the highest of the last 7 days) for day t, in t's units.
+
+    expected = the weekday factor of t x the level, the median of the last 7 deseasonalised days (a 1-3 day spike
+    does not move it; a drift moves it along; a level shift is absorbed after 4 days). sigma = 1.4826 x the median
+    absolute error (the MAD: robust to the spikes it must find) of that same 7-day median predicting each day of
+    the window, the day deseasonalised by its weekday factor computed WITHOUT it (so the factors' own error is in
+    the band), in the units of day t (x its weekday factor); at least 5 % of expected. The highest of the last 7
+    deseasonalised days (x t's factor) tells a new jump from the continuation of one that began before.
+    """
+    chrono = [(t - timedelta(days=i), series[t - timedelta(days=i)]) for i in range(baseline_days, 0, -1)
               if (t - timedelta(days=i)) in series]
-    if not window:
-        return Decimal(0), Decimal(0), 0
-    by_wd: dict[int, list[Decimal]] = {}
-    for d, y in window:
-        by_wd.setdefault(d.weekday(), []).append(y)
-    med = {w: median(v) if len(v) >= 2 else median([y for _, y in window]) for w, v in by_wd.items()}
-    overall = median([y for _, y in window])
-    expected = med.get(t.weekday(), overall) if len(by_wd.get(t.weekday(), [])) >= 2 else overall
-    # the deviations from a weekday median of 4 values are small by construction (the median sits between
-    # them): the mean absolute deviation x 1.2533 (the normal's sigma / MAD-about-mean) does not shrink the band
-    dev = [abs(y - med[d.weekday()]) for d, y in window]
-    sigma = max(MEAN_AD_SCALE * sum(dev, Decimal(0)) / len(dev) * Decimal(len(dev)) / max(1, len(dev) - len(by_wd)),
-                SIGMA_FLOOR * abs(expected))
-    # the baseline is itself a median of few values: its error (variance ~ pi/2 sigma^2 / n) widens the band
-    n_w = max(1, len(by_wd.get(t.weekday(), [])))
-    sigma = sigma * (1 + Decimal("1.5708") / n_w).sqrt()
-    return Decimal(expected), Decimal(sigma), len(window)
+    if not chrono:
+        return Decimal(0), Decimal(0), 0, Decimal(0)
+    ratios = _centred_ratios(chrono)
+    best = None
+    # the weekly pattern is used only when it predicts the window better than none: on/off spend (a training job
+    # that runs some days) gives weekday factors that are noise
+    for f, loo in (_factors(chrono, ratios), ({w: Decimal(1) for w in range(7)}, {})):
+        z = [_deseason(y, f[d.weekday()]) for d, y in chrono]
+        errors = [abs(_deseason(y, loo.get(i, f[d.weekday()])) - Decimal(median(z[i - LEVEL_DAYS:i])))
+                  for i, (d, y) in enumerate(chrono) if i >= LEVEL_DAYS]
+        sigma_z = MAD_SCALE * Decimal(median(errors)) if errors else Decimal(0)
+        if best is None or sigma_z < best[0]:
+            best = (sigma_z, f, z)
+        if all(v == 1 for v in f.values()):
+            break
+    sigma_z, f, z = best
+    expected = Decimal(median(z[-LEVEL_DAYS:])) * f[t.weekday()]
+    sigma = max(sigma_z * f[t.weekday()], SIGMA_FLOOR * abs(expected))
+    return expected, sigma, len(chrono), max(z[-LEVEL_DAYS:]) * f[t.weekday()]
 
 
 def detect(series: dict[date, Decimal], start: date, end: date, s: AnomalySettings) -> list[Episode]:
@@ -78,12 +137,13 @@ def detect(series: dict[date, Decimal], start: date, end: date, s: AnomalySettin
     cur: Episode | None = None
     d = max(start, first)
     while d <= end:
-        expected, sigma, n = seasonal_expected(full, d, s.baseline_days)
+        expected, sigma, n, recent_max = baseline(full, d, s.baseline_days)
         y = full[d]
-        if n >= s.min_history_days and y - expected > K * sigma and y > expected:
+        if n >= s.min_history_days and y - expected > s.sigmas * sigma and y > expected:
             if cur and cur.last_day == d - timedelta(days=1):
                 cur.last_day, cur.expected, cur.actual = d, cur.expected + expected, cur.actual + y
-            else:
+            elif y > recent_max:  # a new episode starts above the whole last week (deseasonalised), not inside
+                # a run that began before the days judged
                 cur = Episode(d, d, expected, y)
                 episodes.append(cur)
         d += timedelta(days=1)
@@ -133,7 +193,8 @@ EPISODE_COLUMNS = [
     ("last_day", "DATE", "Last day above the band."),
     ("days", "INTEGER", "Days in the episode."),
     ("currency", "VARCHAR", "Currency of the amounts."),
-    ("expected", "DECIMAL(38,2)", "Baseline spend over the episode (same-weekday median of the previous weeks)."),
+    ("expected", "DECIMAL(38,2)", "Baseline spend over the episode (weekday factor x the median of the last 7 "
+     "deseasonalised days)."),
     ("actual", "DECIMAL(38,2)", "Usage EffectiveCost over the episode (fees excluded)."),
     ("impact", "DECIMAL(38,2)", "actual - expected."),
     ("impact_ratio", "DECIMAL(18,4)", "impact / expected."),

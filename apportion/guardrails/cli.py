@@ -1,4 +1,5 @@
-"""`apportion budgets` and `apportion anomalies` (tables, or --json); `apportion anomalies dismiss ID --reason`."""
+"""`apportion budgets`, `apportion anomalies` and `apportion policies` (tables, or --json);
+`apportion anomalies dismiss ID --reason`."""
 
 from __future__ import annotations
 
@@ -18,6 +19,11 @@ def add_parsers(sub) -> None:
                    help="list the anomalies (default) or dismiss one")
     a.add_argument("anomaly_id", nargs="?", help="the anomaly to dismiss (its id from the list)")
     a.add_argument("--reason", default=None, help="why the anomaly is dismissed (required with dismiss)")
+    p = sub.add_parser("policies", help="token policy violations: requests over their token limits, on models not "
+                       "allowed, over a monthly quota; the cost of the excess")
+    p.add_argument("--config", default="apportion.yaml", help="config file (default: ./apportion.yaml)")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.add_argument("--month", default=None, help="only this billing month (YYYY-MM)")
 
 
 def dispatch(args) -> int | None:
@@ -25,6 +31,8 @@ def dispatch(args) -> int | None:
         return cmd_budgets(args)
     if args.command == "anomalies":
         return cmd_anomalies(args)
+    if args.command == "policies":
+        return cmd_policies(args)
     return None
 
 
@@ -127,23 +135,61 @@ def cmd_anomalies(args) -> int:
     return 0
 
 
+def cmd_policies(args) -> int:
+    from apportion.guardrails.run import current_violations
+
+    cfg, tax = _setup(args)
+    if tax is None:
+        return 1
+    rows = [r for r in current_violations(cfg) if args.month is None or r["month"] == args.month]
+    if args.json:
+        print(json.dumps(rows, indent=2, default=str))
+        return 0
+    print_policies(rows)
+    return 0
+
+
+def print_policies(rows: list[dict], console=None) -> None:
+    from rich.console import Console
+    from rich.table import Table
+    from rich.text import Text
+
+    console = console or Console(width=None if sys.stdout.isatty() else 160)
+    t = Table(title=Text("Token policy violations (per-request logs; catalogue prices, USD)"))
+    for c in ("policy", "rule", "month", "team", "api key", "model", "requests", "tokens over", "cost of the excess",
+              "on allowed model"):
+        # fold long names (no spaces to wrap at) instead of cutting them
+        t.add_column(c, justify="right" if c in ("requests", "tokens over", "cost of the excess", "on allowed model")
+                     else "left", overflow="fold")
+    for r in rows:
+        alt = r["allowed_model_cost"]
+        t.add_row(*(Text(str(x)) for x in (
+            r["policy"], r["rule"], r["month"], r["team"] or "-", r["api_key"] or "-", r["model"],
+            f"{r['requests']:,}", f"{r['tokens_over']:,}", f"{r['excess_cost']:,.2f}",
+            f"{alt:,.2f} ({r['allowed_model']})" if alt is not None else "-")))
+    if not rows:
+        t.add_row(*(Text(x) for x in ("no violation", "", "", "", "", "", "", "", "", "")))
+    console.print(t)
+
+
 def summary(cfg) -> dict | None:
     """The guardrails part of the run summary (None without a budgets file or a warehouse guardrail table)."""
     import duckdb
 
-    from apportion.guardrails.run import current
+    from apportion.guardrails.run import current, current_violations
 
     if getattr(cfg, "budgets", None) is None or not cfg.duckdb_path.exists():
         return None
     try:
         budgets, anomalies, history = current(cfg)
+        violations = current_violations(cfg)
     except duckdb.Error:
         return None
     state = []
     alerts_file = cfg.warehouse / "guardrails" / "alerts.jsonl"
     if alerts_file.exists():
         state = [json.loads(x) for x in alerts_file.read_text(encoding="utf-8").splitlines() if x.strip()]
-    return {"budgets": budgets, "anomalies": anomalies, "anomaly_history": history,
+    return {"budgets": budgets, "anomalies": anomalies, "anomaly_history": history, "token_policy_violations": violations,
             "alerts": {"sent": sum(r["status"] == "sent" for r in state),
                        "failed": sum(r["status"] == "failed" for r in state)}}
 
@@ -155,5 +201,7 @@ def print_summary(g: dict | None, console) -> None:
         return
     print_budgets(g["budgets"], console)
     print_anomalies(g["anomalies"], g["anomaly_history"], console)
+    if g.get("token_policy_violations") is not None:
+        print_policies(g["token_policy_violations"], console)
     console.print(Text(f"alerts: {g['alerts']['sent']} sent, {g['alerts']['failed']} failed (retried next run); "
                        "see the alerts view"))

@@ -105,7 +105,10 @@ class AnomalySettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     min_impact: Decimal = Field(Decimal(100), ge=0, description="Flag only when actual - expected is at least this.")
-    min_percent: Decimal = Field(Decimal("0.2"), ge=0, description="... and at least this share of expected.")
+    min_percent: Decimal = Field(Decimal("0.5"), ge=0, description="... and at least this share of expected "
+                                 "(bench/RESULTS.md: 50 % keeps daily noise of ~8 % quiet).")
+    sigmas: Decimal = Field(Decimal(4), ge=1, le=10, description="A day counts when it is this many robust sigmas "
+                            "above expected (sigma: 1.4826 x the MAD of the baseline's own errors).")
     baseline_days: int = Field(28, ge=7, le=120, description="History the seasonal baseline uses.")
     min_history_days: int = Field(14, ge=7, le=120, description="Fewer days of history: no detection, said so.")
     provisional_days: int = Field(2, ge=0, le=10, description="The last days of a feed lag: marked provisional.")
@@ -117,6 +120,82 @@ class AnomalySettings(BaseModel):
 
     _i = field_validator("min_impact", mode="before")(lambda cls, v: _exact(v))
     _p = field_validator("min_percent", mode="before")(lambda cls, v: _ratio(v))
+    _s = field_validator("sigmas", mode="before")(lambda cls, v: _exact(v))
+
+
+POLICY_SCOPES = ("team", "workload", "value_class")
+GLOB_CHARS = set("*?[")
+
+
+def _positive_tokens(v: Any) -> Any:
+    if isinstance(v, bool) or not isinstance(v, int):
+        raise ValueError(f"must be a whole number of tokens, not {v!r}")
+    if v <= 0:
+        raise ValueError(f"must be a positive number of tokens, not {v}")
+    return v
+
+
+def glob_problem(pattern: str) -> str | None:
+    """Why a model glob is unusable (empty, or an unclosed [...] class), or None."""
+    if not pattern.strip():
+        return "an empty model glob"
+    i = 0
+    while i < len(pattern):
+        if pattern[i] == "[":
+            j = pattern.find("]", i + 2 if pattern[i + 1:i + 2] in ("!", "]") else i + 1)
+            if j < 0:
+                return f"model glob {pattern!r} has an unclosed '['"
+            i = j
+        i += 1
+    return None
+
+
+class MonthlyQuota(BaseModel):
+    """Tokens (every type: input, cache, output) a team or an API key may use per calendar month."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    tokens: int
+    per: Literal["team", "api_key"] = "team"
+
+    _t = field_validator("tokens", mode="before")(lambda cls, v: _positive_tokens(v))
+
+
+class TokenPolicy(BaseModel):
+    """Limits on the LLM requests of a workload or value class, checked on the per-request logs."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    scope: dict[str, str | list[str]] = Field(default_factory=dict,
+                                              description="workload and/or value_class (and/or team) -> value(s).")
+    max_input_tokens: int | None = None
+    max_output_tokens: int | None = None
+    allowed_models: list[str] = Field(default_factory=list, description="Model globs, e.g. gpt-4o-mini*, claude-haiku-*.")
+    price_as: str | None = Field(None, description="The allowed model the violating requests are priced at for "
+                                 "comparison (default: the first allowed model that is not a glob).")
+    monthly_tokens: MonthlyQuota | None = None
+    severity: Literal["info", "warn", "critical"] = "warn"
+    channels: list[str] = Field(default_factory=list)
+
+    _m = field_validator("max_input_tokens", "max_output_tokens", mode="before")(
+        lambda cls, v: None if v is None else _positive_tokens(v))
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        if not NAME.match(v):
+            raise ValueError(f"{v!r} must be lower-case letters, digits, '.', '-' or '_'")
+        return v
+
+    def values(self, key: str) -> list[str]:
+        v = self.scope.get(key)
+        return [] if v is None else [v] if isinstance(v, str) else list(v)
+
+    @property
+    def comparison_model(self) -> str | None:
+        """The model the violating requests are priced at: price_as, else the first allowed non-glob model."""
+        return self.price_as or next((m for m in self.allowed_models if not (set(m) & GLOB_CHARS)), None)
 
 
 class GuardrailsFile(BaseModel):
@@ -126,6 +205,9 @@ class GuardrailsFile(BaseModel):
     channels: dict[str, str] = Field(default_factory=dict, description="Name -> apprise URL (${ENV} for secrets).")
     budgets: list[Budget] = Field(default_factory=list)
     anomalies: AnomalySettings = Field(default_factory=AnomalySettings)
+    token_policies: list[TokenPolicy] = Field(default_factory=list)
+    token_policy_months: int = Field(3, ge=1, le=36, description="Months checked against the token policies (the "
+                                     "latest ones): each check re-reads those months' request logs.")
     path: Path | None = Field(None, exclude=True)
 
     @model_validator(mode="after")
@@ -135,6 +217,11 @@ class GuardrailsFile(BaseModel):
             if b.name in seen:
                 raise ValueError(f"budget name {b.name!r} is used twice")
             seen.add(b.name)
+        seen = set()
+        for p in self.token_policies:
+            if p.name in seen:
+                raise ValueError(f"token policy name {p.name!r} is used twice")
+            seen.add(p.name)
         return self
 
     def channel_urls(self, names: list[str]) -> list[tuple[str, str]]:
@@ -179,6 +266,54 @@ def expand(url: str) -> str:
         return os.environ[m.group(1)]
 
     return PLACEHOLDER.sub(sub, url)
+
+
+def _check_policy(p: TokenPolicy, i: int, tax: Taxonomy, g: GuardrailsFile, add) -> None:
+    """Scope values known to the taxonomy, usable globs, a priceable comparison model, known channels."""
+    for key in p.scope:
+        if key not in POLICY_SCOPES or key not in tax.dimension_names:
+            known = [d for d in POLICY_SCOPES if d in tax.dimension_names]
+            add(("token_policies", i, "scope", key), f"unknown scope {key!r} (a token policy is scoped by "
+                f"{', '.join(known)})")
+            continue
+        allowed = tax.dimensions[key].allowed
+        for v in p.values(key):
+            if allowed and v not in allowed and v not in ("untagged", "shared"):
+                add(("token_policies", i, "scope", key), f"unknown {key} {v!r} (allowed: {', '.join(allowed)})")
+    if not (p.max_input_tokens or p.max_output_tokens or p.allowed_models or p.monthly_tokens):
+        add(("token_policies", i, "name"), "the policy sets no limit (max_input_tokens, max_output_tokens, "
+            "allowed_models or monthly_tokens)")
+    for j, m in enumerate(p.allowed_models):
+        problem = glob_problem(m)
+        if problem:
+            add(("token_policies", i, "allowed_models", j), problem)
+    if p.allowed_models and p.comparison_model is None:
+        add(("token_policies", i, "allowed_models"), "every allowed model is a glob: name the model the violating "
+            "requests are priced at in price_as (e.g. price_as: gpt-4o-mini)")
+    model = p.comparison_model
+    if model:
+        from apportion.models.prices import PriceBook
+
+        book = PriceBook()
+        price = book.price(None, model, "input", date.today())
+        key = ("token_policies", i, "price_as" if p.price_as else "allowed_models")
+        if price.unpriced_reason:
+            add(key, f"{model!r} cannot be priced: {price.unpriced_reason}")
+        elif p.allowed_models and not model_allowed(book, None, model, p.allowed_models):
+            add(key, f"{model!r} is not one of the allowed models ({', '.join(p.allowed_models)})")
+    for j, ch in enumerate(p.channels):
+        if ch not in g.channels:
+            problem = channel_problem(ch)
+            if problem:
+                add(("token_policies", i, "channels", j), f"{problem}; or the name of one of `channels`")
+
+
+def model_allowed(book, provider: str | None, model_ref: str | None, globs: list[str]) -> bool:
+    """Whether a model (as reported, or its normalised id, with or without its provider) matches a glob."""
+    m = book.normalise(provider, model_ref)
+    names = {n.lower() for n in (m.raw, m.lookup, m.model_id) if n}
+    names |= {f"{m.provider}/{n}" for n in set(names)}
+    return any(fnmatch.fnmatchcase(n, g.lower()) for n in names for g in globs)
 
 
 def load_guardrails(cfg: ApportionConfig, tax: Taxonomy) -> GuardrailsFile | None:
@@ -238,6 +373,8 @@ def load_guardrails(cfg: ApportionConfig, tax: Taxonomy) -> GuardrailsFile | Non
     for j, ch in enumerate(g.anomalies.channels):
         if ch not in g.channels and channel_problem(ch):
             add(("anomalies", "channels", j), f"{channel_problem(ch)}; or the name of one of `channels`")
+    for i, p in enumerate(g.token_policies):
+        _check_policy(p, i, tax, g, add)
     if problems:
         raise ConfigError(path, problems)
     g.path = path

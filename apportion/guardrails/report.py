@@ -120,7 +120,72 @@ def timeline_figure(rows: list[dict]):
 
 
 def panel(con, month: str | None) -> list[str]:
-    """HTML parts of the budgets and anomalies section for the month (escaped)."""
+    """HTML parts of the budgets, anomalies and token policies section for the month (escaped)."""
+    return _budget_anomaly_parts(con, month) + policy_parts(con, month)
+
+
+def policy_rows(con, month: str) -> list[dict]:
+    """token_policy_violations of the month, summed per policy, rule, team, API key and model."""
+    cur = con.execute("""
+        SELECT policy, rule, team, api_key, model, any_value(limit_value) AS limit_value, sum(requests) AS requests,
+               sum(tokens_over) AS tokens_over, sum(cost) AS cost, sum(excess_cost) AS excess_cost,
+               any_value(allowed_model) AS allowed_model, sum(allowed_model_cost) AS allowed_model_cost,
+               any_value(currency) AS currency
+        FROM token_policy_violations WHERE month = ? GROUP BY ALL
+        ORDER BY excess_cost DESC, policy, rule, team, api_key, model""", [month])
+    names = [d[0] for d in cur.description]
+    return [dict(zip(names, r)) for r in cur.fetchall()]
+
+
+def policy_figure(rows: list[dict]):
+    """The cost of the excess per policy and rule (bars), hover: requests and tokens over."""
+    import plotly.graph_objects as go
+
+    from apportion.report import esc
+
+    sums: dict[tuple[str, str], list] = {}
+    for r in rows:
+        s = sums.setdefault((r["policy"], r["rule"]), [0, 0, 0])
+        s[0] += r["excess_cost"] or 0
+        s[1] += r["requests"]
+        s[2] += r["tokens_over"]
+    keys = sorted(sums, key=lambda k: -sums[k][0])
+    labels = [esc(f"{p} · {rule}") for p, rule in keys]
+    fig = go.Figure(go.Bar(
+        x=[float(sums[k][0]) for k in keys], y=labels, orientation="h", marker_color="#f59e0b",
+        customdata=[[f"{sums[k][0]:,.2f}", f"{sums[k][1]:,}", f"{sums[k][2]:,}"] for k in keys],
+        hovertemplate="%{y}<br>excess %{customdata[0]} USD<br>%{customdata[1]} requests, %{customdata[2]} tokens "
+                      "over<extra></extra>"))
+    fig.update_layout(title_text="Token policies: the cost of the excess per policy and rule (USD)")
+    fig.update_yaxes(type="category", autorange="reversed", automargin=True)
+    fig.update_xaxes(title_text="USD", rangemode="tozero")
+    return fig
+
+
+def policy_parts(con, month: str | None) -> list[str]:
+    from apportion.report import chart, money, note, table
+
+    if not (month and _has(con, "token_policy_violations")):
+        return []
+    rows = policy_rows(con, month)
+    parts = ["<h3>Token policies</h3>"]
+    if not rows:
+        return parts + [note("No token policy violation this month.", "no-token-policy-violations")]
+    parts.append(chart(policy_figure(rows), "token-policies", height=max(260, 110 + 40 * len(
+        {(r["policy"], r["rule"]) for r in rows}))))
+    parts.append(table(
+        ["policy", "rule", "limit", "team", "API key", "model", "requests", "tokens over", "cost", "cost of the excess",
+         "on the allowed model"],
+        [[r["policy"], r["rule"], r["limit_value"], r["team"] or "-", r["api_key"] or "-", r["model"],
+          f"{r['requests']:,}", f"{r['tokens_over']:,}", money(r["cost"], r["currency"]),
+          money(r["excess_cost"], r["currency"]),
+          (money(r["allowed_model_cost"], r["currency"]) + f" ({r['allowed_model']})")
+          if r["allowed_model_cost"] is not None else "-"] for r in rows],
+        numeric={6, 7, 8, 9, 10}, testid="token-policy-violations"))
+    return parts
+
+
+def _budget_anomaly_parts(con, month: str | None) -> list[str]:
     from apportion.report import chart, esc, money, note, table
 
     parts: list[str] = []

@@ -1,8 +1,9 @@
 """The guardrails' warehouse tables and views, built on the staged warehouse before its checks.
 
 budget_status, budget_burndown, anomalies (a view: episodes joined with the dismissals file, so a dismissal
-shows at once and survives rebuilds), anomaly_history, token_policy_violations, alerts (a view over the
-alert state file: what was sent, when, what failed). Documented with COMMENT ON like the rest.
+shows at once and survives rebuilds), anomaly_history, token_policy_violations and token_policy_checked (the
+request logs read), alerts (a view over the alert state file: what was sent, when, what failed). Documented with
+COMMENT ON like the rest.
 """
 
 from __future__ import annotations
@@ -89,7 +90,7 @@ def create_views(con, cfg: ApportionConfig, tax: Taxonomy) -> dict:
     n_anomalies = anomaly_mod.create_tables(con, cfg, tax, g)
     from apportion.guardrails import token_policies
 
-    n_violations = token_policies.create_table(con, cfg, tax)
+    n_violations = token_policies.create_table(con, cfg, tax, g)
     _alerts_view(con, cfg)
     return {"budget_periods": len(status_rows), "anomalies": n_anomalies, "token_policy_violations": n_violations}
 
@@ -98,8 +99,10 @@ _R = __import__("decimal").Decimal("0.0001")
 
 
 ALERT_DOCS = {
-    "alert_key": "budget:<name>:<actual|forecast>:<ratio>:<period> or anomaly:<id>: what is alerted once.",
-    "kind": "budget | anomaly.", "subject_ref": "Budget name or anomaly id.", "period": "Budget period or month.",
+    "alert_key": "budget:<name>:<actual|forecast>:<ratio>:<period>, anomaly:<id> or "
+                 "token_policy:<policy>:<rule>:<month>:<team or api key>: what is alerted once.",
+    "kind": "budget | anomaly | token_policy.", "subject_ref": "Budget name, anomaly id or token policy name.",
+    "period": "Budget period or month.",
     "severity": "info | warn | critical.", "title": "The message's title.",
     "channel": "Channel name (or redacted URL).", "status": "sent | failed (retried on the next run).",
     "attempts": "Send attempts.", "first_attempt_at": "First attempt (UTC).", "last_attempt_at": "Last attempt (UTC).",

@@ -8,6 +8,13 @@ Console; OpenAI bills a small file-search fee too. Invoices (OpenAI Costs API, A
 price all of it at catalogue prices, so reconciling them against the gateway's priced usage leaves a
 visible residual: the direct traffic and the fees.
 
+Planted for the guardrails (demo/guardrails/budgets.yaml, docs/guardrails.md): on the 18th to the 20th of
+every month a research notebook agent is stuck in a retry loop, re-sending a ~150k-token context 600 times a
+day (`agent-loop`: a spend anomaly of ~$870 on research / Claude API, and requests over the experimental
+input-token limit); the fraud team escalates cases to Claude Opus, which production inference does not allow,
+with long answers (`fraud-escalation`: allowed-models and output-token violations); the catalogue
+embeddings of recsys pass their monthly token quota in the second half of a full month.
+
 Written under `<out>/`:
 
 * `litellm/spend-logs-YYYY-MM.csv.gz`: a `LiteLLM_SpendLogs` export, one row per request;
@@ -68,6 +75,7 @@ class Profile:
     one_hour: float = 0.0     # share of cache writes with the 1h TTL
     call_type: str = "acompletion"
     gateway: bool = True
+    days: tuple[int, ...] = ()   # only on these days of the month (a planted incident); () = every day
 
 
 PROFILES = (
@@ -90,6 +98,12 @@ PROFILES = (
             "openai", "gpt-4o-2024-08-06", 40, 5000, 600, cache_read=0.3),
     Profile("search-agent", "search", "chatbot", "inference", "deep-answers", "search-agent", "anthropic",
             "claude-sonnet-4-5-20250929", 30, 16000, 900, cache_read=0.6, cache_write=0.08),
+    # Planted for the guardrails: a notebook agent in a retry loop (an anomaly, over the experimental input
+    # limit) and escalations to a model production inference does not allow (over its output limit too).
+    Profile("agent-loop", "research", "research-sandbox", "notebooks", "lit-review", "research-notebooks",
+            "anthropic", "claude-sonnet-4-5-20250929", 600, 150000, 2000, days=(18, 19, 20)),
+    Profile("fraud-escalation", "finance-apps", "fraud-detection", "inference", "escalations", "fraud-escalation",
+            "anthropic", "claude-opus-4-1-20250805", 6, 9000, 2600),
     # Direct traffic the gateway never sees (only the providers' reports and invoices do).
     Profile("support-direct", "finance-apps", "chatbot", "inference", "support", "-", "openai", FINE_TUNE, 80,
             1500, 250, gateway=False),
@@ -127,6 +141,8 @@ def requests_for(month: str, *, seed: int = 7, today: date | None = None) -> lis
     for day in _days(month, today):
         weekday_factor = 0.6 if day.weekday() >= 5 else 1.0
         for p in PROFILES:
+            if p.days and day.day not in p.days:
+                continue
             rng = _rng(seed, month, p.name, day.isoformat())
             n = max(1, round(p.per_day * weekday_factor * rng.uniform(0.8, 1.2)))
             for i in range(n):

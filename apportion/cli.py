@@ -57,6 +57,8 @@ def main(argv: list[str] | None = None) -> int:
     report.add_argument("--month", default=None, help="billing month YYYY-MM; it must be in the warehouse "
                                                       "(default: the report's choice of month)")
     report.add_argument("--out", default=None, help="output file (default: <warehouse>/report/index.html)")
+    report.add_argument("--all", action="store_true", help="re-render every month's page (default: only the pages "
+                                                           "whose data changed, plus the index)")
 
     months = sub.add_parser("months", help="list, per source, the months it offers and the months built in the "
                                            "warehouse")
@@ -279,7 +281,7 @@ def cmd_report(args) -> int:
         print(f"error: {problem}", file=sys.stderr)
         return EXIT_FAILED
     try:
-        out = write_report(cfg, month, Path(args.out) if args.out else None)
+        out = write_report(cfg, month, Path(args.out) if args.out else None, all_pages=args.all)
     except ReportError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_FAILED
@@ -389,15 +391,16 @@ def run_months(cfg, months: list[str], quiet: bool = False) -> list[dict]:
     results = {m: {"month": m, "success": True, "errors": [], "steps": {}, "warehouse_published": False}
                for m in months}
 
-    def execute(job_name: str, month: str, label: str) -> bool:
+    def execute(job_name: str, month: str, label: str, skip: tuple[str, ...] = ()) -> bool:
         job = defs.resolve_job_def(job_name)
+        selection = [k for k in job.asset_layer.selected_asset_keys if k.path[-1] not in skip] if skip else None
         if progress:
             progress.begin(f"{month} {label}", len(job.nodes_in_topological_order))
         elif not quiet:
             print(f"{label} {month} ...", file=sys.stderr, flush=True)
         try:
             result = job.execute_in_process(partition_key=f"{month}-01", instance=instance, raise_on_error=False,
-                                            run_config={"loggers": loggers}, tags=_run_tags())
+                                            run_config={"loggers": loggers}, tags=_run_tags(), asset_selection=selection)
         finally:
             if progress:
                 progress.end()
@@ -420,7 +423,8 @@ def run_months(cfg, months: list[str], quiet: bool = False) -> list[dict]:
     built = [m for m in months if execute("sources", m, "building")]
     before = _file_identity(cfg.duckdb_path)
     if built:  # nothing new in the lake: nothing to publish, every previous output stays
-        published_ok = execute("publish", built[-1], "publishing")
+        # several months: the report once, after every month's pack (it is rendered per month: issue 10)
+        published_ok = execute("publish", built[-1], "publishing", skip=("out_report",) if len(built) > 1 else ())
         for month in built[:-1]:
             if published_ok:
                 execute("export_month", month, "finance pack")

@@ -7,6 +7,11 @@ in force. The published warehouse's views name the exact files of the versions i
 versions that neither the published nor the previous warehouse uses are pruned after each publish, so
 an analyst holding the previous file keeps a consistent picture. Temporary names carry host and pid so
 a later run can clean up what a crashed run left.
+
+With `lake:` on object storage (apportion/storage.py) the object store is the system of record and
+`cfg.lake` its local cache: `publish_version` uploads the version under its final prefix, then PUTs the
+`CURRENT` object (atomic), then switches the local pointer; readers (`current_version`, `current_files`)
+GET the pointers and download only the versions the cache does not hold (versions are immutable).
 """
 
 from __future__ import annotations
@@ -22,13 +27,19 @@ from pathlib import Path
 
 import duckdb
 
-from apportion.db import list_literal
-from apportion.models.config import ApportionConfig
+from apportion.db import fault_point, list_literal
+from apportion.models.config import LAKE_WAREHOUSE, ApportionConfig
+from apportion.storage import Remote, remote_for, work_suffix, write_pointer
 
 LINE_ITEMS = "line_items"
 ALLOCATIONS = "allocations"
 QUARANTINE = "quarantine"
-TABLES = (LINE_ITEMS, ALLOCATIONS, QUARANTINE)
+# Summaries (apportion/steps/summaries.py): per source x month, and per month (source `_all`, every source of the
+# month together); written once when their inputs change, the warehouse only puts views over them.
+SUMMARY_TABLES = ("summary_totals", "summary_spend", "summary_untagged", "summary_coverage", "summary_month_inputs",
+                  "summary_llm_reconciliation", "summary_llm_unit_economics", "summary_gpu_usage",
+                  "summary_gpu_job_waste", "summary_gpu_unit_economics")
+TABLES = (LINE_ITEMS, ALLOCATIONS, QUARANTINE, *SUMMARY_TABLES)
 CURRENT = "CURRENT"
 
 
@@ -37,8 +48,42 @@ def partition_root(lake: Path, table: str, source: str, month: str) -> Path:
     return lake / table / f"x_SourceName={source}" / f"x_BillingMonth={month}"
 
 
+def _lake_remote(root: Path) -> tuple[Path, Remote] | None:
+    """(lake, object store) when the partition folder `root` belongs to a lake kept on object storage."""
+    if len(root.parts) < 4:
+        return None
+    lake = root.parents[2]
+    remote = remote_for(lake)
+    return (lake, remote) if remote else None
+
+
+def _sync_partition(lake: Path, remote: Remote, root: Path, name: str | None,
+                    files: list[str] | None = None) -> Path | None:
+    """Bring the local cache of one partition to the object store's CURRENT `name` (downloading that version if
+    the cache lacks it) and return the local version folder; None when the partition has no CURRENT."""
+    if not name:
+        return None
+    version = root / name
+    if not version.is_dir():
+        remote.download_dir(version.relative_to(lake).as_posix(), version, files)
+    pointer = root / CURRENT
+    if not pointer.is_file() or pointer.read_text().strip() != name:
+        write_pointer(pointer, name)
+    return version
+
+
 def current_version(root: Path) -> Path | None:
-    """The version folder CURRENT names; a partition written before versions existed is its own version."""
+    """The version folder CURRENT names; a partition written before versions existed is its own version.
+    On object storage, the CURRENT object decides (the version is cached locally on first read)."""
+    on_remote = _lake_remote(root)
+    if on_remote:
+        lake, remote = on_remote
+        name = remote.get_text(f"{root.relative_to(lake).as_posix()}/{CURRENT}")
+        return _sync_partition(lake, remote, root, name.strip() if name else None)
+    return _local_current_version(root)
+
+
+def _local_current_version(root: Path) -> Path | None:
     pointer = root / CURRENT
     if pointer.is_file():
         version = root / pointer.read_text().strip()
@@ -64,13 +109,41 @@ def current_files(lake: Path, table: str, month: str | None = None, source: str 
     """The Parquet files of the current version of every partition of `table` (optionally one month or
     one source)."""
     pattern = f"{table}/x_SourceName={source or '*'}/x_BillingMonth={month or '????-??'}"
+    remote = remote_for(lake)
+    if remote:
+        return [f for version in _sync_table(lake, remote, table, month, source) for f in sorted(version.glob("*.parquet"))]
     return [f for root in sorted(lake.glob(pattern)) if root.is_dir() for f in partition_files(root)]
 
 
-def work_suffix() -> str:
-    """`<host>-<pid>-<random>`: names a run's temporary files so that cleanup can tell a crashed run's
-    leftovers (this host, process gone) from the work of a run still going."""
-    return f"{socket.gethostname().replace('-', '_')}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+def _remote_partitions(remote: Remote, table: str, source: str | None = None) -> dict[str, dict[str, list[str]]]:
+    """One listing of a table on the object store: partition folder (relative to the lake) -> version name ->
+    its object keys; the CURRENT object is listed under the version name CURRENT."""
+    prefix = f"{table}/x_SourceName={source}" if source else table
+    parts: dict[str, dict[str, list[str]]] = {}
+    for key, _size in remote.list_files(prefix):
+        bits = key.split("/")
+        if len(bits) < 4 or not bits[1].startswith("x_SourceName=") or not bits[2].startswith("x_BillingMonth="):
+            continue  # quarantine/files/... (copies of unusable raw files) is not a partition
+        parts.setdefault("/".join(bits[:3]), {}).setdefault(bits[3], []).append(key)
+    return parts
+
+
+def _sync_table(lake: Path, remote: Remote, table: str, month: str | None, source: str | None) -> list[Path]:
+    """The local folders of the current versions of every partition of `table` on the object store (optionally
+    one month or one source), downloading the versions the cache does not hold."""
+    out = []
+    for rel, versions in sorted(_remote_partitions(remote, table, source).items()):
+        if CURRENT not in versions or (month and not rel.endswith(f"x_BillingMonth={month}")):
+            continue
+        if not re.fullmatch(r"\d{4}-\d{2}", rel.rsplit("=", 1)[1]):
+            continue
+        name = (remote.get_text(f"{rel}/{CURRENT}") or "").strip()
+        version = _sync_partition(lake, remote, lake / rel, name, versions.get(name))
+        if version is not None:
+            out.append(version)
+    return out
+
+
 
 
 def new_version(lake: Path, table: str, source: str, month: str) -> Path:
@@ -86,6 +159,13 @@ def publish_version(tmp: Path) -> Path:
     """Put a written version in force: name it, then switch CURRENT to it (atomic file replace)."""
     version = tmp.with_name(tmp.name.split(".tmp-", 1)[0])
     tmp.rename(version)
+    on_remote = _lake_remote(version.parent)
+    if on_remote:  # the object store is the record: upload the version whole, then switch its CURRENT object
+        lake, remote = on_remote
+        rel = version.parent.relative_to(lake).as_posix()
+        remote.upload_dir(version, f"{rel}/{version.name}")
+        fault_point("lake:uploaded")
+        remote.put_bytes(f"{rel}/{CURRENT}", (version.name + "\n").encode())
     pointer_tmp = version.parent / f".{CURRENT}.tmp-{work_suffix()}"
     pointer_tmp.write_text(version.name + "\n")
     os.replace(pointer_tmp, version.parent / CURRENT)
@@ -103,21 +183,61 @@ def prune_versions(lake: Path, keep: set[Path]) -> list[Path]:
     removed = []
     for table in TABLES:
         for root in lake.glob(f"{table}/x_SourceName=*/x_BillingMonth=????-??"):
-            current = current_version(root)
+            current = _local_current_version(root)  # the cache's view: the object store is pruned below
             for version in root.glob("v-*"):
                 if not version.is_dir() or ".tmp-" in version.name or version == current:
                     continue
                 if version.resolve() not in keep:
                     shutil.rmtree(version, ignore_errors=True)
                     removed.append(version)
+    remote = remote_for(lake)
+    if remote:
+        removed += _prune_remote(lake, remote, keep)
+    return removed
+
+
+KEPT = "_published"  # on the object store: what each warehouse build kept (the versions its files read)
+
+
+def _remote_keep(lake: Path, remote: Remote, keep: set[Path]) -> set[str]:
+    """Record this build's kept versions on the object store (`_published/<time>.json`) and return those of the last
+    two records: the warehouse may be built on another machine next time (an ephemeral pod), whose local
+    files know nothing of the versions the previous published file reads."""
+    rels = sorted(p.relative_to(lake.resolve()).as_posix() for p in keep if p.is_relative_to(lake.resolve()))
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
+    remote.put_bytes(f"{KEPT}/{stamp}-{uuid.uuid4().hex[:8]}.json", json.dumps(rels).encode())
+    records = sorted(k for k, _ in remote.list_files(KEPT) if k.endswith(".json"))
+    kept: set[str] = set()
+    for key in records[-2:]:
+        kept |= set(json.loads(remote.get_text(key) or "[]"))
+    for key in records[:-2]:
+        remote.delete_prefix(key)
+    return kept
+
+
+def _prune_remote(lake: Path, remote: Remote, keep: set[Path]) -> list[Path]:
+    """On the object store, remove the versions older than the partition's CURRENT that neither this nor the previous
+    warehouse build kept (nor a month close). A version newer than CURRENT may be an upload still going on
+    elsewhere: it stays until a later version is current."""
+    removed = []
+    kept = _remote_keep(lake, remote, keep)
+    for table in TABLES:
+        for rel, versions in _remote_partitions(remote, table).items():
+            current = (remote.get_text(f"{rel}/{CURRENT}") or "").strip() if CURRENT in versions else ""
+            for name in versions:
+                if not name.startswith("v-") or not current or name >= current:
+                    continue
+                if f"{rel}/{name}" not in kept and (lake / rel / name).resolve() not in keep:
+                    remote.delete_prefix(f"{rel}/{name}")
+                    removed.append(lake / rel / name)
     return removed
 
 
 def closed_month_versions(lake: Path) -> set[Path]:
     """The versions a closed month was frozen from (`<warehouse>/closed/<month>/manifest.json`, docs/close.md):
-    never pruned while the month stays closed."""
+    never pruned while the month stays closed. (`lake:` may be a folder outside the warehouse folder.)"""
     out = set()
-    for path in (lake.parent / "closed").glob("????-??/manifest.json"):
+    for path in (LAKE_WAREHOUSE.get(lake.resolve(), lake.parent) / "closed").glob("????-??/manifest.json"):
         out |= {Path(v).resolve() for v in json.loads(path.read_text()).get("lake_versions", [])}
     return out
 

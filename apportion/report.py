@@ -9,8 +9,11 @@ shown as text with `data-testid` / `data-value` attributes so a test can compare
 
 from __future__ import annotations
 
+import hashlib
 import html
+import json
 import os
+import re
 import uuid
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timezone
@@ -48,14 +51,20 @@ def month_page(month: str) -> str:
     return f"month-{month}.html"
 
 
-def write_report(cfg: ApportionConfig, month: str | None = None, out: Path | None = None) -> Path:
+def write_report(cfg: ApportionConfig, month: str | None = None, out: Path | None = None,
+                 all_pages: bool = False) -> Path:
     """Render the report and write it atomically.
 
     Default (no `out`): `<warehouse>/report/index.html` opens on the latest COMPLETE month (an open month is
-    never the first thing a reader sees), and every month has its own page `month-YYYY-MM.html` next to it;
-    each page links to the others. One static page per month rather than a picker inside one page: each
+    never the first thing a reader sees; `month` picks another), and every month has its own page
+    `month-YYYY-MM.html` next to it. One static page per month rather than a picker inside one page: each
     page stays self-contained and offline, shows one month's figures only, and a link to a month can be
-    shared. With `out`, only that one page is written (for `month`, default as above).
+    shared. A month's page is a snapshot: its trends run up to its own month, and it is rewritten only when
+    what it shows changed (its mark: the lake versions of the months up to it, their state, its finance pack;
+    issue 10), or for `month`, or every page with `all_pages`. So a nightly run of the open months renders
+    their pages and the index only, whatever the history. The month list lives in `months.js` (rewritten on
+    every run), which every page loads: an older page's picker still lists newer months.
+    With `out`, only that one page is written (for `month`, default as above).
     """
     if not cfg.duckdb_path.exists():
         raise ReportError(f"no warehouse at {cfg.duckdb_path}; run `apportion run` first")
@@ -69,8 +78,13 @@ def write_report(cfg: ApportionConfig, month: str | None = None, out: Path | Non
         con.execute("SET TimeZone = 'UTC'")
         pages = {out: render(con, cfg, month, out.parent, month_links=default_out)}
         if default_out:
-            for m in months_in(con):
-                pages[out.parent / month_page(m)] = render(con, cfg, m, out.parent, month_links=True)
+            all_months = months_in(con)
+            marks = page_marks(con, cfg, all_months)
+            for m in all_months:
+                path = out.parent / month_page(m)
+                if all_pages or m == month or page_mark(path) != marks[m]:
+                    pages[path] = render(con, cfg, m, out.parent, month_links=True, upto=m, mark=marks[m])
+            pages[out.parent / MONTHS_JS] = months_js(con, all_months)
     finally:
         con.close()
     for path, page in pages.items():
@@ -80,9 +94,59 @@ def write_report(cfg: ApportionConfig, month: str | None = None, out: Path | Non
     return out
 
 
+MONTHS_JS = "months.js"
+_MARK = re.compile(r'<meta name="apportion-page" content="([0-9a-f]+)">')
+
+
+def page_mark(path: Path) -> str | None:
+    """The mark a page was written with (in its first bytes, before plotly.js), None when there is no page."""
+    try:
+        with path.open("rb") as fh:
+            head = fh.read(2048).decode("utf-8", "replace")
+    except OSError:
+        return None
+    found = _MARK.search(head)
+    return found.group(1) if found else None
+
+
+def page_marks(con, cfg: ApportionConfig, all_months: list[str]) -> dict[str, str]:
+    """month -> a hash of what its page shows: the lake files (versioned partitions and summaries) of every month
+    up to it and those months' state (complete or to date), its finance pack, the config, the month closes and
+    this module's code. A page whose mark is unchanged is left as an earlier run wrote it."""
+    by_month: dict[str, list[str]] = {}
+    shared: list[str] = []
+    if "lake_files" in relations(con):
+        for (p,) in con.execute("SELECT path FROM lake_files ORDER BY path").fetchall():
+            m = re.search(r"x_BillingMonth=([^/\\]+)", p)
+            (by_month.setdefault(m.group(1), []) if m else shared).append(p)
+    base = hashlib.sha1(Path(__file__).read_bytes())
+    for extra in (getattr(cfg, "config_path", None), cfg.warehouse / "closed" / "closes.jsonl"):
+        if extra is not None and Path(extra).is_file():
+            base.update(Path(extra).read_bytes())
+    base.update("\0".join(shared).encode())
+    marks, running = {}, base
+    for m in all_months:
+        running = running.copy()
+        running.update(f"\0{m}\0{month_state(con, m)}\0{(cfg.exports / m).is_dir()}\0".encode()
+                       + "\0".join(by_month.get(m, [])).encode())
+        page = running.copy()
+        folder = cfg.exports / m
+        if folder.is_dir():
+            page.update("".join(f"{p.name}:{p.stat().st_size};" for p in sorted(folder.iterdir())).encode())
+        marks[m] = page.hexdigest()
+    return marks
+
+
+def months_js(con, all_months: list[str]) -> str:
+    """The month list every page loads (`<script src="months.js">`), newest first: data as JSON, never markup."""
+    items = [{"month": m, "label": month_label(con, m), "page": month_page(m)} for m in reversed(all_months)]
+    return "window.apportionMonths = " + json.dumps(items) + ";\n"
+
+
 # ------------------------------------------------------------------------------------------ data
 def months_in(con) -> list[str]:
-    return [r[0] for r in con.execute("SELECT DISTINCT x_BillingMonth FROM line_items ORDER BY 1").fetchall()]
+    src = "ledger_totals WHERE line_items > 0" if "ledger_totals" in relations(con) else "line_items"  # summaries
+    return [r[0] for r in con.execute(f"SELECT DISTINCT x_BillingMonth FROM {src} ORDER BY 1").fetchall()]
 
 
 def month_state(con, month: str, today: date | None = None) -> tuple[bool, int, int]:
@@ -91,7 +155,9 @@ def month_state(con, month: str, today: date | None = None) -> tuple[bool, int, 
     start = date(int(month[:4]), int(month[5:7]), 1)
     end = date(start.year + (start.month == 12), start.month % 12 + 1, 1)
     days = (end - start).days
-    last = con.execute(
+    last = con.execute(  # ledger_totals: the per source x month summary (steps/summaries.py), no scan of the lake
+        "SELECT max(CAST(last_charge_end AS TIMESTAMP)) FROM ledger_totals WHERE x_BillingMonth = ?"
+        if "ledger_totals" in relations(con) else
         "SELECT max(CAST(ChargePeriodEnd AS TIMESTAMP)) FROM line_items WHERE x_BillingMonth = ? "
         "AND coalesce(x_CostBasis, 'invoice') = 'invoice' AND ChargePeriodEnd IS NOT NULL", [month]).fetchone()[0]
     today = today or datetime.now(timezone.utc).date()
@@ -134,6 +200,13 @@ def coverage(con, month: str | None, dimension: str) -> float | None:
     """Spend-weighted share attributed for one dimension, all sources: the allocation_coverage formula."""
     col = '"' + dimension_column(dimension).replace('"', '') + '"'
     where = "WHERE x_BillingMonth = $m" if month else ""
+    if "spread_abs_cost" in columns_of(con, "allocation_coverage"):  # the summary: spread counts as attributed here
+        row = con.execute(
+            f"""SELECT round(sum(attributed_abs_cost + spread_abs_cost)
+                       / nullif(sum(attributed_abs_cost + untagged_abs_cost + spread_abs_cost), 0), 6)
+                FROM allocation_coverage WHERE dimension = $d {where.replace('WHERE', 'AND')}""",
+            {"d": dimension, **({"m": month} if month else {})}).fetchone()
+        return None if row[0] is None else float(row[0])
     row = con.execute(
         f"""SELECT round(coalesce(sum(abs(EffectiveCost)) FILTER (WHERE {col} NOT IN ('untagged', 'shared')), 0)
                    / nullif(sum(abs(EffectiveCost)) FILTER (WHERE {col} <> 'shared'), 0), 6)
@@ -141,6 +214,16 @@ def coverage(con, month: str | None, dimension: str) -> float | None:
         {"m": month} if month else {},
     ).fetchone()
     return None if row[0] is None else float(row[0])
+
+
+def coverage_trend(con) -> dict[tuple[str, str], float] | None:
+    """(month, dimension) -> coverage() of every month, in one query over allocation_coverage (None: an older file)."""
+    if "spread_abs_cost" not in columns_of(con, "allocation_coverage"):
+        return None
+    rows = con.execute("SELECT x_BillingMonth, dimension, round(sum(attributed_abs_cost + spread_abs_cost) / "
+                       "nullif(sum(attributed_abs_cost + untagged_abs_cost + spread_abs_cost), 0), 6) "
+                       "FROM allocation_coverage GROUP BY ALL").fetchall()
+    return {(m, d): float(v or 0) for m, d, v in rows}
 
 
 def dimensions(con) -> list[str]:
@@ -188,7 +271,7 @@ def token_economics(con, month: str) -> list[dict]:
     Other providers (e.g. Bedrock on the CUR): the invoice lines themselves (report_tokens.sql).
     """
     cols = columns_of(con, "line_items")
-    sql = sql_text("outputs/report_tokens.sql").format(
+    sql = sql_text("report/tokens.sql").format(
         x_model_id=_optional(cols, "x_ModelId"), x_tokens=_optional(cols, "x_Tokens"),
         x_llm_provider=_optional(cols, "x_LlmProvider"))
     con.execute("SET VARIABLE report_month = ?", [month])
@@ -224,7 +307,7 @@ def gpu_economics(con, month: str) -> list[dict]:
     GPU-hours (schedulers, clusters) from the warehouse's `gpu_unit_economics` table when it exists.
     """
     cols = columns_of(con, "line_items")
-    sql = sql_text("outputs/report_gpu_hours.sql").format(
+    sql = sql_text("report/gpu_hours.sql").format(
         x_gpu_model=_optional(cols, "x_GpuModel"), x_gpu_utilization=_optional(cols, "x_GpuUtilization"))
     con.execute("SET VARIABLE report_month = ?", [month])
     derived = _rows(con.execute(sql))
@@ -373,7 +456,9 @@ def _stacked_bar(rows: list[tuple], title: str, money_label: str, name: str, hor
 
 
 # ------------------------------------------------------------------------------------------ sections
-def render(con, cfg: ApportionConfig, month: str | None, out_dir: Path, month_links: bool = False) -> str:
+def render(con, cfg: ApportionConfig, month: str | None, out_dir: Path, month_links: bool = False,
+           upto: str | None = None, mark: str = "") -> str:
+    """One page. `upto`: a month's snapshot page, whose trends stop at that month (the index shows them all)."""
     import plotly.offline
 
     all_months = months_in(con)
@@ -381,6 +466,9 @@ def render(con, cfg: ApportionConfig, month: str | None, out_dir: Path, month_li
         month = default_month(con, all_months)
     elif month not in all_months:
         raise ReportError(f"month {month} is not in the warehouse (it has: {', '.join(all_months) or 'none'})")
+    known = all_months
+    if upto is not None:
+        all_months = [m for m in all_months if m <= upto]
     sections: list[Section] = []
     figures = key_figures(con, month) if month else []
     currency = figures[0]["currency"] if figures else "USD"
@@ -396,7 +484,7 @@ def render(con, cfg: ApportionConfig, month: str | None, out_dir: Path, month_li
     sections = [s for s in sections if s is not None]
     header = _header(cfg, con, month, all_months, figures)
     label = month_label(con, month) if month else ""
-    picker = _month_nav(con, month, all_months) if month_links else ""
+    picker = _month_nav(con, month, known) if month_links else ""
     nav = " · ".join(f'<a href="#{s.anchor}">{esc(s.title)}</a>' for s in sections)
     body = "\n".join(
         f'<section id="{s.anchor}"><h2>{esc(s.title)}</h2>\n' + "\n".join(s.parts) + "</section>" for s in sections
@@ -406,6 +494,7 @@ def render(con, cfg: ApportionConfig, month: str | None, out_dir: Path, month_li
 <html lang="en">
 <head>
 <meta charset="utf-8">
+{f'<meta name="apportion-page" content="{esc(mark)}">' if mark else ''}
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <title>apportion report{' – ' + esc(label) if month else ''}</title>
 <style>{CSS}</style>
@@ -416,7 +505,7 @@ def render(con, cfg: ApportionConfig, month: str | None, out_dir: Path, month_li
 <h1 data-testid="report-month" data-month="{esc(month)}">AI and cloud spend{' – ' + esc(label) if month else ''}</h1>
 {picker}
 <p class="meta">Generated {esc(generated)} from <code>{esc(cfg.duckdb_path)}</code>.
-Months in the warehouse: {esc(', '.join(all_months) or 'none')}.</p>
+Months in the warehouse{' when this page was written' if upto else ''}: {esc(', '.join(known) or 'none')}.</p>
 {header}
 <nav>{nav}</nav>
 </header>
@@ -444,7 +533,28 @@ def _month_nav(con, month: str, all_months: list[str]) -> str:
             items.append(f'<strong aria-current="page">{text}</strong>')
         else:
             items.append(f'<a href="{esc(month_page(m))}" data-month="{esc(m)}">{text}</a>')
-    return f'<p class="months" data-testid="month-picker">Months: {" · ".join(items)}</p>'
+    # the static links are the months known when the page was written; months.js (rewritten on every run) has the
+    # current list, so an older page also lists the newer months (labels are data: textContent, never markup)
+    return (f'<p class="months" data-testid="month-picker" data-current="{esc(month)}">Months: {" · ".join(items)}</p>'
+            f'<script src="{MONTHS_JS}"></script>' + MONTH_NAV_JS)
+
+
+MONTH_NAV_JS = """<script>
+(function () {
+  var list = window.apportionMonths, p = document.querySelector("[data-testid=month-picker]");
+  if (!list || !p) return;
+  var current = p.getAttribute("data-current");
+  p.textContent = "Months: ";
+  list.forEach(function (m, i) {
+    if (i) p.appendChild(document.createTextNode(" \u00b7 "));
+    var e;
+    if (m.month === current) { e = document.createElement("strong"); e.setAttribute("aria-current", "page"); }
+    else { e = document.createElement("a"); e.href = m.page; e.setAttribute("data-month", m.month); }
+    e.textContent = m.label;
+    p.appendChild(e);
+  });
+})();
+</script>"""
 
 
 def _header(cfg, con, month, all_months, figures) -> str:
@@ -486,20 +596,25 @@ def _header(cfg, con, month, all_months, figures) -> str:
 
 def _spend_section(con, all_months, currency) -> Section:
     s = Section("Spend by team and provider", "spend")
+    spend = "monthly_spend" if "monthly_spend" in relations(con) else "allocations"  # a summary (issue 10)
+    last = all_months[-1]  # a month's page is its snapshot: months up to its own (issue 10)
     team = con.execute(
-        "SELECT x_BillingMonth, x_Team, sum(EffectiveCost) FROM allocations WHERE BillingCurrency = ? "
-        "GROUP BY ALL ORDER BY 1, 2", [currency]).fetchall()
+        f"SELECT x_BillingMonth, x_Team, sum(EffectiveCost) FROM {spend} WHERE BillingCurrency = ? "
+        "AND x_BillingMonth <= ? GROUP BY ALL ORDER BY 1, 2", [currency, last]).fetchall()
     # billed money only: a usage-basis provider (an on-premises cluster priced at its rate card) bills $0 and
     # is not listed at $0; its priced cost is named below, labelled as priced
+    by = spend if "ProviderName" in columns_of(con, spend) else "allocations"
     provider = con.execute(
-        "SELECT x_BillingMonth, ProviderName, sum(EffectiveCost) FROM allocations WHERE BillingCurrency = ? "
-        "GROUP BY ALL HAVING ProviderName IN (SELECT ProviderName FROM allocations WHERE BillingCurrency = ? "
-        "GROUP BY ALL HAVING sum(abs(EffectiveCost)) <> 0) ORDER BY 1, 2", [currency, currency]).fetchall()
+        f"SELECT x_BillingMonth, ProviderName, sum(EffectiveCost) FROM {by} WHERE BillingCurrency = $1 "
+        f"AND x_BillingMonth <= $2 GROUP BY ALL HAVING ProviderName IN (SELECT ProviderName FROM {by} "
+        "WHERE BillingCurrency = $1 AND x_BillingMonth <= $2 GROUP BY ALL HAVING sum(abs(EffectiveCost)) <> 0) "
+        "ORDER BY 1, 2", [currency, last]).fetchall()
     priced = con.execute(
-        "SELECT ProviderName, sum(x_PricedCost) FROM line_items WHERE x_CostBasis = 'usage' AND BillingCurrency = ? "
-        "AND x_LlmProvider IS NULL GROUP BY ALL HAVING ProviderName NOT IN (SELECT ProviderName FROM allocations "
-        "WHERE BillingCurrency = ? GROUP BY ALL HAVING sum(abs(EffectiveCost)) <> 0) ORDER BY 1",
-        [currency, currency]).fetchall() if "x_PricedCost" in columns_of(con, "line_items") else []
+        "SELECT ProviderName, sum(x_PricedCost) FROM line_items WHERE x_CostBasis = 'usage' AND BillingCurrency = $1 "
+        f"AND x_BillingMonth <= $2 AND x_LlmProvider IS NULL GROUP BY ALL HAVING ProviderName NOT IN (SELECT "
+        f"ProviderName FROM {by} WHERE BillingCurrency = $1 AND x_BillingMonth <= $2 GROUP BY ALL "
+        "HAVING sum(abs(EffectiveCost)) <> 0) ORDER BY 1",
+        [currency, last]).fetchall() if "x_PricedCost" in columns_of(con, "line_items") else []
     label = f"EffectiveCost ({currency})"
     s.parts.append('<div class="grid">')
     s.parts.append(chart(_stacked_bar(team, "By team, per month (EffectiveCost)", label, "team"), "spend-by-team"))
@@ -511,8 +626,8 @@ def _spend_section(con, all_months, currency) -> Section:
             f"{p} priced at its rate card {amount(v)} {currency} over all months (usage, not billed)"
             if v is not None else f"{p}: usage without a rate card (not priced)" for p, v in priced) + ".",
             "priced-providers"))
-    others = con.execute("SELECT DISTINCT BillingCurrency FROM allocations WHERE BillingCurrency <> ?",
-                         [currency]).fetchall()
+    others = con.execute(f"SELECT DISTINCT BillingCurrency FROM {by} WHERE BillingCurrency <> ? AND x_BillingMonth <= ?",
+                         [currency, last]).fetchall()
     if others:
         s.parts.append(note(f"Charts show {currency}; spend in {', '.join(r[0] for r in others)} is in the "
                             "key figures, the warehouse and the finance CSVs."))
@@ -528,7 +643,7 @@ def _untagged_section(con, month, all_months, currency) -> Section:
     dims = dimensions(con)
     untagged = con.execute(
         "SELECT x_BillingMonth, dimension, sum(untagged_cost) FROM allocation_coverage WHERE BillingCurrency = ? "
-        "GROUP BY ALL ORDER BY 1, 2", [currency]).fetchall()
+        "AND x_BillingMonth <= ? GROUP BY ALL ORDER BY 1, 2", [currency, all_months[-1]]).fetchall()
     fig = go.Figure()
     cmap = colours(dims)
     for d in dims:
@@ -538,8 +653,10 @@ def _untagged_section(con, month, all_months, currency) -> Section:
     fig.update_yaxes(tickformat=",.0f")
     fig.update_xaxes(type="category")
     trend = go.Figure()
+    by_month = coverage_trend(con)  # one query over the summary, not one per month and dimension
     for d in dims:
-        trend.add_trace(go.Scatter(x=all_months, y=[(coverage(con, m, d) or 0) * 100 for m in all_months],
+        trend.add_trace(go.Scatter(x=all_months, y=[((by_month.get((m, d)) if by_month is not None else
+                                                      coverage(con, m, d)) or 0) * 100 for m in all_months],
                                    name=d, mode="lines+markers", line=dict(color=cmap[d], width=3)))
     trend.update_layout(title_text="Coverage per dimension (spend-weighted %)")
     trend.update_yaxes(range=[0, 100], ticksuffix=" %")
@@ -713,9 +830,11 @@ def _portfolio_section(con, all_months, currency) -> Section | None:
     if "x_ValueClass" not in columns_of(con, "allocations"):
         return None
     s = Section("Portfolio by value class", "portfolio")
+    spend = "monthly_spend" if "x_ValueClass" in columns_of(con, "monthly_spend") else "allocations"  # a summary
     rows = con.execute(
-        "SELECT x_BillingMonth, coalesce(x_ValueClass, 'unclassified'), sum(EffectiveCost) FROM allocations "
-        "WHERE BillingCurrency = ? GROUP BY ALL ORDER BY 1, 2", [currency]).fetchall()
+        f"SELECT x_BillingMonth, coalesce(x_ValueClass, 'unclassified'), sum(EffectiveCost) FROM {spend} "
+        "WHERE BillingCurrency = ? AND x_BillingMonth <= ? GROUP BY ALL ORDER BY 1, 2",
+        [currency, all_months[-1]]).fetchall()
     s.parts.append(chart(_stacked_bar(rows, "Spend by value class, per month (EffectiveCost)",
                                       f"EffectiveCost ({currency})", "value-class"), "spend-by-value-class"))
     return s

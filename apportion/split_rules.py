@@ -87,12 +87,31 @@ def spread_rules(tax: Taxonomy) -> list[SplitRule]:
     ]
 
 
-def apply_splits(con: duckdb.DuckDBPyConnection, tax: Taxonomy) -> dict[str, int]:
-    """Apply every split rule, in dependency order, to `alloc`. Returns pieces created per rule."""
+def prepare_splits(con: duckdb.DuckDBPyConnection, tax: Taxonomy) -> tuple[str, list]:
+    """`split_lines` and `basis_flat` (see _prepare), and a SQL condition over a pre-split piece `a` (with
+    its parameters) that is true for every piece a rule may split: its line is taken by a rule's `match`,
+    or its dimensions meet those of a rule without `match`. Only those pieces need to go into `alloc`: a
+    piece no rule takes is never changed, so its dimensions stay the ones tested here (chained rules only
+    retarget pieces an earlier rule split, which are in `alloc` already)."""
+    all_rules = split_order(tax.splits) + spread_rules(tax)
+    _prepare(con, tax, all_rules)
+    params: list = []
+    matched = [f"m{i}" for i, rule in enumerate(all_rules) if rule.match]
+    ors = [f"a.x_LineId IN (SELECT x_LineId FROM split_lines WHERE {' OR '.join(matched)})"] if matched else []
+    for rule in all_rules:
+        if not rule.match:
+            ors.append("(" + (" AND ".join(_dimension_conditions(rule.dimensions, "a", params)) or "true") + ")")
+    return " OR ".join(ors) or "false", params
+
+
+def apply_splits(con: duckdb.DuckDBPyConnection, tax: Taxonomy, prepared: bool = False) -> dict[str, int]:
+    """Apply every split rule, in dependency order, to `alloc`. Returns pieces created per rule.
+    `prepared`: prepare_splits already ran on this connection."""
     created: dict[str, int] = {}
     rules = split_order(tax.splits)
     all_rules = rules + spread_rules(tax)
-    _prepare(con, tax, all_rules)
+    if not prepared:
+        _prepare(con, tax, all_rules)
     _check_conflicts(con, rules)
     for i, rule in enumerate(all_rules):
         created[rule.name] = _apply(con, tax, rule, spread=rule.name.startswith("spread-untagged-"), index=i)

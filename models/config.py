@@ -18,6 +18,12 @@ from apportion.models._yaml import ConfigError, load_yaml_with_lines, problems_f
 from apportion.models.savings import SavingsSettings
 from apportion.models.source_kinds import SOURCE_KINDS
 
+OBJECT_STORE_SCHEMES = ("s3",)
+# local folder -> the object-store URI it caches (filled by ApportionConfig.register_remotes; read by apportion.storage)
+REMOTE_ROOTS: dict[Path, str] = {}
+# lake folder -> its config's warehouse folder (where closed months live) when `lake:` is a folder elsewhere
+LAKE_WAREHOUSE: dict[Path, Path] = {}
+
 SOURCE_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 MONTH = re.compile(r"^\d{4}-(0[1-9]|1[0-2])$")
 
@@ -114,7 +120,15 @@ class ApportionConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
-    warehouse: Path = Field(description="Directory for the raw landing zone, Parquet lake, apportion.duckdb and exports.")
+    warehouse: Path = Field(description="Local working folder: apportion.duckdb, exports, scratch, and the raw zone "
+                            "and lake unless `raw:` / `lake:` put them elsewhere.")
+    lake_at: str | None = Field(None, alias="lake", description="Where the Parquet lake lives: a local folder or an "
+                                "s3:// URI (the system of record; `<warehouse>/lake` is then its local cache). "
+                                "Default `<warehouse>/lake`.")
+    raw_at: str | None = Field(None, alias="raw", description="Where the raw landing zone lives: a local folder or "
+                               "an s3:// URI (`<warehouse>/raw` is then its local cache). Default `<warehouse>/raw`.")
+    publish_to: str | None = Field(None, description="An s3:// URI (or local folder) the published apportion.duckdb "
+                                   "is also copied to after each warehouse build (its lake views read the object store).")
     taxonomy: Path = Field(description="Tag taxonomy YAML file.")
     sources: list[SourceConfig] = Field(min_length=1)
     open_months: int = Field(2, ge=1, le=36, description="Months the nightly job rebuilds: the current one and the N-1 before it.")
@@ -142,9 +156,26 @@ class ApportionConfig(BaseModel):
     @classmethod
     def _local_warehouse(cls, v: Any) -> Any:
         if isinstance(v, str) and "://" in v:
-            raise ValueError(f"{v!r}: the lake and warehouse must be a local (or shared) folder for now; object "
-                             "storage is supported for reading sources, not yet for the lake (docs/running-at-scale.md)")
+            raise ValueError(f"{v!r}: `warehouse` is the local working folder (where apportion.duckdb is built); "
+                             "put the lake and the raw zone on object storage with `lake:` and `raw:`, and copy the "
+                             "published file there with `publish_to:` (docs/running-at-scale.md)")
         return v
+
+    @field_validator("lake_at", "raw_at", "publish_to")
+    @classmethod
+    def _storage_uri(cls, v: str | None) -> str | None:
+        if v is None or "://" not in v:
+            return v
+        problem = uri_credentials_problem(v)
+        if problem:
+            raise ValueError(problem)
+        scheme, rest = v.split("://", 1)
+        if scheme.lower() not in OBJECT_STORE_SCHEMES:
+            raise ValueError(f"{v!r}: object storage for the lake is {', '.join(s + '://' for s in OBJECT_STORE_SCHEMES)}"
+                             " (gs:// and az:// are not supported for the lake yet) or a local folder")
+        if not rest.strip("/"):
+            raise ValueError(f"{v!r}: name a bucket (and optionally a prefix), e.g. s3://my-bucket/apportion/lake")
+        return f"{scheme.lower()}://{rest.strip('/')}"
 
     @field_validator("sources")
     @classmethod
@@ -158,11 +189,32 @@ class ApportionConfig(BaseModel):
 
     @property
     def lake(self) -> Path:
-        return self.warehouse / "lake"
+        """The lake as the engine reads and writes it: a local folder (the local cache when `lake:` is a URI)."""
+        return Path(self.lake_at) if self.lake_at and "://" not in self.lake_at else self.warehouse / "lake"
 
     @property
     def raw(self) -> Path:
-        return self.warehouse / "raw"
+        """The raw zone as the engine reads and writes it (the local cache when `raw:` is a URI)."""
+        return Path(self.raw_at) if self.raw_at and "://" not in self.raw_at else self.warehouse / "raw"
+
+    @property
+    def lake_remote(self) -> str | None:
+        """The object-store URI that is the system of record of the lake, or None (a local lake)."""
+        return self.lake_at if self.lake_at and "://" in self.lake_at else None
+
+    @property
+    def raw_remote(self) -> str | None:
+        return self.raw_at if self.raw_at and "://" in self.raw_at else None
+
+    def register_remotes(self) -> None:
+        """Tell the engine which local folders mirror an object store (`REMOTE_ROOTS`): the lake and raw-zone
+        functions take a local path, and look up its object store there. `load_config` calls it."""
+        LAKE_WAREHOUSE[self.lake.resolve()] = self.warehouse
+        for local, remote in ((self.lake, self.lake_remote), (self.raw, self.raw_remote)):
+            if remote:
+                REMOTE_ROOTS[local.resolve()] = remote
+            else:
+                REMOTE_ROOTS.pop(local.resolve(), None)
 
     @property
     def duckdb_path(self) -> Path:
@@ -200,7 +252,12 @@ def load_config(path: str | Path) -> ApportionConfig:
     base = path.parent
     cfg.warehouse = (base / cfg.warehouse).resolve()
     cfg.taxonomy = (base / cfg.taxonomy).resolve()
+    for key in ("lake_at", "raw_at", "publish_to"):  # local folders are relative to the config file
+        value = getattr(cfg, key)
+        if value is not None and "://" not in value:
+            setattr(cfg, key, str((base / value).resolve()))
     cfg.config_path = path
+    cfg.register_remotes()
     for key in ("budgets", "token_policies"):  # guardrails files (apportion/guardrails validates their content)
         if getattr(cfg, key) is not None:
             setattr(cfg, key, (base / getattr(cfg, key)).resolve())

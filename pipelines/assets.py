@@ -14,6 +14,7 @@ from apportion.models.config import ApportionConfig, SourceConfig
 from apportion.pipelines.guardrails import guardrails_asset
 from apportion.pipelines.partitions import month_of
 from apportion.pipelines.resources import ApportionResource
+from apportion.steps.summaries import summarise
 
 
 def asset_name(source: SourceConfig) -> str:
@@ -75,6 +76,7 @@ def source_assets(source: SourceConfig, billing_months: dg.PartitionsDefinition)
         src = cfg.source(source.name)
         try:
             stats = steps.build_line_items(cfg, src, steps.current_delivery(cfg, src, month))
+            steps.publish_raw_current(cfg, src, month)  # raw on object storage: its CURRENT object (issue 13)
         except SourceError as exc:
             steps.quarantine_file(cfg, src, month, exc)
             raise dg.Failure(description=f"{source.name} {month}: {exc}", allow_retries=False) from None
@@ -117,6 +119,7 @@ def source_assets(source: SourceConfig, billing_months: dg.PartitionsDefinition)
         except steps.ExactnessError as exc:
             yield dg.AssetCheckResult(check_name="allocation_ties_out", passed=False, metadata={"error": str(exc)})
             raise dg.Failure(description=str(exc), allow_retries=False) from None
+        summarise(cfg, source.name, month)  # the month's summaries, once (apportion/steps/summaries.py)
         yield dg.MaterializeResult(
             metadata={"pieces": stats.pieces, "billed_cost": str(stats.billed_cost),
                       "effective_cost": str(stats.effective_cost)},
@@ -176,12 +179,15 @@ def ledger_assets(cfg: ApportionConfig, billing_months: dg.PartitionsDefinition)
         cfg = apportion.config()
         for leftover in steps.clean_leftovers(cfg):
             context.log.info(f"removed the leftover of an interrupted run: {leftover}")
+        steps.sync_raw_records(cfg)  # raw on object storage: every month's landing records (issue 13)
         try:
             counts = steps.build_warehouse(cfg, apportion.taxonomy())
         except steps.WarehouseNotPublished as exc:
             yield dg.AssetCheckResult(check_name="warehouse_ties_out", passed=False,
                                       metadata={"ties_out": str(exc.ties[:5]), "mixed_deliveries": str(exc.mixed[:5])})
             raise dg.Failure(description=str(exc), allow_retries=False) from None
+        if cfg.publish_to:  # a copy of the published file on the object store (issue 13)
+            context.log.info(f"published a copy to {steps.publish_warehouse(cfg)}")
         low = steps.low_coverage(cfg, month_of(context.partition_key), cfg.coverage_threshold)
         yield dg.MaterializeResult(
             metadata={**{f"rows_{k}": v for k, v in counts.items()}, "path": str(cfg.duckdb_path)},
@@ -224,7 +230,7 @@ def ledger_assets(cfg: ApportionConfig, billing_months: dg.PartitionsDefinition)
     def report(context: dg.AssetExecutionContext, apportion: ApportionResource) -> dg.MaterializeResult:
         from apportion.report import write_report
 
-        out = write_report(apportion.config())  # the latest month in the warehouse, with every month's trend
+        out = write_report(apportion.config())  # the index + the pages whose data changed (issue 10)
         return dg.MaterializeResult(metadata={"path": dg.MetadataValue.path(str(out))})
 
     return [*per_source, month_line_items, warehouse, finance_exports, report, guardrails_asset(warehouse),

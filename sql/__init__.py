@@ -1,5 +1,6 @@
 """apportion's SQL, one file per model: `line_items/<kind>.sql` (staging -> FOCUS line items),
-`allocation/`, `outputs/` (warehouse tables, views, exports, checks) and `macros/`."""
+`allocation/`, `warehouse/<table>.sql` (one per warehouse table or view), `checks/` (the warehouse's blocking
+checks), `exports/<file>.sql` (the finance pack), `report/` (the report's queries) and `macros/`."""
 
 from importlib import resources
 

@@ -22,7 +22,7 @@ import apportion.demo.generators.aws_cur as demo
 from apportion import cli
 from apportion.demo.generators.gpu import CLUSTER_TZ, generate_gpu_demo
 from apportion.models.config import load_config
-from apportion.sql import sql_text
+from apportion.steps.summaries import create_unit_economics
 
 REPO = Path(__file__).resolve().parent.parent
 TODAY = date(2026, 10, 5)
@@ -202,7 +202,7 @@ def test_unit_economics_on_the_demo(demo_run, tmp_path):
     db = tmp_path / "w.duckdb"
     shutil.copy(root / "data" / "apportion.duckdb", db)
     con = duckdb.connect(str(db))
-    con.execute(sql_text("outputs/create_gpu_unit_economics.sql"))
+    create_unit_economics(con, "gpu")
     rows = con.execute("SELECT x_Team, x_GpuModel, utilization, cost_per_gpu_hour FROM gpu_unit_economics "
                        "WHERE x_BillingMonth = ? AND allocated_gpu_hours > 0", [MONTH]).fetchall()
     util = {(t, m): u for t, m, u, _ in rows}

@@ -10,7 +10,7 @@ import duckdb
 import yaml
 
 from apportion import cli
-from apportion.sql import sql_text
+from apportion.steps.summaries import create_unit_economics
 
 REPO = Path(__file__).resolve().parent.parent
 GPU_FIXTURES = REPO / "tests" / "fixtures" / "gpu_metrics"
@@ -44,7 +44,7 @@ def test_unit_economics_waste_and_top_idle_jobs(tmp_path, capsys):
     db = tmp_path / "copy.duckdb"
     shutil.copy(tmp_path / "data" / "apportion.duckdb", db)
     con = duckdb.connect(str(db))
-    con.execute(sql_text("outputs/create_gpu_unit_economics.sql"))
+    create_unit_economics(con, "gpu")
 
     econ = {(r[0], r[1]): r[2:] for r in con.execute(
         "SELECT x_Team, x_GpuModel, allocated_gpu_hours, idle_gpu_hours, measured_gpu_hours, utilization, "
@@ -81,7 +81,7 @@ def test_unit_economics_on_a_warehouse_without_gpu_sources(tmp_path, capsys):
     db = tmp_path / "copy.duckdb"
     shutil.copy(tmp_path / "data" / "apportion.duckdb", db)
     con = duckdb.connect(str(db))
-    con.execute(sql_text("outputs/create_gpu_unit_economics.sql"))
+    create_unit_economics(con, "gpu")
     for table in ("gpu_usage", "gpu_unit_economics", "gpu_job_waste", "gpu_top_idle_jobs"):
         assert con.execute(f"SELECT count(*) FROM {table}").fetchone()[0] == 0
     con.close()

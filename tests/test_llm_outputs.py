@@ -2,7 +2,7 @@
 
 Runs the three LLM demo sources (LiteLLM export, OpenAI and Anthropic pages from local folders) with the demo
 taxonomy's split rules, publishes the warehouse, then creates `llm_reconciliation` and `llm_unit_economics`
-from sql/outputs/ on it, and checks that every provider-month's invoice is allocated exactly and the residual
+from sql/warehouse/ on it, and checks that every provider-month's invoice is allocated exactly and the residual
 between priced usage and invoice is visible.
 """
 
@@ -17,6 +17,7 @@ import pytest
 
 from apportion import steps
 from apportion.demo.generators.llm import generate_llm_demo, requests_for
+from apportion.steps.summaries import create_unit_economics
 from tests.llm_helpers import MONTH, REPO, make_config
 
 TODAY = date(2026, 10, 4)  # the demo month is cut at "today": four days keep the test small
@@ -45,8 +46,7 @@ def warehouse(tmp_path_factory):
     shutil.copy(cfg.duckdb_path, path)
     con = duckdb.connect(str(path))
     con.execute("SET TimeZone = 'UTC'")
-    for name in ("create_llm_reconciliation.sql", "create_llm_unit_economics.sql"):
-        con.execute((REPO / "sql" / "outputs" / name).read_text())
+    create_unit_economics(con, "llm")  # the per-month summaries' SQL, run on the whole warehouse
     yield con
     con.close()
 
@@ -147,7 +147,7 @@ def test_a_99_85_percent_gap_is_not_reconciled_and_the_tolerance_is_configurable
     for m, prov, src, basis, billed, priced in rows:
         con.execute("INSERT INTO line_items VALUES (?, ?, 'X', 'USD', ?, ?, NULL, NULL, ?, ?, 1, 1, ?)",
                     [m, prov, src, basis, Decimal(billed), Decimal(billed), Decimal(priced) if priced else None])
-    sql = (REPO / "sql" / "outputs" / "create_llm_reconciliation.sql").read_text()
+    sql = "CREATE OR REPLACE TABLE llm_reconciliation AS " + (REPO / "sql" / "warehouse" / "llm_reconciliation.sql").read_text()
     con.execute(sql)
     status = dict(con.execute("SELECT provider, status FROM llm_reconciliation").fetchall())
     # residual shares by hand: aws 48,572.92 / 48,644.78 = 99.85 %; openai 0.5 %; anthropic 0; xai -20 %

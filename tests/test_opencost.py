@@ -187,7 +187,7 @@ def test_one_h100_from_slurm_dcgm_and_opencost_has_one_name_and_one_unit_economi
     """Slurm says `h100`, DCGM and OpenCost say 'NVIDIA H100 80GB HBM3', an OpenCost pod without gpuModel runs on a
     p5.48xlarge: all four are the H100 80 GB (models/reference/gpu_models.csv), and the rate `h100*` prices it."""
     from apportion import cli
-    from apportion.sql import sql_text
+    from apportion.steps.summaries import create_unit_economics
 
     (tmp_path / "sacct").mkdir()
     (tmp_path / "sacct" / "jobs.txt").write_text(
@@ -223,7 +223,7 @@ def test_one_h100_from_slurm_dcgm_and_opencost_has_one_name_and_one_unit_economi
     assert {(k, u) for k, u, _, _ in names} == {("slurm_sacct", "gpu-allocated"), ("opencost", "gpu-allocated"),
                                                 ("gpu_metrics", "gpu-observed")}
     assert {(m, s) for _, _, m, s in names} == {("h100-80gb", "h100-80gb")}
-    con.execute(sql_text("outputs/create_gpu_unit_economics.sql"))
+    create_unit_economics(con, "gpu")
     econ = con.execute("SELECT x_Team, x_GpuModel, gpu_hours, priced_cost FROM gpu_unit_economics "
                        "WHERE x_BillingMonth = '2026-10'").fetchall()
     # one row: Slurm 2 GPUs x 2 h at the h100* rate $3.00 = $12 + OpenCost's own estimates $20 + $10

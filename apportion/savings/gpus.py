@@ -17,7 +17,9 @@ from apportion.savings.table import Finding, Results, Skip, confidence
 
 
 def _has_gpu_usage(con) -> bool:
-    return bool(con.execute("SELECT count(*) FROM duckdb_tables() WHERE table_name = 'gpu_usage'").fetchone()[0])
+    return bool(con.execute(  # a table or a view over the lake's per-month summary (issue 10)
+        "SELECT count(*) FROM (SELECT table_name AS n FROM duckdb_tables() UNION ALL "
+        "SELECT view_name FROM duckdb_views()) WHERE n = 'gpu_usage'").fetchone()[0])
 
 
 def find(con, cfg, settings, results: Results) -> None:

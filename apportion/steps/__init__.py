@@ -15,7 +15,7 @@ from apportion.lake import (
 )
 from apportion.steps.allocate import AllocationStats, ExactnessError, allocate, register_taxonomy
 from apportion.steps.exports import EXPORT_FILES, EXPORT_TABLES, export_month
-from apportion.steps.land import current_delivery, land, quarantine_file
+from apportion.steps.land import current_delivery, land, publish_raw_current, quarantine_file, sync_raw_records
 from apportion.steps.line_items import LineItemStats, build_line_items, load_reference
 from apportion.steps.warehouse import (
                             COLUMN_DOCS,
@@ -25,11 +25,13 @@ from apportion.steps.warehouse import (
                             low_coverage,
                             warehouse_breaches,
 )
+from apportion.storage import publish_warehouse
 
 __all__ = [
     "ALLOCATIONS", "LINE_ITEMS", "QUARANTINE", "clean_leftovers", "mixed_delivery_months",
     "partition_dir", "AllocationStats", "ExactnessError", "allocate", "register_taxonomy", "EXPORT_FILES",
-    "EXPORT_TABLES", "export_month", "current_delivery", "land", "quarantine_file", "LineItemStats",
+    "EXPORT_TABLES", "export_month", "current_delivery", "land", "quarantine_file", "publish_raw_current",
+    "sync_raw_records", "publish_warehouse", "LineItemStats",
     "build_line_items", "load_reference", "COLUMN_DOCS", "WAREHOUSE_TABLES", "WarehouseNotPublished",
     "build_warehouse", "low_coverage", "warehouse_breaches",
 ]

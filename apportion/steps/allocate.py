@@ -88,7 +88,13 @@ def allocate(cfg: ApportionConfig, source: SourceConfig, month: str, tax: Taxono
     invoice, GPU-hours attributing a cluster's instances), so the month's line items of every source
     are visible here; only this source's pieces are written. `lake` redirects the output (taxonomy diff).
     """
-    from apportion.split_rules import apply_splits, spread_rules, workload_classes_select
+    from apportion.split_rules import (
+        apply_splits,
+        prepare_splits,
+        reason_expression,
+        spread_rules,
+        workload_classes_select,
+    )
 
     tax = tax or load_taxonomy(cfg.taxonomy)
     li_dir = partition_dir(cfg, LINE_ITEMS, source.name, month)
@@ -113,14 +119,20 @@ def allocate(cfg: ApportionConfig, source: SourceConfig, month: str, tax: Taxono
         con.execute(sql_text("allocation/allocate.sql").format(view="allocations_month", line_items="month_line_items", **parts))
         result = "allocations_month"
         if needs_table:
-            con.execute(f"CREATE TEMP TABLE alloc AS {workload_classes_select(con, tax, 'allocations_month')}")
+            # value classes: a projection over the streamed pieces
+            con.execute(f"CREATE TEMP VIEW pieces_classified AS {workload_classes_select(con, tax, 'allocations_month')}")
+            pieces = "pieces_classified"
             if needs_basis:
                 con.execute(sql_text("allocation/allocate.sql").format(view="basis", line_items="month_all_line_items", **parts))
                 con.execute("CREATE TEMP VIEW basis_line_items AS SELECT * FROM month_all_line_items")
-                apply_splits(con, tax)
-            from apportion.split_rules import reason_expression
-
-            result = f"(SELECT * REPLACE ({reason_expression(tax)} AS x_AllocationReason) FROM alloc)"
+                # Only the pieces some rule may split are held in a table (the rules rewrite them in place); the
+                # rest of the month streams from the line items to the Parquet file, never materialised.
+                candidate, params = prepare_splits(con, tax)
+                con.execute(f"CREATE TEMP TABLE alloc AS SELECT * FROM pieces_classified AS a WHERE {candidate}", params)
+                apply_splits(con, tax, prepared=True)
+                pieces = ("(SELECT * FROM pieces_classified WHERE x_LineId NOT IN (SELECT x_LineId FROM alloc) "
+                          "UNION ALL BY NAME SELECT * FROM alloc)")
+            result = f"(SELECT * REPLACE ({reason_expression(tax)} AS x_AllocationReason) FROM {pieces})"
         tmp = new_version(lake or cfg.lake, ALLOCATIONS, source.name, month)
         try:
             _write_pieces(con, result, tmp)
@@ -148,5 +160,5 @@ def _write_pieces(con, result: str, version: Path) -> None:
     con.execute(
         f"COPY (SELECT * EXCLUDE (x_FxRate), CAST(BilledCost * x_FxRate AS DECIMAL(38, 12)) AS x_ReportingBilledCost, "
         f"CAST(EffectiveCost * x_FxRate AS DECIMAL(38, 12)) AS x_ReportingEffectiveCost FROM {result}) "
-        f"TO {lit(str(version / 'data.parquet'))} (FORMAT parquet, COMPRESSION zstd, ROW_GROUP_SIZE 50000)"
+        f"TO {lit(str(version / 'data.parquet'))} (FORMAT parquet, COMPRESSION zstd, COMPRESSION_LEVEL 1, ROW_GROUP_SIZE 50000)"
     )

@@ -128,7 +128,7 @@ def _write_pack(con, tmp: Path, lines: str) -> None:
         expr = f"coalesce({col}, 'unclassified')" if name == "value_class" else col
         if col not in columns:
             expr = "'unclassified'" if name == "value_class" else "'untagged'"
-        cells = sql_text("outputs/export_allocation_by_dimension.sql").format(
+        cells = sql_text("exports/allocation_by_dimension.sql").format(
             invoice_id=INVOICE_ID, column=expr, name=name)
         con.execute(f"CREATE OR REPLACE TEMP TABLE cells AS {_rounded(cells, ['provider', name])}")
         _write_summary(con, _totals(name, ("billing_month", "billing_currency", name)),
@@ -136,7 +136,7 @@ def _write_pack(con, tmp: Path, lines: str) -> None:
         if name == "team":
             _write_summary(con, _totals(name, ("billing_month", "source", "provider", "billing_currency", name)),
                            tmp / "allocation_by_source_and_team.csv")
-    untagged = sql_text("outputs/export_untagged_spend.sql").format(
+    untagged = sql_text("exports/untagged_spend.sql").format(
         invoice_id=INVOICE_ID,
         flags=",\n        ".join(f"({c} = 'untagged') as untagged_{n}" for n, c in dims),
         flag_names=", ".join(f"p.untagged_{n}" for n, _ in dims),
@@ -155,10 +155,10 @@ def _write_pack(con, tmp: Path, lines: str) -> None:
                                                       "effective_cost", "billed_cost_rounded",
                                                       "effective_cost_rounded"])
     con.execute("DROP TABLE cells")
-    _write_summary(con, sql_text("outputs/export_shared_cost_splits.sql"), tmp / "shared_cost_splits.csv")
-    _write_summary(con, sql_text("outputs/export_control_totals.sql").format(invoice_id=INVOICE_ID),
+    _write_summary(con, sql_text("exports/shared_cost_splits.sql"), tmp / "shared_cost_splits.csv")
+    _write_summary(con, sql_text("exports/control_totals.sql").format(invoice_id=INVOICE_ID),
                    tmp / "control_totals.csv")
-    _write_lines(con, sql_text("outputs/export_allocation_lines.sql").format(invoice_id=INVOICE_ID), tmp, lines)
+    _write_lines(con, sql_text("exports/allocation_lines.sql").format(invoice_id=INVOICE_ID), tmp, lines)
 
 
 def _rounded(cells: str, keys: list[str]) -> str:

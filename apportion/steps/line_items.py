@@ -79,13 +79,17 @@ def build_line_items(cfg: ApportionConfig, source: SourceConfig, delivery: Deliv
                 con.execute(
                     f"COPY (SELECT {select_list(available=produced)} FROM line_items_checked "
                     f"WHERE x_QuarantineReason IS NULL) TO {lit(str(li_part))} "
-                    "(FORMAT parquet, COMPRESSION zstd, ROW_GROUP_SIZE 50000)"
+                    "(FORMAT parquet, COMPRESSION zstd, COMPRESSION_LEVEL 1, ROW_GROUP_SIZE 50000)"
                 )
-                # the second pass reads only the columns the reasons need (projection pushdown)
+                # the second pass reads only the columns the reasons need (projection pushdown), from the
+                # source's own `line_items_rejected` view when its SQL defines one (no FOCUS mapping at all)
+                rejected = "line_items_rejected" if con.execute(
+                    "SELECT count(*) FROM duckdb_views() WHERE temporary AND view_name = 'line_items_rejected'"
+                ).fetchone()[0] else "line_items_checked"
                 con.execute(
                     "COPY (SELECT x_SourceName, x_BillingMonth, x_DeliveryId, x_SourceFile, x_SourceRow, "
                     "x_QuarantineReason AS reason, CAST(BilledCost AS VARCHAR) AS billed_cost "
-                    "FROM line_items_checked WHERE x_QuarantineReason IS NOT NULL "
+                    f"FROM {rejected} WHERE x_QuarantineReason IS NOT NULL "
                     f"ORDER BY x_SourceFile, x_SourceRow) TO {lit(str(q_part))} (FORMAT parquet)"
                 )
             except BaseException as exc:

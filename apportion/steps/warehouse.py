@@ -1,7 +1,13 @@
 """Step 4, warehouse: apportion.duckdb built from the lake into a staged file, checked, then published.
 
-The single writer. The blocking checks (ties out per source and month; line items and allocations from
-one delivery) run on the staged file; only a file that passed replaces the published one.
+The single writer. The file does not copy the lake: line_items, allocations and quarantined_rows are views over
+the partitions' current versions, and the aggregates (ledger_totals, monthly_spend, untagged_spend,
+allocation_coverage, the LLM and GPU unit economics) are views over their summaries in the lake, written once
+per source x month (or month) when their inputs change (apportion/steps/summaries.py): a nightly run of the
+open months costs the same whatever the history. The blocking checks (ties out per source and month; line items
+and allocations from one delivery) run on the staged file, over ledger_totals; only a file that passed replaces
+the published one. Each table's SQL is its own file under sql/warehouse/; the descriptions are in
+models/warehouse_docs.py.
 """
 
 from __future__ import annotations
@@ -19,21 +25,19 @@ from apportion.lake import ALLOCATIONS, LINE_ITEMS, QUARANTINE, current_files, p
 from apportion.models.config import ApportionConfig
 from apportion.models.focus import LINE_ITEM_COLUMNS, dimension_column, select_list
 from apportion.models.taxonomy import Taxonomy, load_taxonomy
+from apportion.models.warehouse_docs import COLUMN_DOCS, TABLE_DOCS
 from apportion.sql import sql_text
+from apportion.steps.summaries import PER_MONTH, PER_SOURCE, QUARANTINE_EMPTY, Snapshot, refresh, summary_files
 
+# Summaries that stay views over the lake (rows grow with resources and GPU pieces); the others are small tables.
+LARGE_SUMMARIES = ("untagged_spend", "gpu_usage")
 WAREHOUSE_TABLES = ("line_items", "allocations", "untagged_spend", "allocation_coverage", "quarantined_rows", "deliveries")
-
-
-# AI unit economics and the LLM invoice reconciliation, built from line_items and allocations.
-UNIT_ECONOMICS_SQL = (
-    "outputs/create_llm_reconciliation.sql",
-    "outputs/create_llm_unit_economics.sql",
-    "outputs/create_gpu_unit_economics.sql",
-)
+__all__ = ["COLUMN_DOCS", "TABLE_DOCS", "WAREHOUSE_TABLES", "WarehouseNotPublished", "build_warehouse",
+           "low_coverage", "warehouse_breaches"]
 
 
 def build_warehouse(cfg: ApportionConfig, tax: Taxonomy | None = None) -> dict:
-    """Rebuild apportion.duckdb from the lake into a new file and swap it in atomically.
+    """Build apportion.duckdb from the lake into a new file and swap it in atomically.
 
     An analyst who has the previous file open keeps reading it (the old inode stays valid until
     they close it); the next open sees the complete new file. Never a half-built file.
@@ -42,13 +46,19 @@ def build_warehouse(cfg: ApportionConfig, tax: Taxonomy | None = None) -> dict:
     cfg.warehouse.mkdir(parents=True, exist_ok=True)
     tmp_path = cfg.warehouse / f".apportion.duckdb.building-{work_suffix()}"
     con = connect(cfg, str(tmp_path))
+    # the views are read many times during the build (guardrails, savings): read each Parquet footer once
+    con.execute("SET parquet_metadata_cache = true")
     published = False
     try:
-        # The lake is not copied: line_items, allocations and quarantined_rows are views over the exact files
-        # of the partitions' current versions (recorded in lake_files, so those versions outlive this file's
-        # successor: an analyst holding this file keeps a consistent picture).
+        # The exact files of the partitions' current versions (recorded in lake_files, so those versions outlive
+        # this file's successor: an analyst holding this file keeps a consistent picture); the summaries of
+        # exactly those versions (recomputed here only where they are missing or stale).
         files = {t: current_files(cfg.lake, t) for t in (LINE_ITEMS, ALLOCATIONS, QUARANTINE)}
-        _create_lake_files(con, files)
+        snapshot = Snapshot.of(cfg.lake, files)
+        refresh(cfg, snapshot)
+        summary = summary_files(cfg, snapshot)
+        lake_tables = {**PER_SOURCE, **PER_MONTH}
+        _create_lake_files(con, {**files, **{lake_tables[name]: fs for name, fs in summary.items()}})
         if files[LINE_ITEMS]:
             src_li = f"read_parquet({list_literal(files[LINE_ITEMS])}, union_by_name = true)"
             produced = {r[0] for r in con.execute(f"DESCRIBE SELECT * FROM {src_li}").fetchall()}
@@ -56,48 +66,35 @@ def build_warehouse(cfg: ApportionConfig, tax: Taxonomy | None = None) -> dict:
         else:
             con.execute(f"CREATE VIEW line_items AS SELECT {select_list()} FROM (SELECT NULL) WHERE false")
         if files[ALLOCATIONS]:
-            con.execute(f"CREATE VIEW allocations AS SELECT * FROM read_parquet({list_literal(files[ALLOCATIONS])}, "
-                        "union_by_name = true)")
+            _lake_view(con, "allocations", files[ALLOCATIONS])
         else:
             con.execute("CREATE VIEW allocations AS SELECT * FROM (SELECT 1) WHERE false")
         if files[QUARANTINE]:
-            con.execute(f"CREATE VIEW quarantined_rows AS SELECT * FROM read_parquet({list_literal(files[QUARANTINE])}, "
-                        "union_by_name = true)")
+            _lake_view(con, "quarantined_rows", files[QUARANTINE])
         else:
-            con.execute(
-                "CREATE VIEW quarantined_rows AS SELECT NULL::VARCHAR AS x_SourceName, NULL::VARCHAR AS x_BillingMonth, "
-                "NULL::VARCHAR AS x_DeliveryId, NULL::VARCHAR AS x_SourceFile, NULL::BIGINT AS x_SourceRow, "
-                "NULL::VARCHAR AS reason, NULL::VARCHAR AS billed_cost WHERE false"
-            )
-        al_files = files[ALLOCATIONS]
+            con.execute(f"CREATE VIEW quarantined_rows AS {QUARANTINE_EMPTY}")
         _create_deliveries(con, cfg)
-        dims = tax.dimension_names
-        con.execute(sql_text("outputs/create_untagged_spend.sql").format(
-            dimension_union=_dimension_union(dims, untagged_only=True)))
-        con.execute(sql_text("outputs/create_allocation_coverage.sql").format(
-            dimension_union=_dimension_union(dims, untagged_only=False)))
-        if "value_class" in dims:
-            con.execute(sql_text("outputs/create_portfolio.sql"))
-            con.execute("COMMENT ON VIEW portfolio IS 'Spend per month, value class and team, with the change from "
-                        "the previous month (the portfolio view of production, experimental and background work).'")
-        _comment(con, dims)
-        from apportion import analyst_views  # analyst views + a COMMENT ON for every table/view column
+        for name, fs in summary.items():  # the summaries: small ones copied in (fast to query), the others views
+            if fs:
+                _lake_view(con, name, fs, table=name not in LARGE_SUMMARIES, hive=False)
+        if "monthly_spend" in _relations(con) and "x_ValueClass" in _columns(con, "monthly_spend"):
+            con.execute(sql_text("warehouse/portfolio.sql"))
+        if "gpu_job_waste" in _relations(con):
+            con.execute(sql_text("warehouse/gpu_top_idle_jobs.sql"))
+        _comment(con, tax.dimension_names)
+        from apportion import analyst_views  # a COMMENT ON for every table/view column still without one
 
-        analyst_views.create_views(con)
-        if al_files:  # unit economics need the dimension columns of a real allocations table
-            con.execute("SET VARIABLE reconciliation_tolerance = ?", [cfg.reconciliation_tolerance])
-            for name in UNIT_ECONOMICS_SQL:
-                con.execute(sql_text(name))
-        analyst_views.document(con, dims)
+        analyst_views.document(con, tax.dimension_names)
         create_guardrail_views(con, cfg, tax)  # budgets, anomalies, token policies, alerts
         from apportion import savings  # savings advice (issue 12): recommendations + savings_skipped tables
 
         savings.create_recommendations(con, cfg)
         __import__("apportion.close.deltas").close.deltas.create_restatements(con, cfg)  # month close (issue 17)
-        counts = {t: con.execute(f"SELECT count(*) FROM {t}").fetchone()[0] for t in WAREHOUSE_TABLES}
+        present = _relations(con)
+        counts = {t: con.execute(f"SELECT count(*) FROM {t}").fetchone()[0] for t in WAREHOUSE_TABLES if t in present}
         # the blocking checks run on the staged file: a warehouse that does not tie out is never published
-        ties = con.execute(sql_text("outputs/check_warehouse_ties_out.sql")).fetchall()
-        mixed = con.execute(sql_text("outputs/check_warehouse_deliveries.sql")).fetchall()
+        ties = con.execute(sql_text("checks/warehouse_ties_out.sql")).fetchall() if "ledger_totals" in present else []
+        mixed = con.execute(sql_text("checks/warehouse_deliveries.sql")).fetchall() if "ledger_totals" in present else []
         if ties or mixed:
             raise WarehouseNotPublished(ties, mixed)
         con.execute("CHECKPOINT")
@@ -108,7 +105,7 @@ def build_warehouse(cfg: ApportionConfig, tax: Taxonomy | None = None) -> dict:
         os.replace(tmp_path, cfg.duckdb_path)
         published = True
         fault_point("warehouse:published")
-        keep = {f.parent.resolve() for t in files.values() for f in t} | previous
+        keep = {f.parent.resolve() for t in [*files.values(), *summary.values()] for f in t} | previous
         prune_versions(cfg.lake, keep)
     finally:
         con.close()
@@ -118,11 +115,28 @@ def build_warehouse(cfg: ApportionConfig, tax: Taxonomy | None = None) -> dict:
     return counts
 
 
+def _lake_view(con, name: str, files: list[Path], table: bool = False, hive: bool = True) -> None:
+    """A view (or a table copied in) over lake files; a summary's own x_SourceName is not its folder's (`_all`)."""
+    kind = "TABLE" if table else "VIEW"
+    options = "union_by_name = true" + ("" if hive else ", hive_partitioning = false")
+    con.execute(f"CREATE {kind} {name} AS SELECT * FROM read_parquet({list_literal(files)}, {options})")
+
+
+def _columns(con, relation: str) -> set[str]:
+    return {r[0] for r in con.execute(f"DESCRIBE {relation}").fetchall()}
+
+
+def _relations(con) -> set[str]:
+    return {r[0] for r in con.execute(
+        "SELECT table_name FROM duckdb_tables() WHERE NOT internal "
+        "UNION SELECT view_name FROM duckdb_views() WHERE NOT internal").fetchall()}
+
+
 def _create_lake_files(con, files: dict[str, list[Path]]) -> None:
     table = pa.table({"lake_table": [t for t, fs in files.items() for _ in fs],
                       "path": [str(f) for fs in files.values() for f in fs]})
     con.register("lake_files_arrow", table)
-    con.execute("CREATE TABLE lake_files AS SELECT lake_table, path FROM lake_files_arrow")
+    con.execute(sql_text("warehouse/lake_files.sql"))
     con.unregister("lake_files_arrow")
 
 
@@ -155,16 +169,6 @@ class WarehouseNotPublished(Exception):
         super().__init__("warehouse not published (the previous file is kept): " + "; ".join(parts))
 
 
-def _dimension_union(dims: list[str], untagged_only: bool) -> str:
-    parts = []
-    for d in dims:
-        col = dimension_column(d)
-        # spread pieces stay listed: spreading makes them attributed, never invisible
-        where = f"WHERE {col} = 'untagged' OR {col}Reason LIKE 'spread:%'" if untagged_only else ""
-        parts.append(f"SELECT '{d}' AS dimension, {col} AS value, {col}Reason AS reason, a.* FROM allocations AS a {where}")
-    return "\n        UNION ALL BY NAME\n        ".join(parts)
-
-
 def _create_deliveries(con, cfg: ApportionConfig) -> None:
     rows = []
     for log in sorted(cfg.raw.glob("*/*/deliveries.jsonl")):
@@ -184,65 +188,19 @@ def _create_deliveries(con, cfg: ApportionConfig) -> None:
                         ("object_keys", pa.string()), ("is_current", pa.bool_())])
     table = pa.Table.from_pylist(rows, schema=schema)
     con.register("deliveries_arrow", table)
-    con.execute("CREATE TABLE deliveries AS SELECT source, kind, billing_month, delivery_id, layout, manifest_key, "
-                "CAST(fetched_at AS TIMESTAMPTZ) AS fetched_at, objects, bytes, CAST(object_keys AS JSON) AS object_keys, "
-                "is_current FROM deliveries_arrow")
+    con.execute(sql_text("warehouse/deliveries.sql"))
     con.unregister("deliveries_arrow")
 
 
-TABLE_DOCS = {
-    "line_items": "FOCUS 1.2 cost and usage line items from every source, one row per provider line; "
-                  "x_ columns carry lineage (source, delivery, file, row) and provider extras.",
-    "allocations": "Every line item split into one or more pieces, each attributed to project, team and workload "
-                   "with the tag or rule that decided it. Pieces sum exactly to their line item.",
-    "untagged_spend": "Spend that no tag, rule, account mapping or default could attribute, per dimension, "
-                      "with the reason and the account, service and resource behind it.",
-    "allocation_coverage": "Spend-weighted share attributed per billing month, source and dimension.",
-    "quarantined_rows": "Raw rows that were not loaded, with source file, row number and reason.",
-    "deliveries": "Every provider delivery landed: object keys, sizes, etags, delivery id and fetch time.",
-    "lake_files": "The Parquet files (current partition versions in the lake) that line_items, allocations and "
-                  "quarantined_rows read: the warehouse does not copy the lake.",
-}
-
-
-COLUMN_DOCS = {
-    "allocations": {
-        "x_PieceId": "Piece number within the line item (1 when the line is not split).",
-        "x_AllocatedRatio": "Share of the line item carried by this piece; the pieces of a line sum to 1.",
-        "x_AllocationReason": "How each dimension was decided, e.g. 'project=tag:project; team=account:333...'.",
-        "x_AllocationRuleId": "Split rule that produced the piece (null when not split).",
-        "x_AllocationMethodDetails": "FOCUS 1.3 AllocatedMethodDetails-shaped JSON for split pieces.",
-        "InvoiceId": "Invoice of the piece's line item.",
-        "x_ProviderLineItemId": "Provider's own id of the piece's line item.",
-        "x_UsageType": "Provider usage type of the piece's line item.",
-        "x_ReportingCurrency": "Configured reporting currency (null when none is configured).",
-        "x_ReportingBilledCost": "This piece's BilledCost at its line's FX rate (reporting only; not exact by design).",
-        "x_ReportingEffectiveCost": "This piece's EffectiveCost at its line's FX rate.",
-    },
-    "untagged_spend": {
-        "dimension": "Dimension left unattributed (project, team, workload, ...).",
-        "reason": "untagged:no-tags | untagged:key-missing | untagged:unknown-value (with the rejected tag).",
-        "reason_code": "The reason without details.",
-        "created_by": "aws:createdBy tag when present: who launched the resource.",
-        "line_items": "Number of line items.",
-    },
-    "allocation_coverage": {
-        "attributed_cost": "EffectiveCost attributed by a tag, rule, account mapping or default.",
-        "shared_cost": "EffectiveCost with no resource to own it (tax, credits, fees); split by later rules.",
-        "untagged_cost": "EffectiveCost that could have been attributed but was not.",
-        "spread_cost": "EffectiveCost that was untagged and spread over known values (marked spread:, not attributed).",
-        "coverage": "attributed / (attributed + untagged + spread), spend-weighted on absolute EffectiveCost.",
-    },
-}
-
-
 def _comment(con, dims: list[str]) -> None:
+    """COMMENT ON the tables, views and columns models/warehouse_docs.py describes (those the file has)."""
+    present = _relations(con)
     views = {r[0] for r in con.execute("SELECT view_name FROM duckdb_views() WHERE NOT internal").fetchall()}
     for table, doc in TABLE_DOCS.items():
-        con.execute(f"COMMENT ON {'VIEW' if table in views else 'TABLE'} {table} IS {lit(doc)}")
+        if table in present:
+            con.execute(f"COMMENT ON {'VIEW' if table in views else 'TABLE'} {table} IS {lit(doc)}")
     for c in LINE_ITEM_COLUMNS:
         con.execute(f'COMMENT ON COLUMN line_items."{c.name}" IS {lit(c.description)}')
-    cols = {r[0] for r in con.execute("SELECT column_name FROM information_schema.columns WHERE table_name='allocations'").fetchall()}
     descriptions = {c.name: c.description for c in LINE_ITEM_COLUMNS}
     for d in dims:
         descriptions[dimension_column(d)] = f"Attributed {d} (or 'untagged' / 'shared')."
@@ -250,21 +208,23 @@ def _comment(con, dims: list[str]) -> None:
     descriptions.update(COLUMN_DOCS["allocations"])
     descriptions["BilledCost"] = "Allocated BilledCost of this piece."
     descriptions["EffectiveCost"] = "Allocated EffectiveCost of this piece."
-    for col in cols:
+    for col in _columns(con, "allocations"):
         if col in descriptions:
             con.execute(f'COMMENT ON COLUMN allocations."{col}" IS {lit(descriptions[col])}')
-    con.execute(f"COMMENT ON COLUMN lake_files.lake_table IS {lit('Lake table: line_items, allocations or quarantine.')}")
-    con.execute(f"COMMENT ON COLUMN lake_files.path IS {lit('Absolute path of one Parquet file of a current version.')}")
-    for table in ("untagged_spend", "allocation_coverage"):
-        for col, doc in COLUMN_DOCS[table].items():
-            con.execute(f'COMMENT ON COLUMN {table}."{col}" IS {lit(doc)}')
+    for table, docs in COLUMN_DOCS.items():
+        if table == "allocations" or table not in present:
+            continue
+        cols = _columns(con, table)
+        for col, doc in docs.items():
+            if col in cols:
+                con.execute(f'COMMENT ON COLUMN {table}."{col}" IS {lit(doc)}')
 
 
 def warehouse_breaches(cfg: ApportionConfig) -> list[tuple]:
     """(source, month, line-item billed, allocated billed, line-item effective, allocated effective) that differ."""
     con = open_published(cfg)
     try:
-        return con.execute(sql_text("outputs/check_warehouse_ties_out.sql")).fetchall()
+        return con.execute(sql_text("checks/warehouse_ties_out.sql")).fetchall()
     finally:
         con.close()
 

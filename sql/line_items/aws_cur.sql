@@ -2,7 +2,107 @@
 -- Reads:  stg_aws_cur (one row per raw row), run_context (one row), ref_aws_services
 --         (models/reference/aws_cur/services.csv), ref_currencies, aws_cur_seen + aws_cur_seen_files
 --         (identities of the month's earlier files, see AwsCurConnector._remember_earlier_files).
--- Writes: temp view line_items_checked = contract columns + x_QuarantineReason (null = good row).
+-- Writes: temp table aws_cur_duplicates (the repeated rows of the file, with the reason), temp views
+--         aws_cur_checked (raw rows + quarantine_reason), line_items_rejected (the quarantined rows) and
+--         line_items_checked = contract columns + x_QuarantineReason (null = good row).
+
+-- A line item is (identity_line_item_id, identity_time_interval) within the month. The same identity
+-- again — a part re-delivered under another file name, or a row repeated in one file — is counted
+-- once: the first occurrence (lowest file, then row) stays, every later one is quarantined naming the
+-- file and row it repeats. Earlier files of the month are in aws_cur_seen (the month is built one file
+-- at a time). Rows without an id (legacy rows may lack one) are never deduplicated.
+-- A table of the (few) repeated rows, computed once per file: the view below is read twice (line items,
+-- quarantine), and a window over every row of the file would be sorted twice. Only identities that
+-- repeat (a hash aggregate over the 128-bit identity hash) or that an earlier file holds are ranked.
+create or replace temp table aws_cur_duplicates as
+with
+
+ids as not materialized (
+    select
+        _file,
+        _file_idx,
+        _row,
+        identity_line_item_id,
+        identity_time_interval,
+        md5_number(identity_line_item_id || chr(0) || coalesce(identity_time_interval, '')) as k
+    from stg_aws_cur
+    where identity_line_item_id is not null
+),
+
+repeated as (
+    select k
+    from ids
+    group by k
+    having count(*) > 1
+),
+
+candidates as (
+    select
+        i.*,
+        s._file_idx as seen_file_idx,
+        s._row as seen_row
+    from ids as i
+    left join aws_cur_seen as s on s.k = i.k
+    where s.k is not null or i.k in (select k from repeated)
+),
+
+ranked as (
+    select
+        c.*,
+        row_number() over w as n,
+        first_value(c._file) over w as first_file,
+        first_value(c._row) over w as first_row
+    from candidates as c
+    window w as (partition by c.identity_line_item_id, c.identity_time_interval order by c._file_idx, c._row)
+)
+
+select
+    r._file_idx,
+    r._row,
+    'duplicate line item ' || r.identity_line_item_id || ' ' || coalesce(r.identity_time_interval, '(no interval)')
+        || ': also in ' || coalesce(sf._file, r.first_file) || ':' || coalesce(r.seen_row, r.first_row) as reason
+from ranked as r
+left join aws_cur_seen_files as sf on sf._file_idx = r.seen_file_idx
+where r.n > 1 or r.seen_file_idx is not null;
+
+-- Every raw row with its quarantine reason (null = good row), first problem wins. A bad row never becomes a
+-- zero. A view of its own so that the quarantine pass (line_items_rejected below) reads only what decides
+-- the reasons, without the service, tag and FOCUS mapping of line_items_checked.
+create or replace temp view aws_cur_checked as
+select
+    src.*,
+    case
+        when dup.reason is not null then dup.reason
+        when src._bad is not null then src._bad
+        when src.line_item_unblended_cost is null then 'missing line_item_unblended_cost'
+        when src.line_item_currency_code is null then 'missing line_item_currency_code'
+        when cur.currency_code is null then 'unknown currency ' || src.line_item_currency_code
+        when src.bill_billing_period_start_date is not null
+             and src.bill_billing_period_start_date <> ctx.period_start
+            then 'row belongs to billing period ' || strftime(src.bill_billing_period_start_date, '%Y-%m')
+                 || ', delivered in ' || ctx.billing_month
+        when src.resource_tags is null and nullif(trim(src.resource_tags_raw), '') is not null
+            then 'malformed resource_tags JSON'
+    end as quarantine_reason
+from stg_aws_cur as src
+cross join (select billing_month, cast(billing_month || '-01 00:00:00+00' as timestamptz) as period_start from run_context) as ctx
+left join ref_currencies as cur on cur.currency_code = upper(src.line_item_currency_code)
+left join aws_cur_duplicates as dup on dup._file_idx = src._file_idx and dup._row = src._row;
+
+-- The quarantined rows (one per raw row: a quarantined fee yields no unused-commitment line), in the columns
+-- of the quarantine file; the same rows line_items_checked marks with x_QuarantineReason.
+create or replace temp view line_items_rejected as
+select
+    ctx.source_name as x_SourceName,
+    ctx.billing_month as x_BillingMonth,
+    ctx.delivery_id as x_DeliveryId,
+    c._file as x_SourceFile,
+    c._row as x_SourceRow,
+    c.quarantine_reason as x_QuarantineReason,
+    c.line_item_unblended_cost as BilledCost
+from aws_cur_checked as c
+cross join run_context as ctx
+where c.quarantine_reason is not null;
 
 create or replace temp view line_items_checked as
 with
@@ -11,6 +111,8 @@ ctx as (select * from run_context),
 
 -- not materialised: the raw month is scanned once per use instead of held in memory
 src as not materialized (select * from stg_aws_cur),
+
+checked as not materialized (select * from aws_cur_checked),
 
 -- Service names and categories are decided once per distinct service, not once per row.
 services as (
@@ -76,38 +178,6 @@ cost_category_json as (
     from cost_category_sets
 ),
 
--- A line item is (identity_line_item_id, identity_time_interval) within the month. The same identity
--- again — a part re-delivered under another file name, or a row repeated in one file — is counted
--- once: the first occurrence (lowest file, then row) stays, every later one is quarantined naming the
--- file and row it repeats. Earlier files of the month are in aws_cur_seen (the month is built one file
--- at a time). Rows without an id (legacy rows may lack one) are never deduplicated.
-identities as (
-    select
-        _file_idx,
-        _row,
-        identity_line_item_id,
-        identity_time_interval,
-        md5_number(identity_line_item_id || chr(0) || coalesce(identity_time_interval, '')) as k,
-        row_number() over w as n,
-        first_value(_file) over w as first_file,
-        first_value(_row) over w as first_row
-    from src
-    where identity_line_item_id is not null
-    window w as (partition by identity_line_item_id, identity_time_interval order by _file_idx, _row)
-),
-
-duplicates as (
-    select
-        i._file_idx,
-        i._row,
-        'duplicate line item ' || i.identity_line_item_id || ' ' || coalesce(i.identity_time_interval, '(no interval)')
-            || ': also in ' || coalesce(sf._file, i.first_file) || ':' || coalesce(s._row, i.first_row) as reason
-    from identities as i
-    left join aws_cur_seen as s on s.k = i.k
-    left join aws_cur_seen_files as sf on sf._file_idx = s._file_idx
-    where i.n > 1 or s.k is not null
-),
-
 typed as (
     select
         src._file,
@@ -166,23 +236,8 @@ typed as (
         sm.ServiceSubcategory as service_subcategory,
         sm.ServiceName as service_name,
         sm.UnmappedService as unmapped_service,
-        -- Quarantine reasons, first problem wins. A bad row never becomes a zero.
-        case
-            when dup.reason is not null then dup.reason
-            when src._bad is not null then src._bad
-            when src.line_item_unblended_cost is null then 'missing line_item_unblended_cost'
-            when src.line_item_currency_code is null then 'missing line_item_currency_code'
-            when cur.currency_code is null then 'unknown currency ' || src.line_item_currency_code
-            when src.bill_billing_period_start_date is not null
-                 and src.bill_billing_period_start_date <> ctx.period_start
-                then 'row belongs to billing period ' || strftime(src.bill_billing_period_start_date, '%Y-%m')
-                     || ', delivered in ' || ctx.billing_month
-            when src.resource_tags is null and nullif(trim(src.resource_tags_raw), '') is not null
-                then 'malformed resource_tags JSON'
-        end as quarantine_reason
-    from src
-    cross join (select billing_month, cast(billing_month || '-01 00:00:00+00' as timestamptz) as period_start from run_context) as ctx
-    left join ref_currencies as cur on cur.currency_code = upper(src.line_item_currency_code)
+        src.quarantine_reason
+    from checked as src
     left join service_map as sm
         on sm.line_item_product_code = coalesce(src.line_item_product_code, '')
         and sm.product_product_name = coalesce(src.product_product_name, '')
@@ -190,7 +245,6 @@ typed as (
         and sm.bill_billing_entity = coalesce(src.bill_billing_entity, '')
     left join tag_json as tj on tj.m is not distinct from src.resource_tags
     left join cost_category_json as cj on cj.m is not distinct from src.cost_category
-    left join duplicates as dup on dup._file_idx = src._file_idx and dup._row = src._row
 ),
 
 focus as not materialized (
@@ -226,7 +280,7 @@ focus as not materialized (
     from typed as t
 ),
 
--- not materialised: referenced twice below, and a month of line items must stream, not sit in memory
+-- not materialised: a month of line items must stream, not sit in memory
 mapped as not materialized (
 select
     f.availability_zone as AvailabilityZone,
@@ -343,34 +397,42 @@ select
     f.quarantine_reason as x_QuarantineReason
 from focus as f
 cross join ctx
-)
+),
 
 -- FOCUS keeps a commitment's purchase at EffectiveCost 0; the unused part of a Savings Plan or RI fee
 -- is a Usage row of its own (CommitmentDiscountStatus Unused). One CUR fee row becomes two line items
 -- (x_LineId + 2^31 for the second); BilledCost and EffectiveCost totals are unchanged. A quarantined
 -- fee (a duplicate among them) is quarantined once, as its CUR row: it yields no unused line.
-select * replace (
-    case when (x_LineItemType in ('SavingsPlanRecurringFee', 'RIFee') and EffectiveCost <> 0) then 0 else EffectiveCost end as EffectiveCost,
-    case when (x_LineItemType in ('SavingsPlanRecurringFee', 'RIFee') and EffectiveCost <> 0) then null else CommitmentDiscountStatus end
-        as CommitmentDiscountStatus,
-    case when (x_LineItemType in ('SavingsPlanRecurringFee', 'RIFee') and EffectiveCost <> 0) then 0 else PricingCurrencyEffectiveCost end
-        as PricingCurrencyEffectiveCost
+-- One pass: each row is unnested into itself plus, for such a fee, its unused line (a UNION of `mapped`
+-- with itself would make DuckDB buffer the whole file to read it twice).
+expanded as not materialized (
+    select
+        *,
+        (x_LineItemType in ('SavingsPlanRecurringFee', 'RIFee') and EffectiveCost <> 0) as _fee,
+        unnest(case
+            when x_LineItemType in ('SavingsPlanRecurringFee', 'RIFee') and EffectiveCost <> 0
+                 and x_QuarantineReason is null then [false, true]
+            else [false]
+        end) as _unused
+    from mapped
 )
-from mapped
-union all by name
-select * replace (
-    x_LineId + 2147483648 as x_LineId,
-    'Usage' as ChargeCategory,
-    'Usage-Based' as ChargeFrequency,
-    'Unused commitment: ' || coalesce(ChargeDescription, x_LineItemType) as ChargeDescription,
-    cast(0 as decimal(38, 12)) as BilledCost,
-    cast(0 as decimal(38, 12)) as ContractedCost,
-    cast(0 as decimal(38, 12)) as ListCost,
-    'Unused' as CommitmentDiscountStatus,
-    'Committed' as PricingCategory,
-    cast(0 as decimal(38, 12)) as PricingQuantity,
-    coalesce(PricingUnit, 'Units') as PricingUnit,
-    false as x_HasResource
+
+select * exclude (_fee, _unused) replace (
+    case when _unused then x_LineId + 2147483648 else x_LineId end as x_LineId,
+    case when _unused then 'Usage' else ChargeCategory end as ChargeCategory,
+    case when _unused then 'Usage-Based' else ChargeFrequency end as ChargeFrequency,
+    case when _unused then 'Unused commitment: ' || coalesce(ChargeDescription, x_LineItemType) else ChargeDescription end
+        as ChargeDescription,
+    case when _unused then cast(0 as decimal(38, 12)) else BilledCost end as BilledCost,
+    case when _unused then cast(0 as decimal(38, 12)) else ContractedCost end as ContractedCost,
+    case when _unused then cast(0 as decimal(38, 12)) else ListCost end as ListCost,
+    case when _unused then EffectiveCost when _fee then 0 else EffectiveCost end as EffectiveCost,
+    case when _unused then 'Unused' when _fee then null else CommitmentDiscountStatus end as CommitmentDiscountStatus,
+    case when _unused then PricingCurrencyEffectiveCost when _fee then 0 else PricingCurrencyEffectiveCost end
+        as PricingCurrencyEffectiveCost,
+    case when _unused then 'Committed' else PricingCategory end as PricingCategory,
+    case when _unused then cast(0 as decimal(38, 12)) else PricingQuantity end as PricingQuantity,
+    case when _unused then coalesce(PricingUnit, 'Units') else PricingUnit end as PricingUnit,
+    case when _unused then false else x_HasResource end as x_HasResource
 )
-from mapped
-where (x_LineItemType in ('SavingsPlanRecurringFee', 'RIFee') and EffectiveCost <> 0) and x_QuarantineReason is null;
+from expanded;

@@ -81,11 +81,13 @@ create or replace macro apportion_llm_token_type(t) as
 -- A model's display spelling -> x_ModelId: lower case, words joined by '-', Claude versions with '-'
 -- (`Claude Sonnet 4.6` -> claude-sonnet-4-6, as Anthropic spells its ids), Gemini keeps its dots
 -- (`Gemini 2.5 Flash` -> gemini-2.5-flash, as Google spells them).
+-- (No subquery here: a correlated subquery in a macro makes DuckDB buffer every row of the caller's query.)
 create or replace macro apportion_llm_model_id(name) as
     case
         when nullif(trim(name), '') is null then null
-        else (with n as (select regexp_replace(regexp_replace(lower(trim(name)), '[\s_]+', '-', 'g'), '-{2,}', '-', 'g') as v)
-              select case when v like 'claude%' then replace(v, '.', '-') else v end from n)
+        when starts_with(lower(trim(name)), 'claude')
+            then replace(regexp_replace(regexp_replace(lower(trim(name)), '[\s_]+', '-', 'g'), '-{2,}', '-', 'g'), '.', '-')
+        else regexp_replace(regexp_replace(lower(trim(name)), '[\s_]+', '-', 'g'), '-{2,}', '-', 'g')
     end;
 
 -- Bedrock on the CUR. First-party usage types carry the model in CamelCase before the direction:

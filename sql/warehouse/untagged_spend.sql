@@ -1,7 +1,8 @@
--- Spend no tag, rule, account mapping or default could attribute: who and what is behind it.
--- One row per billing month, source, dimension, reason, account, service and resource.
+-- Table untagged_spend: spend no tag, rule, account mapping or default could attribute, who and what is
+-- behind it. One row per billing month, source, dimension, reason, account, service and resource.
+-- Computed per source x month (apportion/steps/summaries.py, lake table summary_untagged) from that
+-- partition's allocations and line items; the warehouse's untagged_spend is a view over every month's rows.
 -- {{dimension_union}} unpivots allocations to (dimension, value, reason, ...) for untagged values only.
-create or replace table untagged_spend as
 with
 
 untagged as (
@@ -37,4 +38,3 @@ select
     sum(EffectiveCost) as EffectiveCost
 from enriched
 group by all
-order by x_BillingMonth, dimension, sum(EffectiveCost) desc;

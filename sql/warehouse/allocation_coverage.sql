@@ -1,6 +1,7 @@
--- Spend-weighted coverage per billing month, source and dimension. Shared charges (tax, credits,
--- commitment fees) are reported apart: they are not untagged, they are split by shared-cost rules.
-create or replace table allocation_coverage as
+-- Table allocation_coverage: spend-weighted coverage per billing month, source, dimension and currency.
+-- Shared charges (tax, credits, commitment fees) are reported apart: they are not untagged, they are split
+-- by shared-cost rules. Computed per source x month (apportion/steps/summaries.py, lake table
+-- summary_coverage); the *_abs_cost columns let any roll-up (all sources, a year) recompute coverage exactly.
 with
 
 unpivoted as (
@@ -37,7 +38,9 @@ select
         coalesce(sum(abs(EffectiveCost)) filter (where status = 'attributed'), 0)
         / nullif(sum(abs(EffectiveCost)) filter (where status not in ('shared')), 0),
         6
-    ) as coverage
+    ) as coverage,
+    coalesce(sum(abs(EffectiveCost)) filter (where status = 'attributed'), 0) as attributed_abs_cost,
+    coalesce(sum(abs(EffectiveCost)) filter (where status = 'untagged'), 0) as untagged_abs_cost,
+    coalesce(sum(abs(EffectiveCost)) filter (where status = 'spread'), 0) as spread_abs_cost
 from classified
 group by all
-order by x_BillingMonth, x_SourceName, dimension;

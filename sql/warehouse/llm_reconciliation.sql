@@ -1,7 +1,7 @@
 -- LLM invoice reconciliation: per billing month x provider x usage source, what the provider invoiced,
 -- what the usage (usage APIs, gateway and invocation logs, spans) prices to, and the residual between them.
 -- Reads:  line_items, quarantined_rows.
--- Writes: table llm_reconciliation.
+-- Writes: table llm_reconciliation (per month: apportion/steps/summaries.py, lake table summary_llm_reconciliation).
 --
 -- Invoice = line_items with x_CostBasis 'invoice' that are LLM spend: rows of the LLM sources (x_LlmProvider:
 -- OpenAI Costs API, Anthropic cost report) and Generative AI lines of cloud bills (the CUR's Bedrock lines,
@@ -17,7 +17,6 @@
 -- a share of the invoice, default 1 %), `under` / `over` (priced usage explains less / more than the invoice
 -- beyond the tolerance), `usage missing`, `invoice missing`.
 
-create or replace table llm_reconciliation as
 with
 
 invoice as (
@@ -136,21 +135,3 @@ cross join (select coalesce(try_cast(getvariable('reconciliation_tolerance') as 
                             cast(0.01 as decimal(9, 6))) as tolerance) as t
 left join unpriced as q
     on q.x_BillingMonth = j.x_BillingMonth and q.usage_source = j.usage_source and q.provider = j.provider
-order by 1, 2, 8 nulls first;
-
-comment on table llm_reconciliation is 'LLM invoice reconciliation per billing month, provider and usage source: invoice total, priced usage, residual (invoice - priced usage).';
-comment on column llm_reconciliation.provider is 'LLM provider (x_LlmProvider; aws for Bedrock and Marketplace models in the CUR).';
-comment on column llm_reconciliation.invoice_sources is 'Sources whose invoice rows make up invoice_cost.';
-comment on column llm_reconciliation.invoice_lines is 'Invoice line items of the provider-month.';
-comment on column llm_reconciliation.invoice_cost is 'Invoiced LLM spend of the provider-month (Σ BilledCost), repeated on every usage-source row.';
-comment on column llm_reconciliation.invoice_effective_cost is 'Σ EffectiveCost of the invoice lines.';
-comment on column llm_reconciliation.usage_source is 'Usage source reconciled on this row (null: the provider-month has no usage rows).';
-comment on column llm_reconciliation.usage_lines is 'Usage line items of the source.';
-comment on column llm_reconciliation.usage_tokens is 'Tokens the usage source counted for the provider-month.';
-comment on column llm_reconciliation.usage_requests is 'Requests the usage source counted (0 when the source has no request counts).';
-comment on column llm_reconciliation.priced_usage_cost is 'Σ x_PricedCost: the usage at catalogue or negotiated prices.';
-comment on column llm_reconciliation.unpriced_usage_rows is 'Usage rows quarantined because their model or token type has no price.';
-comment on column llm_reconciliation.residual_cost is 'invoice_cost - priced_usage_cost: what prices do not explain; split rules still spread the whole invoice.';
-comment on column llm_reconciliation.residual_share is 'residual_cost / invoice_cost.';
-comment on column llm_reconciliation.tolerance is 'Share of the invoice a residual may be and still count as within tolerance (config reconciliation_tolerance, default 0.01).';
-comment on column llm_reconciliation.status is 'exact (residual 0) | within tolerance (|residual| <= tolerance x |invoice|) | under (priced usage explains less than the invoice: the rest is unexplained) | over (priced usage exceeds the invoice) | usage missing (an invoice, no usage source) | invoice missing (usage, no invoice).';

@@ -1,5 +1,6 @@
--- The portfolio view: spend per billing month, value class (production / experimental / background)
--- and team, with the change from the previous month.
+-- View portfolio: spend per billing month, value class (production / experimental / background) and team,
+-- with the change from the previous month. Built on monthly_spend (a summary), so it costs the same whatever
+-- the history (created when the taxonomy has a value_class dimension).
 create or replace view portfolio as
 with
 
@@ -11,7 +12,7 @@ monthly as (
         BillingCurrency,
         sum(EffectiveCost) as effective_cost,
         sum(BilledCost) as billed_cost
-    from allocations
+    from monthly_spend
     group by all
 )
 

@@ -3,7 +3,7 @@
 -- Reads:  line_items (LLM usage rows: x_CostBasis 'usage' with x_LlmProvider; LLM invoice rows as in
 --         create_llm_reconciliation.sql), allocations (x_Team, x_Project, x_Workload and x_AllocatedRatio of
 --         every piece of the usage rows).
--- Writes: table llm_unit_economics.
+-- Writes: table llm_unit_economics (per month: apportion/steps/summaries.py, lake table summary_llm_unit_economics).
 --
 -- Tokens, requests and priced cost come from ONE usage source per row (sources are never summed, because a
 -- gateway and a provider's usage API may count the same requests: read the source your split rules use).
@@ -16,7 +16,6 @@
 -- usd_per_* use invoiced_cost; priced_usd_per_* use priced_cost (Σ x_PricedCost, catalogue/negotiated prices).
 -- Ratios are DOUBLE (display figures); exact money stays in allocations and the finance pack.
 
-create or replace table llm_unit_economics as
 with
 
 usage_pieces as (
@@ -166,23 +165,3 @@ select
              / (coalesce(r.input_tokens, 0) + coalesce(r.cache_read_tokens, 0) + coalesce(r.cache_write_tokens, 0))
     end as cache_hit_share
 from rows as r
-order by 1, 2, 3 nulls last, 5, 6, 7, 8;
-
-comment on table llm_unit_economics is 'LLM unit economics per billing month, provider, usage source, team, project, workload and model: tokens, requests, priced and invoiced cost, $ per 1M tokens, $ per request, tokens per request, cache-hit share.';
-comment on column llm_unit_economics.provider is 'LLM provider (x_LlmProvider).';
-comment on column llm_unit_economics.usage_source is 'The one usage source the row is measured from (sources are never summed); null for invoice money no usage row explains (its tokens, if any, are those the bill states).';
-comment on column llm_unit_economics.model is 'Normalised model id (x_ModelId).';
-comment on column llm_unit_economics.requests is 'Model requests (0 when the source has no request counts, e.g. the Anthropic usage report).';
-comment on column llm_unit_economics.tokens is 'All tokens (input, cache read/write, output; web-search requests excluded).';
-comment on column llm_unit_economics.input_tokens is 'Uncached input tokens (text, image and audio).';
-comment on column llm_unit_economics.cache_read_tokens is 'Input tokens read from the prompt cache.';
-comment on column llm_unit_economics.cache_write_tokens is 'Input tokens written to the prompt cache (5m and 1h).';
-comment on column llm_unit_economics.output_tokens is 'Output tokens (text and audio).';
-comment on column llm_unit_economics.priced_cost is 'Σ x_PricedCost of the usage (catalogue or negotiated prices).';
-comment on column llm_unit_economics.invoiced_cost is 'Allocated EffectiveCost of the provider''s invoice lines that reached this team, project, workload and model (after split rules); repeated for each usage source.';
-comment on column llm_unit_economics.usd_per_1m_tokens is 'invoiced_cost per 1,000,000 tokens.';
-comment on column llm_unit_economics.priced_usd_per_1m_tokens is 'priced_cost per 1,000,000 tokens.';
-comment on column llm_unit_economics.usd_per_request is 'invoiced_cost per request.';
-comment on column llm_unit_economics.priced_usd_per_request is 'priced_cost per request.';
-comment on column llm_unit_economics.tokens_per_request is 'tokens / requests.';
-comment on column llm_unit_economics.cache_hit_share is 'cache_read_tokens / (input_tokens + cache_read_tokens + cache_write_tokens).';

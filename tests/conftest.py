@@ -20,12 +20,14 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
 def pytest_collection_modifyitems(config, items):
-    """`make test` runs two xdist workers with `--dist loadgroup`: a module stays on one worker (its
-    module fixtures are built once), and every test of the end-to-end demo run shares one worker, so the
-    demo is run once, not once per worker."""
+    """`make test` runs two xdist workers with `--dist loadgroup`: every test of the end-to-end demo run
+    shares one worker (the demo is run once, not once per worker), a module with a module-scoped fixture
+    stays on one worker (the fixture is built once), and every other test goes to whichever worker is free."""
     for item in items:
-        group = "outputs_demo" if "outputs_demo_project" in item.fixturenames else item.module.__name__
-        item.add_marker(pytest.mark.xdist_group(group))
+        if "outputs_demo_project" in item.fixturenames:
+            item.add_marker(pytest.mark.xdist_group("outputs_demo"))
+        elif any(defs[-1].scope == "module" for defs in item._fixtureinfo.name2fixturedefs.values()):
+            item.add_marker(pytest.mark.xdist_group(item.module.__name__))
 
 
 # ---------------------------------------------------------------------------------- S3 (moto server)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 from collections import defaultdict
+from contextlib import closing, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -144,10 +145,20 @@ def _write(con, cfg: ApportionConfig, table: str, source: str, month: str, query
     return tmp
 
 
-def _publish_all(written: list[Path]) -> None:
-    """Put the written versions in force, the freshness marker (the last one) last."""
-    for tmp in written:
-        publish_version(tmp)
+@contextmanager
+def _published_together():
+    """Collect the versions written inside; put them in force together at the end (the freshness marker,
+    written last, last), or discard every one of them when anything fails."""
+    written: list[Path] = []
+    try:
+        yield written
+        for tmp in written:
+            publish_version(tmp)
+    except BaseException:
+        for tmp in written:
+            if tmp.exists():
+                discard_version(tmp)
+        raise
 
 
 def summarise(cfg: ApportionConfig, source: str, month: str, snapshot: Snapshot | None = None) -> dict[str, int]:
@@ -156,9 +167,7 @@ def summarise(cfg: ApportionConfig, source: str, month: str, snapshot: Snapshot 
     snapshot = snapshot or Snapshot.of(cfg.lake, {t: current_files(cfg.lake, t, month, source) for t in INPUTS})
     files = snapshot.files.get((source, month), {t: [] for t in INPUTS})
     li_v, al_v, q_v = (version_of(files[t]) for t in INPUTS)
-    con = connect(cfg)
-    written: list[Path] = []
-    try:
+    with closing(connect(cfg)) as con, _published_together() as written:
         _views(con, files[LINE_ITEMS], files[ALLOCATIONS], files[QUARANTINE])
         dims = dimensions(con) if files[ALLOCATIONS] else []
         queries = {}
@@ -176,24 +185,14 @@ def summarise(cfg: ApportionConfig, source: str, month: str, snapshot: Snapshot 
             con.execute(f"CREATE OR REPLACE TEMP TABLE s AS {query}")
             rows[table] = con.execute("SELECT count(*) FROM s").fetchone()[0]
             written.append(_write(con, cfg, table, source, month, "SELECT * FROM s"))
-        _publish_all(written)
-        return rows
-    except BaseException:
-        for tmp in written:
-            if tmp.exists():
-                discard_version(tmp)
-        raise
-    finally:
-        con.close()
+    return rows
 
 
 def summarise_month(cfg: ApportionConfig, month: str, snapshot: Snapshot) -> dict[str, int]:
     """Write the per-month summaries (every source of the month: LLM and GPU unit economics)."""
     keys = sorted(k for k in snapshot.files if k[1] == month)
     files = {t: [f for k in keys for f in snapshot.files[k][t]] for t in INPUTS}
-    con = connect(cfg)
-    written: list[Path] = []
-    try:
+    with closing(connect(cfg)) as con, _published_together() as written:
         con.execute("SET VARIABLE reconciliation_tolerance = ?", [cfg.reconciliation_tolerance])
         _views(con, files[LINE_ITEMS], files[ALLOCATIONS], files[QUARANTINE])
         rows = {}
@@ -208,15 +207,7 @@ def summarise_month(cfg: ApportionConfig, month: str, snapshot: Snapshot) -> dic
                     "allocations_version VARCHAR, quarantine_version VARCHAR)")
         con.executemany("INSERT INTO inputs VALUES (?, ?, ?, ?)", inputs)
         written.append(_write(con, cfg, MONTH_INPUTS, ALL_SOURCES, month, "SELECT * FROM inputs"))
-        _publish_all(written)
-        return rows
-    except BaseException:
-        for tmp in written:
-            if tmp.exists():
-                discard_version(tmp)
-        raise
-    finally:
-        con.close()
+    return rows
 
 
 def _lit_or_null(v: str | None) -> str:

@@ -268,6 +268,22 @@ def expand(url: str) -> str:
     return PLACEHOLDER.sub(sub, url)
 
 
+def _check_values(add, where: tuple, key: str, values, tax: Taxonomy) -> None:
+    """Scope values of a taxonomy dimension must be among its `allowed` (or untagged / shared)."""
+    allowed = tax.dimensions[key].allowed
+    for v in values:
+        if allowed and v not in allowed and v not in ("untagged", "shared"):
+            add(where, f"unknown {key} {v!r} (allowed: {', '.join(allowed)})")
+
+
+def _check_channels(add, where: tuple, channels: list[str], g: GuardrailsFile) -> None:
+    """A channel is the name of one of `channels` or a usable apprise URL."""
+    for j, ch in enumerate(channels):
+        problem = None if ch in g.channels else channel_problem(ch)
+        if problem:
+            add((*where, j), f"{problem}; or the name of one of `channels`")
+
+
 def _check_policy(p: TokenPolicy, i: int, tax: Taxonomy, g: GuardrailsFile, add) -> None:
     """Scope values known to the taxonomy, usable globs, a priceable comparison model, known channels."""
     for key in p.scope:
@@ -276,10 +292,7 @@ def _check_policy(p: TokenPolicy, i: int, tax: Taxonomy, g: GuardrailsFile, add)
             add(("token_policies", i, "scope", key), f"unknown scope {key!r} (a token policy is scoped by "
                 f"{', '.join(known)})")
             continue
-        allowed = tax.dimensions[key].allowed
-        for v in p.values(key):
-            if allowed and v not in allowed and v not in ("untagged", "shared"):
-                add(("token_policies", i, "scope", key), f"unknown {key} {v!r} (allowed: {', '.join(allowed)})")
+        _check_values(add, ("token_policies", i, "scope", key), key, p.values(key), tax)
     if not (p.max_input_tokens or p.max_output_tokens or p.allowed_models or p.monthly_tokens):
         add(("token_policies", i, "name"), "the policy sets no limit (max_input_tokens, max_output_tokens, "
             "allowed_models or monthly_tokens)")
@@ -301,11 +314,7 @@ def _check_policy(p: TokenPolicy, i: int, tax: Taxonomy, g: GuardrailsFile, add)
             add(key, f"{model!r} cannot be priced: {price.unpriced_reason}")
         elif p.allowed_models and not model_allowed(book, None, model, p.allowed_models):
             add(key, f"{model!r} is not one of the allowed models ({', '.join(p.allowed_models)})")
-    for j, ch in enumerate(p.channels):
-        if ch not in g.channels:
-            problem = channel_problem(ch)
-            if problem:
-                add(("token_policies", i, "channels", j), f"{problem}; or the name of one of `channels`")
+    _check_channels(add, ("token_policies", i, "channels"), p.channels, g)
 
 
 def model_allowed(book, provider: str | None, model_ref: str | None, globs: list[str]) -> bool:
@@ -359,20 +368,11 @@ def load_guardrails(cfg: ApportionConfig, tax: Taxonomy) -> GuardrailsFile | Non
                 add(("budgets", i, "scope", key), f"unknown dimension {key!r} (taxonomy dimensions: "
                     f"{', '.join(tax.dimension_names)}; or {', '.join(LEDGER_SCOPES)})")
                 continue
-            allowed = tax.dimensions[key].allowed
-            for v in b.values(key):
-                if allowed and v not in allowed and v not in ("untagged", "shared"):
-                    add(("budgets", i, "scope", key), f"unknown {key} {v!r} (allowed: {', '.join(allowed)})")
-        for j, ch in enumerate(b.channels):
-            if ch not in g.channels:
-                p = channel_problem(ch)
-                if p:
-                    add(("budgets", i, "channels", j), f"{p}; or the name of one of `channels`")
+            _check_values(add, ("budgets", i, "scope", key), key, b.values(key), tax)
+        _check_channels(add, ("budgets", i, "channels"), b.channels, g)
         if b.effective.from_ and b.effective.until and b.effective.until <= b.effective.from_:
             add(("budgets", i, "effective", "until"), "until must be after from")
-    for j, ch in enumerate(g.anomalies.channels):
-        if ch not in g.channels and channel_problem(ch):
-            add(("anomalies", "channels", j), f"{channel_problem(ch)}; or the name of one of `channels`")
+    _check_channels(add, ("anomalies", "channels"), g.anomalies.channels, g)
     for i, p in enumerate(g.token_policies):
         _check_policy(p, i, tax, g, add)
     if problems:

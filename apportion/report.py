@@ -111,8 +111,8 @@ def page_mark(path: Path) -> str | None:
 
 def page_marks(con, cfg: ApportionConfig, all_months: list[str]) -> dict[str, str]:
     """month -> a hash of what its page shows: the lake files (versioned partitions and summaries) of every month
-    up to it and those months' state (complete or to date), its finance pack, the config, the month closes and
-    this module's code. A page whose mark is unchanged is left as an earlier run wrote it."""
+    up to it and those months' state (complete or to date), its finance pack, the config, taxonomy, budgets and
+    token-policy files, the month closes and this module's code. A page whose mark is unchanged is left as an earlier run wrote it."""
     by_month: dict[str, list[str]] = {}
     shared: list[str] = []
     if "lake_files" in relations(con):
@@ -120,7 +120,8 @@ def page_marks(con, cfg: ApportionConfig, all_months: list[str]) -> dict[str, st
             m = re.search(r"x_BillingMonth=([^/\\]+)", p)
             (by_month.setdefault(m.group(1), []) if m else shared).append(p)
     base = hashlib.sha1(Path(__file__).read_bytes())
-    for extra in (getattr(cfg, "config_path", None), cfg.warehouse / "closed" / "closes.jsonl"):
+    for extra in (getattr(cfg, "config_path", None), cfg.taxonomy, cfg.budgets, cfg.token_policies,
+                  cfg.warehouse / "closed" / "closes.jsonl"):
         if extra is not None and Path(extra).is_file():
             base.update(Path(extra).read_bytes())
     base.update("\0".join(shared).encode())

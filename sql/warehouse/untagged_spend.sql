@@ -9,16 +9,27 @@ untagged as (
     {dimension_union}
 ),
 
+-- the creator tag is read only from the lines that carry one: joining every untagged piece to its line
+-- item's Tags read the whole month's tag maps (8 of the warehouse step's 22 s at 5 M rows)
+creators as (
+    select
+        li.x_SourceName,
+        li.x_BillingMonth,
+        li.x_LineId,
+        coalesce(li.Tags ->> '$."aws:createdBy"', li.Tags ->> '$."aws:created_by"') as created_by
+    from line_items as li
+    where contains(cast(li.Tags as varchar), 'aws:created')
+),
+
 enriched as (
     select
         u.*,
-        li.Tags,
-        li.x_UsageType
+        c.created_by
     from untagged as u
-    inner join line_items as li
-        on li.x_SourceName = u.x_SourceName
-        and li.x_BillingMonth = u.x_BillingMonth
-        and li.x_LineId = u.x_LineId
+    left join creators as c
+        on c.x_SourceName = u.x_SourceName
+        and c.x_BillingMonth = u.x_BillingMonth
+        and c.x_LineId = u.x_LineId
 )
 
 select
@@ -31,7 +42,7 @@ select
     any_value(SubAccountName) as SubAccountName,
     ServiceName,
     ResourceId,
-    any_value(coalesce(Tags ->> '$."aws:createdBy"', Tags ->> '$."aws:created_by"')) as created_by,
+    any_value(created_by) as created_by,
     BillingCurrency,
     count(*) as line_items,
     sum(BilledCost) as BilledCost,

@@ -155,6 +155,18 @@ def test_unknown_value_is_flagged_not_accepted(built):
     assert row == ("untagged:unknown-value", "IAMUser:ABC:alice", Decimal("2.5"))
 
 
+def test_finance_pack_names_who_created_untagged_resources(built):
+    cfg, _, _, con = built
+    con.close()  # the export opens the published file itself
+    pack = steps.export_month(cfg, "2026-10")
+    with open(pack / "untagged_spend.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    creators = {r["resource_id"]: r.get("created_by", "") for r in rows}
+    assert creators["i-3"] == "IAMUser:ABC:alice"  # the aws:createdBy tag of the untagged line
+    assert creators["i-4"] == ""  # untagged, no creator tag
+    assert {r["created_by"] for r in rows if r["resource_id"] != "i-3"} == {""}
+
+
 def test_account_mapping_decides_after_a_rejected_tag_and_says_so(built):
     _, _, _, con = built
     d = decided(con, "unknown-in-sandbox")

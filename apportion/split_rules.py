@@ -142,25 +142,58 @@ def _prepare(con, tax: Taxonomy, rules: list[SplitRule]) -> None:
         conds = _conditions(rule.match, "li", params)
         flags.append(f"({' and '.join(conds) or 'true'}) AS m{i}")
     fields = _line_fields(tax, rules)
-    select = ", ".join(["li.x_LineId", *flags, *(f'CAST(li."{c}" AS VARCHAR) AS "{c}"' for c in fields)])
     any_flag = " or ".join(f"m{i}" for i in range(len(rules))) or "false"
-    con.execute(f"create or replace temp table split_lines as select * from (select {select} "
-                f"from month_line_items li) where {any_flag}", params)
-    # weights: only the columns the rules read
+    # The patterns are tested once per distinct combination of the columns they read (a few thousand at most
+    # in a month of millions of lines: 12 regular expressions and a tag-map lookup per line were most of the
+    # allocation step), then the matching combinations are joined back to the month's lines.
+    match_cols = sorted({"Tags" if f == "tag" else RULE_FIELDS[f] for rule in rules for f in rule.match})
+    names = [f"m{i}" for i in range(len(rules))]
+    line_select = ", ".join(["li.x_LineId", *(f"f.{m}" for m in names),
+                             *(f'CAST(li."{c}" AS VARCHAR) AS "{c}"' for c in fields)])
+    if match_cols:
+        cols = ", ".join(f'"{c}"' for c in match_cols)
+        on = " and ".join(f'li."{c}" is not distinct from f."{c}"' for c in match_cols)
+        con.execute(f"create or replace temp table split_flags as select * from (select {cols}, {', '.join(flags)} "
+                    f"from (select distinct {cols} from month_line_items) as li) where {any_flag}", params)
+        con.execute(f"create or replace temp table split_lines as select {line_select} "
+                    f"from month_line_items li join split_flags f on {on}")
+        con.execute("drop table split_flags")
+    else:  # no rule has a `match`: every flag is true
+        con.execute(f"create or replace temp table split_lines as select {line_select} "
+                    f"from month_line_items li, (select {', '.join(flags)}) as f where {any_flag}", params)
+    # weights: every rule's weights are sums of a measure by dimension values and line fields, so the month's
+    # pieces are summed once to that grain (a few thousand rows where the month has millions)
     dims = [dimension_column(d) for d in tax.dimension_names]
-    line_cols: list[str] = list(fields)
+    group_cols, measures = _basis_columns(tax, rules)
+    sums = [f'sum(CAST(b."{m}" AS DECIMAL(38, 12))) AS "{m}"' for m in ("BilledCost", "EffectiveCost", "ListCost",
+                                                                        *measures)]
+    group = ["b.x_SourceName", *(f"b.{d}" for d in dims), *(f'b."{c}"' for c in group_cols)]
+    if set(measures) & set(group_cols):  # a measure that is also matched on: keep every piece
+        group.append("b.x_LineId")
+    con.execute(f"create or replace temp table basis_flat as select {', '.join(group)}, {', '.join(sums)} "
+                f"from basis b group by {', '.join(group)}")
+
+
+def _basis_columns(tax: Taxonomy, rules: list[SplitRule]) -> tuple[list[str], list[str]]:
+    """Line-item columns the weights read: the fields they group or match by, and the measures they sum."""
+    group_cols: list[str] = list(_line_fields(tax, rules))
+    measures: list[str] = []
     for rule in rules:
         for field in rule.weights.match:
             col = "Tags" if field == "tag" else RULE_FIELDS[field]
-            if col not in line_cols:
-                line_cols.append(col)
+            if col not in group_cols:
+                group_cols.append(col)
         m = rule.weights.measure
-        if m not in ("BilledCost", "EffectiveCost", "ListCost") and m not in line_cols:
-            line_cols.append(m)
-    cols = ["b.x_SourceName", "b.x_LineId", *(f"b.{d}" for d in dims), "b.BilledCost", "b.EffectiveCost", "b.ListCost",
-            *(f'bl."{c}"' for c in line_cols)]
-    con.execute(f"create or replace temp table basis_flat as select {', '.join(cols)} "
-                "from basis b join basis_line_items bl using (x_SourceName, x_LineId)")
+        if m not in ("BilledCost", "EffectiveCost", "ListCost") and m not in measures:
+            measures.append(m)
+    return group_cols, measures
+
+
+def basis_extra_columns(tax: Taxonomy) -> str:
+    """The line-item columns the `basis` pieces carry for the weights (a `{extra_columns}` fragment of
+    sql/allocation/allocate.sql), so they need no join back to the month's line items."""
+    group_cols, measures = _basis_columns(tax, split_order(tax.splits) + spread_rules(tax))
+    return "".join(f',\n    li."{c}"' for c in [*group_cols, *measures])
 
 
 def _check_conflicts(con, rules: list[SplitRule]) -> None:

@@ -90,6 +90,7 @@ def allocate(cfg: ApportionConfig, source: SourceConfig, month: str, tax: Taxono
     """
     from apportion.split_rules import (
         apply_splits,
+        basis_extra_columns,
         prepare_splits,
         reason_expression,
         spread_rules,
@@ -116,15 +117,16 @@ def allocate(cfg: ApportionConfig, source: SourceConfig, month: str, tax: Taxono
         parts = _taxonomy_sql(tax)
         con.execute(sql_text("allocation/create_attribution.sql").format(
             line_items="month_all_line_items" if needs_basis else "month_line_items", **parts))
-        con.execute(sql_text("allocation/allocate.sql").format(view="allocations_month", line_items="month_line_items", **parts))
+        con.execute(sql_text("allocation/allocate.sql").format(view="allocations_month", line_items="month_line_items",
+                                                              extra_columns="", **parts))
         result = "allocations_month"
         if needs_table:
             # value classes: a projection over the streamed pieces
             con.execute(f"CREATE TEMP VIEW pieces_classified AS {workload_classes_select(con, tax, 'allocations_month')}")
             pieces = "pieces_classified"
             if needs_basis:
-                con.execute(sql_text("allocation/allocate.sql").format(view="basis", line_items="month_all_line_items", **parts))
-                con.execute("CREATE TEMP VIEW basis_line_items AS SELECT * FROM month_all_line_items")
+                con.execute(sql_text("allocation/allocate.sql").format(
+                    view="basis", line_items="month_all_line_items", extra_columns=basis_extra_columns(tax), **parts))
                 # Only the pieces some rule may split are held in a table (the rules rewrite them in place); the
                 # rest of the month streams from the line items to the Parquet file, never materialised.
                 candidate, params = prepare_splits(con, tax)

@@ -1,7 +1,8 @@
 -- One or more allocation pieces per line item, each with the values and reasons that decided it.
 -- Reads:  month_line_items, attribution_keys, attribution (from create_attribution.sql).
 -- Writes: temp view allocations_month.
--- {{dimension_columns}} / {{key_join}} are generated from validated dimension names and the key allow-list.
+-- {{dimension_columns}} / {{key_join}} are generated from validated dimension names and the key allow-list;
+-- {{extra_columns}}: the line-item columns split weights read (only for the `basis` view of every source).
 
 create or replace temp view {view} as
 with
@@ -55,6 +56,6 @@ select
     {dimension_selects},
     {reason_concat} as x_AllocationReason,
     cast(null as varchar) as x_AllocationRuleId,
-    cast(null as json) as x_AllocationMethodDetails
+    cast(null as json) as x_AllocationMethodDetails{extra_columns}
 from keyed as li
 inner join decided as d on d.k = li.k;

@@ -15,6 +15,8 @@ import hashlib
 import io
 import json
 import shutil
+import subprocess
+import sys
 import urllib.request
 import uuid
 from datetime import datetime, timedelta, timezone
@@ -772,8 +774,18 @@ def test_corrupt_file_is_named_and_quarantined(s3_bucket, tmp_path, monkeypatch,
     located = []
     original = line_items_step._locate_bad_file
     monkeypatch.setattr(line_items_step, "_locate_bad_file", lambda *a: located.append(1) or original(*a))
-    with pytest.raises(SourceError) as err:
-        steps.build_line_items(cfg, source, delivery)
+    # another process (a second run, a test worker) holding a lock on /dev/null must not change the answer:
+    # locating once wrote each file to /dev/null, and DuckDB's lock on it made a good file look unreadable
+    locker = subprocess.Popen([sys.executable, "-c", "import fcntl, time; f = open('/dev/null', 'w'); "
+                               "fcntl.lockf(f, fcntl.LOCK_EX); print('locked', flush=True); time.sleep(120)"],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert locker.stdout.readline().strip() == "locked"
+        with pytest.raises(SourceError) as err:
+            steps.build_line_items(cfg, source, delivery)
+    finally:
+        locker.kill()
+        locker.wait()
     assert located == ([1] if corruption == "truncated-late" else [])
     assert err.value.file == bad_key
     assert str(err.value).startswith(f"cannot read {bad_key}: ")

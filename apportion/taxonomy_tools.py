@@ -60,7 +60,6 @@ def lint(tax: Taxonomy) -> list[str]:
 def diff(cfg: ApportionConfig, old: Taxonomy, new: Taxonomy, month: str) -> dict:
     """Allocate `month` of the current lake with both taxonomies (into temp dirs) and compare."""
     from apportion import steps
-    from apportion.db import list_literal
     from apportion.lake import ALLOCATIONS, current_files
 
     out: dict = {"month": month, "coverage": [], "teams": []}
@@ -75,7 +74,7 @@ def diff(cfg: ApportionConfig, old: Taxonomy, new: Taxonomy, month: str) -> dict
             files = current_files(tmp / label, ALLOCATIONS, month=month)
             if not files:
                 raise ValueError(f"no line items for {month}: run the month first")
-            con.execute(f"CREATE VIEW {label} AS SELECT * FROM read_parquet({list_literal(files)}, union_by_name = true)")
+            con.read_parquet([str(f) for f in files], union_by_name=True).create_view(label)  # no SQL text
         dims = [d for d in new.dimension_names if d in old.dimensions]
         for d in dims:
             col = dimension_column(d)

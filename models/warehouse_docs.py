@@ -2,9 +2,10 @@
 
 They feed the `COMMENT ON` statements of apportion.duckdb (apportion/steps/warehouse.py), docs/warehouse.md
 (tests/test_warehouse_docs.py checks that every table here is described there and the other way round) and the
-tests. Line-item columns are described by the line-item contract (models/focus.py); the guardrails, savings and
-close tables by their own modules (apportion/guardrails/views.py, apportion/savings/table.py,
-apportion/close/deltas.py), which build them.
+tests. Line-item columns are described by the line-item contract (models/focus.py). The guardrails, savings and
+close tables (their DDL in sql/guardrails/, sql/savings/, sql/close/) are described at the end and documented by
+apportion/guardrails/tables.document when they are built; the anomaly tables still by
+apportion/guardrails/anomalies.py.
 """
 
 from __future__ import annotations
@@ -231,3 +232,173 @@ COLUMN_DOCS: dict[str, dict[str, str]] = {'allocations': {'x_PieceId': 'Piece nu
                    'line_items_version': 'Lake version (folder) of the line items the totals were computed from.',
                    'allocations_version': 'Lake version of the allocations.',
                    'quarantine_version': 'Lake version of the quarantine (null when the month has none).'}}
+
+# The guardrails, savings and close tables (apportion/guardrails/views.py, apportion/guardrails/token_policies.py,
+# apportion/savings/, apportion/close/deltas.py build them from sql/guardrails/, sql/savings/, sql/close/).
+TABLE_DOCS.update({'budget_status': 'Each budget per period: actual, period-end forecast with an 80 % band, run-rate, thresholds '
+                  'crossed.',
+ 'budget_burndown': 'Cumulative spend per budget, period and day, then the forecast path with its band (the '
+                    'burn-down chart).',
+ 'token_policy_checked': 'The per-request logs the token policies were checked on, per source and month (or why '
+                         'not).',
+ 'token_policy_violations': 'Requests outside their token policy (max input / output tokens per request, allowed '
+                            'models, monthly token quota per team or API key), from the per-request logs, with the '
+                            'cost of the excess and the cost on an allowed model (docs/guardrails.md).',
+ 'alerts': 'Every alert per channel and its delivery (read from <warehouse>/guardrails/alerts.jsonl: always '
+           'current, kept across rebuilds).',
+ 'recommendations': 'Savings advice: one row per finding (smaller model, prompt caching, shorter prompts, idle and '
+                    'oversized GPUs, spot, commitments) with its scope, the evidence it is computed from, the '
+                    'formula, the estimated monthly saving and a confidence. See docs/savings.md.',
+ 'savings_skipped': 'Savings kinds not estimated for a scope, with the reason (missing price, unknown model, no '
+                    'utilisation): never estimated from a zero.',
+ 'savings_inputs': 'Per billing month, a hash of what its recommendations were computed from (partition versions, '
+                   'config, code): the next build recomputes only the months whose hash changed. See '
+                   'docs/savings.md.',
+ 'closed_months': 'Months closed with `apportion close` (docs/close.md).',
+ 'restatements': 'Deltas of closed months since their close, per source, team, project, workload and reason (late '
+                 'credit, refund, new line, removed line, changed amount, re-attribution). closed + Σ delta = '
+                 'current, per source (restatement_tie_out).',
+ 'restatement_tie_out': 'Per closed month, source and currency: closed total + Σ restatement deltas = current '
+                        'total (ties_out).'})
+
+COLUMN_DOCS.update({'budget_status': {'budget': 'Budget name (the budgets file).',
+                   'period': 'Period: YYYY-MM or YYYY-Qn.',
+                   'period_start': 'First day of the period.',
+                   'period_end': 'First day after the period.',
+                   'as_of': 'Latest charge day with money in the ledger (the day the figures are as of).',
+                   'is_open': 'The period has days after as_of (its forecast is a forecast).',
+                   'scope': "The budget's scope: taxonomy dimensions and/or provider, service, model, source.",
+                   'currency': 'Budget currency (the reporting currency when one is configured).',
+                   'amount': 'Budget amount for the period.',
+                   'actual': 'EffectiveCost in scope from the period start to as_of (usage, fees, tax, credits).',
+                   'actual_ratio': 'actual / amount.',
+                   'forecast': 'Period-end forecast: actual + weekday-seasonal forecast of the usage days left.',
+                   'forecast_low': "Lower end of the forecast's 80 % prediction interval.",
+                   'forecast_high': "Upper end of the forecast's 80 % prediction interval.",
+                   'forecast_ratio': 'forecast / amount.',
+                   'run_rate': 'Straight run-rate (actual / days elapsed x days in period), for comparison.',
+                   'forecast_method': 'weekday-seasonal | level | closed | no-history.',
+                   'history_days': 'Days of history the forecast used.',
+                   'status': 'ok, or the highest severity of the thresholds crossed (info | warn | critical).',
+                   'crossed': 'Thresholds crossed: [{of: actual|forecast, at, severity, limit, value}].',
+                   'owners': 'Budget owners.',
+                   'channels': 'Alert channel names or redacted URLs.'},
+ 'budget_burndown': {'budget': 'Budget name.',
+                     'period': 'Period.',
+                     'day': 'Day.',
+                     'kind': 'actual (cumulative spend to date) or forecast (cumulative expected for the days '
+                             'left).',
+                     'cumulative': 'Cumulative spend in the period up to the day (actual or expected).',
+                     'low': 'Forecast days: lower end of the 80 % band of the cumulative spend.',
+                     'high': 'Forecast days: upper end of the 80 % band.',
+                     'amount': 'Budget amount (the line to stay under).'},
+ 'token_policy_checked': {'source': 'A per-request source (litellm, otel_genai, bedrock_logs).',
+                          'month': 'Billing month.',
+                          'delivery_id': 'The delivery its current line items were built from, read again request '
+                                         'by request.',
+                          'requests': 'Requests read (quarantined ones excluded, as in the line items).',
+                          'note': 'checked, or why the month could not be checked (the delivery is no longer in '
+                                  'the raw zone).'},
+ 'token_policy_violations': {'policy': 'Policy name (token_policies in the budgets file).',
+                             'rule': 'max_input_tokens | max_output_tokens | allowed_models | monthly_tokens.',
+                             'month': 'Billing month (UTC) of the requests.',
+                             'source': 'The per-request log the requests come from (litellm, otel_genai, '
+                                       'bedrock_logs source).',
+                             'team': "Team (from the allocation of the request's line item).",
+                             'workload': 'Workload.',
+                             'value_class': 'Value class.',
+                             'api_key': "API key alias (the gateway rows' ResourceId).",
+                             'model': 'Model used (normalised id).',
+                             'limit_value': 'The limit: tokens per request, the monthly quota (per team or '
+                                            'api_key), or the allowed model globs.',
+                             'requests': 'Requests in violation.',
+                             'first_day': 'First day with a violating request.',
+                             'last_day': 'Last day with a violating request.',
+                             'tokens_over': 'Tokens above the limit (allowed_models: every token of the requests).',
+                             'cost': 'Catalogue cost of the violating requests (USD).',
+                             'excess_cost': 'Cost of the excess: the share of the cost above the limit '
+                                            '(allowed_models: cost - allowed_model_cost).',
+                             'allowed_model': 'The allowed model the requests are priced at for comparison '
+                                              '(price_as).',
+                             'allowed_model_cost': "What the same requests' tokens cost on the allowed model "
+                                                   '(USD).',
+                             'unpriced_requests': 'Violating requests the catalogue cannot price (their cost '
+                                                  'counts as 0).',
+                             'currency': "Currency of the amounts (the price catalogue's: USD)."},
+ 'alerts': {'alert_key': 'budget:<name>:<actual|forecast>:<ratio>:<period>, anomaly:<id> or '
+                         'token_policy:<policy>:<rule>:<month>:<team or api key>: what is alerted once.',
+            'kind': 'budget | anomaly | token_policy.',
+            'subject_ref': 'Budget name, anomaly id or token policy name.',
+            'period': 'Budget period or month.',
+            'severity': 'info | warn | critical.',
+            'title': "The message's title.",
+            'channel': 'Channel name (or redacted URL).',
+            'status': 'sent | failed (retried on the next run).',
+            'attempts': 'Send attempts.',
+            'first_attempt_at': 'First attempt (UTC).',
+            'last_attempt_at': 'Last attempt (UTC).',
+            'sent_at': 'When it was delivered.',
+            'last_error': 'Why the last attempt failed (no secrets).'},
+ 'recommendations': {'finding_id': 'Stable id of the finding: kind and a hash of its scope.',
+                     'kind': 'smaller_model | prompt_caching | shorter_prompts | idle_gpus | oversized_gpus | spot '
+                             '| commitments.',
+                     'x_BillingMonth': 'The billing month the finding looks at (YYYY-MM).',
+                     'period_start': 'First day of the data the finding is computed from.',
+                     'period_end': 'Last day (inclusive) of the data the finding is computed from.',
+                     'days_observed': 'Days with data in the period.',
+                     'team': 'Team the spend is allocated to (allocations.x_Team); null for account-wide findings.',
+                     'project': 'Project the spend is allocated to.',
+                     'workload': 'Workload the spend is allocated to.',
+                     'scope_type': 'What scope_id names: model, api_key, cluster, resource, account.',
+                     'scope_id': 'The model, API key, cluster/GPU model, instance or billing account the finding '
+                                 'is about.',
+                     'provider': 'Provider of the spend (openai, anthropic, aws, slurm cluster, ...).',
+                     'current': 'What runs today (model, instance type and pricing, GPU model).',
+                     'suggested': 'What the advice moves it to (cheaper model, cache reads, spot, a commitment).',
+                     'evidence': 'The numbers the estimate is computed from, as a JSON object of exact decimals.',
+                     'formula': 'How estimated_monthly_saving follows from the evidence, in words and numbers.',
+                     'estimated_monthly_saving': 'Estimated saving for the month in `currency` (DECIMAL, rounded '
+                                                 'to the cent).',
+                     'currency': "Currency of the saving (the line items' BillingCurrency).",
+                     'reporting_currency': 'Configured reporting currency (null when none).',
+                     'fx_rate': "Rate currency -> reporting currency used (the month's rate of the line items).",
+                     'estimated_monthly_saving_reporting': 'estimated_monthly_saving x fx_rate, in the reporting '
+                                                           'currency.',
+                     'confidence': 'high | medium | low.',
+                     'confidence_reason': 'Why that confidence: the volume behind it and the assumptions it rests '
+                                          'on.'},
+ 'savings_skipped': {'kind': 'The kind that was skipped.',
+                     'x_BillingMonth': 'Billing month.',
+                     'scope': 'The scope (model, cluster, instance, account) it was skipped for.',
+                     'reason': 'Why it was skipped.'},
+ 'savings_inputs': {'x_BillingMonth': 'Billing month (YYYY-MM).', 'input_key': "SHA-1 of the month's inputs."},
+ 'closed_months': {'billing_month': 'Closed billing month (YYYY-MM).',
+                   'closed_at': 'When the month was closed.',
+                   'closed_by': "Who closed it (user name; auto closes run as the nightly job's user).",
+                   'taxonomy_sha256': 'SHA-256 of the taxonomy file the closed allocation was built with.',
+                   'sources': 'Sources in the closed version.'},
+ 'restatements': {'billing_month': 'Closed billing month.',
+                  'source': 'Source (x_SourceName).',
+                  'billing_currency': 'Billing currency.',
+                  'team': 'Team (x_Team) of the pieces.',
+                  'project': 'Project (x_Project) of the pieces.',
+                  'workload': 'Workload (x_Workload) of the pieces.',
+                  'reason': 'late credit, refund, new line, removed line, changed amount or re-attribution.',
+                  'detail': 'What tells the reason: the deliveries, the charge category, a taxonomy change.',
+                  'lines': 'Line items behind the row.',
+                  'closed_billed_cost': 'At close: BilledCost',
+                  'closed_effective_cost': 'At close: EffectiveCost',
+                  'current_billed_cost': 'Now: BilledCost',
+                  'current_effective_cost': 'Now: EffectiveCost',
+                  'delta_billed_cost': 'Now minus at close: BilledCost',
+                  'delta_effective_cost': 'Now minus at close: EffectiveCost'},
+ 'restatement_tie_out': {'billing_month': 'Closed billing month.',
+                         'source': 'Source (x_SourceName).',
+                         'billing_currency': 'Billing currency.',
+                         'closed_billed_cost': 'At close: BilledCost',
+                         'closed_effective_cost': 'At close: EffectiveCost',
+                         'current_billed_cost': 'Now: BilledCost',
+                         'current_effective_cost': 'Now: EffectiveCost',
+                         'delta_billed_cost': 'Now minus at close: BilledCost',
+                         'delta_effective_cost': 'Now minus at close: EffectiveCost',
+                         'ties_out': 'closed + delta = current for both BilledCost and EffectiveCost, exactly.'}})

@@ -3,20 +3,29 @@ one SQL file per warehouse table, no DDL inside the warehouse step."""
 
 from __future__ import annotations
 
+import ast
 import re
 from pathlib import Path
 
 import duckdb
 
+from apportion.db import lit
 from apportion.models.warehouse_docs import COLUMN_DOCS, TABLE_DOCS
+from apportion.sql import sql_text
 from apportion.steps import summaries
 
 REPO = Path(__file__).resolve().parent.parent
-# tables the guardrails, savings and close modules build and describe themselves
-OTHER_MODULES = {"budget_status", "budget_burndown", "anomaly_episodes", "anomalies", "anomaly_history",
-                 "token_policy_violations", "token_policy_checked", "alerts", "recommendations", "savings_skipped", "savings_inputs",
-                 "closed_months",
-                 "restatements", "restatement_tie_out"}
+# tables a module still describes itself: the anomaly tables (apportion/guardrails/anomalies.py, another owner)
+OTHER_MODULES = {"anomaly_episodes", "anomalies", "anomaly_history"}
+# Python string literals that still create a warehouse table or view (TEMP working tables are not counted), per
+# file: each is another session's file this round, to move into sql/ next (the lead has the edits). A new one
+# anywhere fails the test below; the counts may only go down.
+DDL_ALLOWED = {
+    "apportion/steps/warehouse.py": 5,      # the lake views line_items / allocations / quarantined_rows
+    "apportion/steps/summaries.py": 1,      # CREATE TABLE {name} AS <sql/warehouse/{name}.sql>
+    "apportion/guardrails/anomalies.py": 1,  # the anomalies view (episodes + dismissals file)
+}
+DDL = re.compile(r"\bcreate\s+(or\s+replace\s+)?(table|view|\{\})\s", re.I)
 
 
 def documented_tables() -> set[str]:
@@ -58,7 +67,9 @@ def test_the_published_comments_are_the_described_ones(outputs_demo_project):
         con.close()
     built = set(TABLE_DOCS) & set(comments)
     assert {"ledger_totals", "monthly_spend", "untagged_spend", "allocation_coverage", "portfolio",
-            "llm_unit_economics", "gpu_usage"} <= built
+            "llm_unit_economics", "gpu_usage", "budget_status", "budget_burndown", "token_policy_checked",
+            "token_policy_violations", "alerts", "recommendations", "savings_skipped", "savings_inputs",
+            "closed_months", "restatements", "restatement_tie_out"} <= built
     assert {t: comments[t] for t in built} == {t: TABLE_DOCS[t] for t in built}
     checked = 0
     for table, docs in COLUMN_DOCS.items():
@@ -69,3 +80,83 @@ def test_the_published_comments_are_the_described_ones(outputs_demo_project):
                 assert columns[(table, col)] == doc, (table, col)
                 checked += 1
     assert checked >= 60
+
+
+def _string_literals(tree: ast.AST):
+    """(line, text) of every string literal but docstrings; an f-string's fields read as {}."""
+    docs = {id(n.body[0].value) for n in ast.walk(tree)
+            if isinstance(n, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)) and n.body
+            and isinstance(n.body[0], ast.Expr) and isinstance(n.body[0].value, ast.Constant)}
+    parts = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.JoinedStr):
+            parts.update(id(v) for v in node.values)
+            yield node.lineno, "".join(v.value if isinstance(v, ast.Constant) else "{}" for v in node.values)
+        elif isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in docs | parts:
+            yield node.lineno, node.value
+
+
+def test_no_warehouse_ddl_in_python_outside_the_allow_list():
+    found: dict[str, list[int]] = {}
+    for folder in ("apportion", "connectors", "models", "pipelines", "demo", "sql"):
+        for path in (REPO / folder).rglob("*.py"):
+            for line, text in _string_literals(ast.parse(path.read_text(encoding="utf-8"))):
+                if DDL.search(text):
+                    found.setdefault(path.relative_to(REPO).as_posix(), []).append(line)
+    over = {f: lines for f, lines in found.items() if len(lines) > DDL_ALLOWED.get(f, 0)}
+    assert not over, f"CREATE TABLE/VIEW in Python (put it in sql/<area>/create_<table>.sql): {over}"
+    # the scan sees what it must: an f-string table, a concatenated view, and no TEMP table or docstring
+    probe = ast.parse('"""CREATE TABLE in a docstring"""\nq = f"CREATE OR REPLACE TABLE {name} AS SELECT 1"\n'
+                      'v = ("create view x " "as select 1")\nt = "CREATE TEMP TABLE t AS SELECT 1"\n')
+    assert [line for line, text in _string_literals(probe) if DDL.search(text)] == [2, 3]
+
+
+def _created_columns(file: str, **fmt) -> list[tuple[str, str]]:
+    con = duckdb.connect()
+    try:
+        con.execute(sql_text(file).format(**fmt))
+        name = re.search(r"create (?:or replace )?(?:table|view) (\w+)", sql_text(file)).group(1)
+        return [(r[0], r[1]) for r in con.execute(f"DESCRIBE {name}").fetchall()]
+    finally:
+        con.close()
+
+
+def test_the_sql_files_tables_are_described_column_by_column(tmp_path):
+    """Every column a sql/{guardrails,savings,close}/create_<table>.sql creates has its description in
+    models/warehouse_docs.py, and no description is left for a column that is gone."""
+    (tmp_path / "alerts.jsonl").write_text("")
+    checked = []
+    for folder in ("guardrails", "savings", "close"):
+        for f in sorted((REPO / "sql" / folder).glob("create_*.sql")):
+            table = f.stem.removeprefix("create_")
+            if table in OTHER_MODULES or table in ("recommendations", "savings_skipped"):
+                continue  # read from Arrow tables at build: checked on the demo warehouse above and below
+            cols = [c for c, _ in _created_columns(f"{folder}/{f.name}", path=lit(str(tmp_path / 'alerts.jsonl')))]
+            assert table in TABLE_DOCS, table
+            assert sorted(cols) == sorted(COLUMN_DOCS[table]), table
+            checked.append(table)
+    assert {"budget_status", "budget_burndown", "token_policy_checked", "token_policy_violations", "alerts",
+            "savings_inputs", "closed_months", "restatements", "restatement_tie_out"} <= set(checked)
+
+
+def test_the_anomaly_tables_sql_matches_their_module():
+    """anomalies.py still lists its columns (with their descriptions): the SQL file creates exactly those."""
+    from apportion.guardrails.anomalies import EPISODE_COLUMNS, HISTORY_COLUMNS
+
+    for table, cols in (("anomaly_episodes", EPISODE_COLUMNS), ("anomaly_history", HISTORY_COLUMNS)):
+        got = _created_columns(f"guardrails/create_{table}.sql")
+        assert [(c, t.replace(" ", "").upper()) for c, t in got] == [(c, t.replace(" ", "").upper())
+                                                                   for c, t, _ in cols], table
+
+
+def test_builder_tables_on_the_demo_warehouse_are_fully_described(outputs_demo_project):
+    from apportion.models.config import load_config
+
+    cfg = load_config(outputs_demo_project[0])
+    con = duckdb.connect(str(cfg.duckdb_path), read_only=True)
+    try:
+        for table in ("recommendations", "savings_skipped", "budget_status", "closed_months", "alerts"):
+            cols = [r[0] for r in con.execute(f"DESCRIBE {table}").fetchall()]
+            assert sorted(cols) == sorted(COLUMN_DOCS[table]), table
+    finally:
+        con.close()

@@ -1,29 +1,55 @@
-"""Write a small documented table (rows of Python values) into the warehouse."""
+"""The warehouse tables the guardrails, savings and close modules build: each one's DDL is its own SQL file
+(`sql/guardrails/create_<table>.sql`, `sql/savings/`, `sql/close/`), its descriptions are in
+models/warehouse_docs.py (the one place that feeds COMMENT ON, docs/warehouse.md and its test), and rows of
+Python values go in through Arrow, cast to the file's column types by DuckDB."""
 
 from __future__ import annotations
 
 import pyarrow as pa
 
 from apportion.db import lit
+from apportion.models.warehouse_docs import COLUMN_DOCS, TABLE_DOCS
+from apportion.sql import sql_text
 
 
-def _table(con, name: str, columns: list[tuple[str, str, str]], rows: list[dict], doc: str) -> None:
-    schema = pa.schema([(c, pa.string()) for c, _, _ in columns])
-    data = pa.Table.from_pylist([{c: (None if r.get(c) is None else str(r[c])) for c, _, _ in columns}
-                                 for r in rows], schema=schema)
+def columns(con, name: str) -> list[str]:
+    return [r[0] for r in con.execute(f"DESCRIBE {name}").fetchall()]
+
+
+def fill(con, name: str, rows: list[dict], folder: str = "guardrails") -> None:
+    """Create `name` from sql/<folder>/create_<name>.sql and insert `rows` (dicts by column; values as str)."""
     # a cursor of its own: registering on `con` is refused while a streamed result of it is unfinished
     cur = con.cursor()
     try:
+        cur.execute(sql_text(f"{folder}/create_{name}.sql"))
+        cols = columns(cur, name)
+        data = pa.Table.from_pylist([{c: (None if r.get(c) is None else str(r[c])) for c in cols} for r in rows],
+                                    schema=pa.schema([(c, pa.string()) for c in cols]))
         cur.register(f"{name}_arrow", data)
-        select = ", ".join(f'CAST("{c}" AS {t}) AS "{c}"' for c, t, _ in columns)
-        cur.execute(f"CREATE OR REPLACE TABLE {name} AS SELECT {select} FROM {name}_arrow")
+        cur.execute(f"INSERT INTO {name} BY NAME SELECT * FROM {name}_arrow")
         cur.unregister(f"{name}_arrow")
     finally:
         cur.close()
+
+
+def document(con, name: str) -> None:
+    """COMMENT ON `name` and each of its columns from models/warehouse_docs.py (a column without one is an error)."""
+    is_view = con.execute("SELECT count(*) FROM duckdb_views() WHERE view_name = ?", [name]).fetchone()[0]
+    con.execute(f"COMMENT ON {'VIEW' if is_view else 'TABLE'} {name} IS {lit(TABLE_DOCS[name])}")
+    docs = COLUMN_DOCS[name]
+    for c in columns(con, name):
+        if c not in docs:
+            raise KeyError(f"models/warehouse_docs.py: COLUMN_DOCS[{name!r}] has no description of column {c!r}")
+        con.execute(f'COMMENT ON COLUMN {name}."{c}" IS {lit(docs[c])}')
+
+
+def table(con, name: str, cols, rows: list[dict], doc: str) -> None:
+    """The anomaly tables' call (apportion/guardrails/anomalies.py, which still holds their descriptions): the
+    DDL is sql/guardrails/create_<name>.sql, whose column names must be `cols`' names."""
+    fill(con, name, rows)
+    have = columns(con, name)
+    if have != [c for c, _, _ in cols]:
+        raise ValueError(f"sql/guardrails/create_{name}.sql has columns {have}, the module {[c for c, _, _ in cols]}")
     con.execute(f"COMMENT ON TABLE {name} IS {lit(doc)}")
-    for c, _, d in columns:
+    for c, _, d in cols:
         con.execute(f'COMMENT ON COLUMN {name}."{c}" IS {lit(d)}')
-
-
-def table(con, name: str, columns, rows, doc) -> None:
-    _table(con, name, columns, rows, doc)

@@ -40,32 +40,6 @@ OUTPUT_TYPES = ("output", "output_audio")
 FALLBACK = {"input_audio": "input", "cache_read": "input", "cache_write_5m": "input", "cache_write_1h": "input",
             "output_audio": "output"}
 DIMS = ("team", "workload", "value_class")
-MONEY = "DECIMAL(38,6)"
-
-COLUMNS = [
-    ("policy", "VARCHAR", "Policy name (token_policies in the budgets file)."),
-    ("rule", "VARCHAR", "max_input_tokens | max_output_tokens | allowed_models | monthly_tokens."),
-    ("month", "VARCHAR", "Billing month (UTC) of the requests."),
-    ("source", "VARCHAR", "The per-request log the requests come from (litellm, otel_genai, bedrock_logs source)."),
-    ("team", "VARCHAR", "Team (from the allocation of the request's line item)."),
-    ("workload", "VARCHAR", "Workload."),
-    ("value_class", "VARCHAR", "Value class."),
-    ("api_key", "VARCHAR", "API key alias (the gateway rows' ResourceId)."),
-    ("model", "VARCHAR", "Model used (normalised id)."),
-    ("limit_value", "VARCHAR", "The limit: tokens per request, the monthly quota (per team or api_key), or the "
-     "allowed model globs."),
-    ("requests", "BIGINT", "Requests in violation."),
-    ("first_day", "DATE", "First day with a violating request."),
-    ("last_day", "DATE", "Last day with a violating request."),
-    ("tokens_over", "BIGINT", "Tokens above the limit (allowed_models: every token of the requests)."),
-    ("cost", MONEY, "Catalogue cost of the violating requests (USD)."),
-    ("excess_cost", MONEY, "Cost of the excess: the share of the cost above the limit (allowed_models: cost - "
-     "allowed_model_cost)."),
-    ("allowed_model", "VARCHAR", "The allowed model the requests are priced at for comparison (price_as)."),
-    ("allowed_model_cost", MONEY, "What the same requests' tokens cost on the allowed model (USD)."),
-    ("unpriced_requests", "BIGINT", "Violating requests the catalogue cannot price (their cost counts as 0)."),
-    ("currency", "VARCHAR", "Currency of the amounts (the price catalogue's: USD)."),
-]
 
 
 @dataclass
@@ -130,15 +104,6 @@ def _attribution(con, source: str, month: str, dims: list[str]) -> dict[tuple[st
         "JOIN allocations AS a USING (x_SourceName, x_BillingMonth, x_LineId) "
         "WHERE li.x_SourceName = ? AND li.x_BillingMonth = ? GROUP BY ALL", [source, month]).fetchall()
     return {(r[0], r[1]): dict(zip(dims, r[2:])) for r in rows}
-
-
-CHECKED_COLUMNS = [
-    ("source", "VARCHAR", "A per-request source (litellm, otel_genai, bedrock_logs)."),
-    ("month", "VARCHAR", "Billing month."),
-    ("delivery_id", "VARCHAR", "The delivery its current line items were built from, read again request by request."),
-    ("requests", "BIGINT", "Requests read (quarantined ones excluded, as in the line items)."),
-    ("note", "VARCHAR", "checked, or why the month could not be checked (the delivery is no longer in the raw zone)."),
-]
 
 
 def load_requests(con, cfg: ApportionConfig, tax: Taxonomy, months: int,
@@ -295,16 +260,13 @@ def evaluate(requests: list[Request], g: GuardrailsFile) -> list[dict]:
 
 
 def create_table(con, cfg: ApportionConfig, tax: Taxonomy, g: GuardrailsFile | None = None) -> int:
-    from apportion.guardrails.tables import table
+    from apportion.guardrails.tables import document, fill
 
     rows: list[dict] = []
     checked: list[dict] = []
     if g is not None and g.token_policies:
         rows = evaluate(load_requests(con, cfg, tax, g.token_policy_months, checked), g)
-    table(con, "token_policy_checked", CHECKED_COLUMNS, checked,
-          "The per-request logs the token policies were checked on, per source and month (or why not).")
-    table(con, "token_policy_violations", COLUMNS, rows,
-          "Requests outside their token policy (max input / output tokens per request, allowed models, monthly "
-          "token quota per team or API key), from the per-request logs, with the cost of the excess and the cost "
-          "on an allowed model (docs/guardrails.md).")
+    for name, data in (("token_policy_checked", checked), ("token_policy_violations", rows)):
+        fill(con, name, data)  # sql/guardrails/create_<name>.sql; descriptions: models/warehouse_docs.py
+        document(con, name)
     return len(rows)

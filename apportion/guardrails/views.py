@@ -2,8 +2,8 @@
 
 budget_status, budget_burndown, anomalies (a view: episodes joined with the dismissals file, so a dismissal
 shows at once and survives rebuilds), anomaly_history, token_policy_violations and token_policy_checked (the
-request logs read), alerts (a view over the alert state file: what was sent, when, what failed). Documented with
-COMMENT ON like the rest.
+request logs read), alerts (a view over the alert state file: what was sent, when, what failed). Each one's
+DDL is sql/guardrails/create_<name>.sql, its descriptions models/warehouse_docs.py (COMMENT ON).
 """
 
 from __future__ import annotations
@@ -12,50 +12,13 @@ import json
 
 from apportion.db import lit
 from apportion.guardrails import anomalies as anomaly_mod
-from apportion.guardrails.alerts import STATE_COLUMNS, state_path
+from apportion.guardrails.alerts import state_path
 from apportion.guardrails.budgets import evaluate
 from apportion.guardrails.config import load_guardrails
-from apportion.guardrails.tables import table as _table
+from apportion.guardrails.tables import document, fill
 from apportion.models.config import ApportionConfig
 from apportion.models.taxonomy import Taxonomy
-
-MONEY = "DECIMAL(38,2)"
-
-BUDGET_STATUS = [
-    ("budget", "VARCHAR", "Budget name (the budgets file)."),
-    ("period", "VARCHAR", "Period: YYYY-MM or YYYY-Qn."),
-    ("period_start", "DATE", "First day of the period."),
-    ("period_end", "DATE", "First day after the period."),
-    ("as_of", "DATE", "Latest charge day with money in the ledger (the day the figures are as of)."),
-    ("is_open", "BOOLEAN", "The period has days after as_of (its forecast is a forecast)."),
-    ("scope", "JSON", "The budget's scope: taxonomy dimensions and/or provider, service, model, source."),
-    ("currency", "VARCHAR", "Budget currency (the reporting currency when one is configured)."),
-    ("amount", MONEY, "Budget amount for the period."),
-    ("actual", MONEY, "EffectiveCost in scope from the period start to as_of (usage, fees, tax, credits)."),
-    ("actual_ratio", "DECIMAL(18,4)", "actual / amount."),
-    ("forecast", MONEY, "Period-end forecast: actual + weekday-seasonal forecast of the usage days left."),
-    ("forecast_low", MONEY, "Lower end of the forecast's 80 % prediction interval."),
-    ("forecast_high", MONEY, "Upper end of the forecast's 80 % prediction interval."),
-    ("forecast_ratio", "DECIMAL(18,4)", "forecast / amount."),
-    ("run_rate", MONEY, "Straight run-rate (actual / days elapsed x days in period), for comparison."),
-    ("forecast_method", "VARCHAR", "weekday-seasonal | level | closed | no-history."),
-    ("history_days", "INTEGER", "Days of history the forecast used."),
-    ("status", "VARCHAR", "ok, or the highest severity of the thresholds crossed (info | warn | critical)."),
-    ("crossed", "JSON", "Thresholds crossed: [{of: actual|forecast, at, severity, limit, value}]."),
-    ("owners", "VARCHAR", "Budget owners."),
-    ("channels", "VARCHAR", "Alert channel names or redacted URLs."),
-]
-
-BUDGET_BURNDOWN = [
-    ("budget", "VARCHAR", "Budget name."),
-    ("period", "VARCHAR", "Period."),
-    ("day", "DATE", "Day."),
-    ("kind", "VARCHAR", "actual (cumulative spend to date) or forecast (cumulative expected for the days left)."),
-    ("cumulative", MONEY, "Cumulative spend in the period up to the day (actual or expected)."),
-    ("low", MONEY, "Forecast days: lower end of the 80 % band of the cumulative spend."),
-    ("high", MONEY, "Forecast days: upper end of the 80 % band."),
-    ("amount", MONEY, "Budget amount (the line to stay under)."),
-]
+from apportion.sql import sql_text
 
 
 def create_views(con, cfg: ApportionConfig, tax: Taxonomy) -> dict:
@@ -83,10 +46,9 @@ def create_views(con, cfg: ApportionConfig, tax: Taxonomy) -> dict:
             for day, cum, lo, hi in f.path:
                 burn_rows.append({"budget": b.name, "period": bp.period, "day": day, "kind": "forecast",
                                   "cumulative": str(cum), "low": str(lo), "high": str(hi), "amount": str(b.amount)})
-    _table(con, "budget_status", BUDGET_STATUS, status_rows,
-           "Each budget per period: actual, period-end forecast with an 80 % band, run-rate, thresholds crossed.")
-    _table(con, "budget_burndown", BUDGET_BURNDOWN, burn_rows,
-           "Cumulative spend per budget, period and day, then the forecast path with its band (the burn-down chart).")
+    for name, rows in (("budget_status", status_rows), ("budget_burndown", burn_rows)):
+        fill(con, name, rows)
+        document(con, name)
     n_anomalies = anomaly_mod.create_tables(con, cfg, tax, g)
     from apportion.guardrails import token_policies
 
@@ -98,24 +60,6 @@ def create_views(con, cfg: ApportionConfig, tax: Taxonomy) -> dict:
 _R = __import__("decimal").Decimal("0.0001")
 
 
-ALERT_DOCS = {
-    "alert_key": "budget:<name>:<actual|forecast>:<ratio>:<period>, anomaly:<id> or "
-                 "token_policy:<policy>:<rule>:<month>:<team or api key>: what is alerted once.",
-    "kind": "budget | anomaly | token_policy.", "subject_ref": "Budget name, anomaly id or token policy name.",
-    "period": "Budget period or month.",
-    "severity": "info | warn | critical.", "title": "The message's title.",
-    "channel": "Channel name (or redacted URL).", "status": "sent | failed (retried on the next run).",
-    "attempts": "Send attempts.", "first_attempt_at": "First attempt (UTC).", "last_attempt_at": "Last attempt (UTC).",
-    "sent_at": "When it was delivered.", "last_error": "Why the last attempt failed (no secrets).",
-}
-
-
 def _alerts_view(con, cfg: ApportionConfig) -> None:
-    path = state_path(cfg)
-    cols = "{" + ", ".join(f"{lit(c)}: {lit(t)}" for c, t in STATE_COLUMNS.items()) + "}"
-    con.execute(f"CREATE OR REPLACE VIEW alerts AS SELECT * FROM read_json({lit(str(path))}, "
-                f"format = 'newline_delimited', columns = {cols})")
-    con.execute("COMMENT ON VIEW alerts IS 'Every alert per channel and its delivery (read from "
-                "<warehouse>/guardrails/alerts.jsonl: always current, kept across rebuilds).'")
-    for c, d in ALERT_DOCS.items():
-        con.execute(f'COMMENT ON COLUMN alerts."{c}" IS {lit(d)}')
+    con.execute(sql_text("guardrails/create_alerts.sql").format(path=lit(str(state_path(cfg)))))
+    document(con, "alerts")

@@ -14,16 +14,10 @@ from pathlib import Path
 from apportion.models.config import ApportionConfig
 from apportion.models.savings import SavingsSettings
 from apportion.savings.table import KINDS, Finding, Results, Skip
+from apportion.sql import sql_text
 
 __all__ = ["KINDS", "Finding", "Results", "Skip", "create_recommendations", "compute"]
 
-PIECES_SQL = """
-CREATE OR REPLACE TEMP VIEW sv_pieces AS
-SELECT li.*, a.x_Team AS sv_team, a.x_Project AS sv_project, a.x_Workload AS sv_workload,
-       CAST(a.x_AllocatedRatio AS DECIMAL(38, 12)) AS sv_ratio
-FROM line_items AS li
-INNER JOIN allocations AS a USING (x_SourceName, x_BillingMonth, x_LineId)
-"""
 
 
 def compute(con, cfg: ApportionConfig, months: list[str] | None = None) -> Results:
@@ -33,7 +27,7 @@ def compute(con, cfg: ApportionConfig, months: list[str] | None = None) -> Resul
     settings = cfg.savings or SavingsSettings()
     shadows = _restrict(con, months) if months is not None else []
     try:
-        con.execute(PIECES_SQL)
+        con.execute(sql_text("savings/pieces.sql"))
         results = Results()
         for module in (smaller_model, prompt_caching, shorter_prompts, gpus, spot, commitments):
             module.find(con, cfg, settings, results)
@@ -97,9 +91,11 @@ def _restrict(con, months: list[str]) -> list[str]:
 
 def month_keys(con, cfg: ApportionConfig) -> dict[str, str]:
     """month -> a hash of what its recommendations are computed from: its partitions' current versions (the lake
-    file paths), the config (savings settings, sources and their price overrides) and this package's code."""
+    file paths), the config (savings settings, sources and their price overrides) and this package's code and SQL."""
+    from apportion import sql
+
     base = hashlib.sha1(cfg.model_dump_json().encode())
-    for f in sorted(Path(__file__).parent.glob("*.py")):
+    for f in [*sorted(Path(__file__).parent.glob("*.py")), *sorted((Path(sql.__file__).parent / "savings").glob("*.sql"))]:
         base.update(f.read_bytes())
     paths: dict[str, list[str]] = {}
     for (path,) in con.execute("SELECT path FROM lake_files WHERE lake_table IN (?, ?, ?) ORDER BY path",
@@ -153,7 +149,7 @@ def create_recommendations(con, cfg: ApportionConfig) -> Results:
     Only the months whose inputs changed since the published warehouse (month_keys) are recomputed, from their
     own partitions; the other months' rows are carried over from the published file as they were (issue 10).
     """
-    from apportion.db import lit
+    from apportion.guardrails.tables import document
     from apportion.savings import table
 
     cols = {r[0] for r in con.execute(
@@ -182,12 +178,8 @@ def create_recommendations(con, cfg: ApportionConfig) -> Results:
             con.register("sv_carried_arrow", carried)
             con.execute(f"INSERT INTO {name} BY NAME SELECT * FROM sv_carried_arrow")
             con.unregister("sv_carried_arrow")
-    con.execute("CREATE OR REPLACE TABLE savings_inputs (x_BillingMonth VARCHAR, input_key VARCHAR)")
+    con.execute(sql_text("savings/create_savings_inputs.sql"))
     if keys:
         con.executemany("INSERT INTO savings_inputs VALUES (?, ?)", sorted(keys.items()))
-    con.execute("COMMENT ON TABLE savings_inputs IS " + lit(
-        "Per billing month, a hash of what its recommendations were computed from (partition versions, config, "
-        "code): the next build recomputes only the months whose hash changed. See docs/savings.md."))
-    con.execute("COMMENT ON COLUMN savings_inputs.x_BillingMonth IS 'Billing month (YYYY-MM).'")
-    con.execute("COMMENT ON COLUMN savings_inputs.input_key IS 'SHA-1 of the month''s inputs.'")
+    document(con, "savings_inputs")  # descriptions: models/warehouse_docs.py
     return results

@@ -1,4 +1,5 @@
-"""The `recommendations` and `savings_skipped` tables: one row per finding, one row per skipped scope.
+"""The `recommendations` and `savings_skipped` tables: one row per finding, one row per skipped scope
+(sql/savings/create_<table>.sql; descriptions in models/warehouse_docs.py).
 
 Each kind module returns `Finding`s and `Skip`s; `build` writes them. A finding carries the numbers it
 is computed from (`evidence`, a JSON object of exact decimals as strings) and the formula in words, so
@@ -16,7 +17,9 @@ from typing import Any
 import pyarrow as pa
 
 from apportion.db import lit
+from apportion.guardrails.tables import document
 from apportion.models.savings import SavingsSettings
+from apportion.sql import sql_text
 
 KINDS = ("smaller_model", "prompt_caching", "shorter_prompts", "idle_gpus", "oversized_gpus", "spot", "commitments")
 CENT = Decimal("0.01")
@@ -113,33 +116,6 @@ SCHEMA = pa.schema([
     ("confidence_reason", pa.string()),
 ])
 
-COLUMN_DOCS = {
-    "finding_id": "Stable id of the finding: kind and a hash of its scope.",
-    "kind": "smaller_model | prompt_caching | shorter_prompts | idle_gpus | oversized_gpus | spot | commitments.",
-    "x_BillingMonth": "The billing month the finding looks at (YYYY-MM).",
-    "period_start": "First day of the data the finding is computed from.",
-    "period_end": "Last day (inclusive) of the data the finding is computed from.",
-    "days_observed": "Days with data in the period.",
-    "team": "Team the spend is allocated to (allocations.x_Team); null for account-wide findings.",
-    "project": "Project the spend is allocated to.",
-    "workload": "Workload the spend is allocated to.",
-    "scope_type": "What scope_id names: model, api_key, cluster, resource, account.",
-    "scope_id": "The model, API key, cluster/GPU model, instance or billing account the finding is about.",
-    "provider": "Provider of the spend (openai, anthropic, aws, slurm cluster, ...).",
-    "current": "What runs today (model, instance type and pricing, GPU model).",
-    "suggested": "What the advice moves it to (cheaper model, cache reads, spot, a commitment).",
-    "evidence": "The numbers the estimate is computed from, as a JSON object of exact decimals.",
-    "formula": "How estimated_monthly_saving follows from the evidence, in words and numbers.",
-    "estimated_monthly_saving": "Estimated saving for the month in `currency` (DECIMAL, rounded to the cent).",
-    "currency": "Currency of the saving (the line items' BillingCurrency).",
-    "reporting_currency": "Configured reporting currency (null when none).",
-    "fx_rate": "Rate currency -> reporting currency used (the month's rate of the line items).",
-    "estimated_monthly_saving_reporting": "estimated_monthly_saving x fx_rate, in the reporting currency.",
-    "confidence": "high | medium | low.",
-    "confidence_reason": "Why that confidence: the volume behind it and the assumptions it rests on.",
-}
-
-
 def write(con, results: Results, reporting_currency: str | None) -> None:
     rows = []
     seen: set[str] = set()
@@ -158,44 +134,15 @@ def write(con, results: Results, reporting_currency: str | None) -> None:
             "confidence": f.confidence, "confidence_reason": f.confidence_reason,
         })
     con.register("sv_findings_arrow", pa.Table.from_pylist(rows, schema=SCHEMA))
-    fx = "NULL::DECIMAL(38,12)"
-    if reporting_currency:
-        fx = ("(SELECT max(li.x_FxRate) FROM line_items AS li WHERE li.x_BillingMonth = f.x_BillingMonth "
-              "AND li.BillingCurrency = f.currency AND li.x_FxRate IS NOT NULL)")
-    con.execute(f"""
-        CREATE OR REPLACE TABLE recommendations AS
-        WITH f AS (SELECT * FROM sv_findings_arrow)
-        SELECT finding_id, kind, x_BillingMonth, CAST(period_start AS DATE) AS period_start,
-               CAST(period_end AS DATE) AS period_end, days_observed, team, project, workload, scope_type, scope_id,
-               provider, current, suggested, CAST(evidence AS JSON) AS evidence, formula,
-               CAST(saving AS DECIMAL(38, 2)) AS estimated_monthly_saving, currency,
-               {lit(reporting_currency) if reporting_currency else 'NULL::VARCHAR'} AS reporting_currency,
-               CAST({fx} AS DECIMAL(38, 12)) AS fx_rate,
-               CAST(round(CAST(saving AS DECIMAL(38, 2)) * CAST({fx} AS DECIMAL(38, 12)), 2) AS DECIMAL(38, 2))
-                   AS estimated_monthly_saving_reporting,
-               confidence, confidence_reason
-        FROM f
-        ORDER BY x_BillingMonth, estimated_monthly_saving DESC, finding_id
-    """)
+    con.execute(sql_text("savings/create_recommendations.sql").format(
+        reporting_currency=lit(reporting_currency) if reporting_currency else "NULL::VARCHAR"))
     con.unregister("sv_findings_arrow")
     skipped = pa.Table.from_pylist(
         [{"kind": s.kind, "x_BillingMonth": s.month, "scope": s.scope, "reason": s.reason} for s in results.skipped],
         schema=pa.schema([("kind", pa.string()), ("x_BillingMonth", pa.string()), ("scope", pa.string()),
                           ("reason", pa.string())]))
     con.register("sv_skipped_arrow", skipped)
-    con.execute("CREATE OR REPLACE TABLE savings_skipped AS SELECT DISTINCT * FROM sv_skipped_arrow "
-                "ORDER BY x_BillingMonth, kind, scope")
+    con.execute(sql_text("savings/create_savings_skipped.sql"))
     con.unregister("sv_skipped_arrow")
-    con.execute("COMMENT ON TABLE recommendations IS " + lit(
-        "Savings advice: one row per finding (smaller model, prompt caching, shorter prompts, idle and oversized "
-        "GPUs, spot, commitments) with its scope, the evidence it is computed from, the formula, the estimated "
-        "monthly saving and a confidence. See docs/savings.md."))
-    for col, doc in COLUMN_DOCS.items():
-        con.execute(f'COMMENT ON COLUMN recommendations."{col}" IS {lit(doc)}')
-    con.execute("COMMENT ON TABLE savings_skipped IS " + lit(
-        "Savings kinds not estimated for a scope, with the reason (missing price, unknown model, no utilisation): "
-        "never estimated from a zero."))
-    for col, doc in {"kind": "The kind that was skipped.", "x_BillingMonth": "Billing month.",
-                     "scope": "The scope (model, cluster, instance, account) it was skipped for.",
-                     "reason": "Why it was skipped."}.items():
-        con.execute(f'COMMENT ON COLUMN savings_skipped."{col}" IS {lit(doc)}')
+    for name in ("recommendations", "savings_skipped"):
+        document(con, name)  # descriptions: models/warehouse_docs.py

@@ -93,15 +93,15 @@ left join aws_cur_duplicates as dup on dup._file_idx = src._file_idx and dup._ro
 -- of the quarantine file; the same rows line_items_checked marks with x_QuarantineReason.
 create or replace temp view line_items_rejected as
 select
-    ctx.source_name as x_SourceName,
-    ctx.billing_month as x_BillingMonth,
-    ctx.delivery_id as x_DeliveryId,
+    lineage.x_SourceName,
+    lineage.x_BillingMonth,
+    lineage.x_DeliveryId,
     c._file as x_SourceFile,
     c._row as x_SourceRow,
     c.quarantine_reason as x_QuarantineReason,
     c.line_item_unblended_cost as BilledCost
 from aws_cur_checked as c
-cross join run_context as ctx
+cross join apportion_lineage(run_context) as lineage
 where c.quarantine_reason is not null;
 
 create or replace temp view line_items_checked as
@@ -367,12 +367,8 @@ select
     f.usage_account_name as SubAccountName,
     'Linked Account' as SubAccountType,
     f.tags as Tags,
-    ctx.source_name as x_SourceName,
-    ctx.source_kind as x_SourceKind,
-    ctx.billing_month as x_BillingMonth,
+    lineage.*,  -- x_SourceName, x_SourceKind, x_BillingMonth, x_DeliveryId, x_IngestedAt
     f._file_idx * 4294967296 + f._row as x_LineId,
-    ctx.delivery_id as x_DeliveryId,
-    ctx.ingested_at as x_IngestedAt,
     f._file as x_SourceFile,
     f._row as x_SourceRow,
     f.line_item_id as x_ProviderLineItemId,
@@ -396,7 +392,7 @@ select
     f.unmapped_service as x_UnmappedService,
     f.quarantine_reason as x_QuarantineReason
 from focus as f
-cross join ctx
+cross join apportion_lineage(run_context) as lineage
 ),
 
 -- FOCUS keeps a commitment's purchase at EffectiveCost 0; the unused part of a Savings Plan or RI fee

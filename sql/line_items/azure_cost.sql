@@ -325,12 +325,8 @@ select
     f.subscription_name as SubAccountName,
     'Subscription' as SubAccountType,
     f.tags as Tags,
-    ctx.source_name as x_SourceName,
-    ctx.source_kind as x_SourceKind,
-    ctx.billing_month as x_BillingMonth,
+    lineage.*,  -- x_SourceName, x_SourceKind, x_BillingMonth, x_DeliveryId, x_IngestedAt
     f._file_idx * 4294967296 + f._row as x_LineId,
-    ctx.delivery_id as x_DeliveryId,
-    ctx.ingested_at as x_IngestedAt,
     f._file as x_SourceFile,
     f._row as x_SourceRow,
     null as x_ProviderLineItemId,
@@ -358,4 +354,4 @@ select
     case when f.llm_token_type is not null then cast(round(f.units) as bigint) end as x_Tokens,
     f.quarantine_reason as x_QuarantineReason
 from focus as f
-cross join ctx;
+cross join apportion_lineage(run_context) as lineage;

@@ -199,12 +199,8 @@ select
     t.SubAccountName as SubAccountName,
     t.SubAccountType as SubAccountType,
     t.tags_json as Tags,
-    ctx.source_name as x_SourceName,
-    ctx.source_kind as x_SourceKind,
-    ctx.billing_month as x_BillingMonth,
+    lineage.*,  -- x_SourceName, x_SourceKind, x_BillingMonth, x_DeliveryId, x_IngestedAt
     t._file_idx * 4294967296 + t._row as x_LineId,
-    ctx.delivery_id as x_DeliveryId,
-    ctx.ingested_at as x_IngestedAt,
     t._file as x_SourceFile,
     t._row as x_SourceRow,
     t.x_ProviderLineItemId as x_ProviderLineItemId,
@@ -225,4 +221,4 @@ select
     t.x_PricingUnitDescription as x_PricingUnitDescription,
     t.quarantine_reason as x_QuarantineReason
 from typed as t
-cross join ctx;
+cross join apportion_lineage(run_context) as lineage;

@@ -310,12 +310,8 @@ select
     f.project_name as SubAccountName,
     'Project' as SubAccountType,
     f.tags as Tags,
-    ctx.source_name as x_SourceName,
-    ctx.source_kind as x_SourceKind,
-    ctx.billing_month as x_BillingMonth,
+    lineage.*,  -- x_SourceName, x_SourceKind, x_BillingMonth, x_DeliveryId, x_IngestedAt
     f._file_idx * 4294967296 + f._row as x_LineId,
-    ctx.delivery_id as x_DeliveryId,
-    ctx.ingested_at as x_IngestedAt,
     f._file as x_SourceFile,
     f._row as x_SourceRow,
     null as x_ProviderLineItemId,
@@ -345,4 +341,4 @@ select
     f.credit_amount as x_CreditAmount,
     f.quarantine_reason as x_QuarantineReason
 from focus as f
-cross join ctx;
+cross join apportion_lineage(run_context) as lineage;

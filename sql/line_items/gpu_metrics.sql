@@ -139,12 +139,8 @@ select
     case when r.namespace is not null then 'Kubernetes Namespace' end as SubAccountType,
     apportion_sorted_json(coalesce(json_merge_patch(r.tags::json, json_object('gpu_cluster', ctx.default_cluster)),
                                    json_object('gpu_cluster', ctx.default_cluster))) as Tags,
-    ctx.source_name as x_SourceName,
-    ctx.source_kind as x_SourceKind,
-    ctx.billing_month as x_BillingMonth,
+    lineage.*,  -- x_SourceName, x_SourceKind, x_BillingMonth, x_DeliveryId, x_IngestedAt
     row_number() over (order by r.kind, r.day, r.host, r.gpu_key, r.namespace, r.job_key, r._file, r._row) as x_LineId,
-    ctx.delivery_id as x_DeliveryId,
-    ctx.ingested_at as x_IngestedAt,
     r._file as x_SourceFile,
     r._row as x_SourceRow,
     'UtilizationSample' as x_LineItemType,
@@ -159,4 +155,5 @@ select
     r.host as x_Node,
     r.reason as x_QuarantineReason
 from rows_out as r
-cross join ctx;
+cross join ctx
+cross join apportion_lineage(run_context) as lineage;

@@ -108,12 +108,8 @@ select
     c.sub_account_name as SubAccountName,
     c.sub_account_type as SubAccountType,
     apportion_sorted_json(cast(c.tags as json)) as Tags,
-    ctx.source_name as x_SourceName,
-    ctx.source_kind as x_SourceKind,
-    ctx.billing_month as x_BillingMonth,
+    lineage.*,  -- x_SourceName, x_SourceKind, x_BillingMonth, x_DeliveryId, x_IngestedAt
     row_number() over (order by c._file, c._row, c._ord) as x_LineId,
-    ctx.delivery_id as x_DeliveryId,
-    ctx.ingested_at as x_IngestedAt,
     c._file as x_SourceFile,
     c._row as x_SourceRow,
     c.provider_line_item_id as x_ProviderLineItemId,
@@ -137,4 +133,4 @@ select
     c.price_source as x_PriceSource,
     c.quarantine_reason as x_QuarantineReason
 from checked as c
-cross join ctx;
+cross join apportion_lineage(run_context) as lineage;

@@ -123,12 +123,8 @@ select
     case when c.is_idle then null else c.namespace end as SubAccountName,
     case when c.is_idle or c.namespace is null then null else 'Kubernetes Namespace' end as SubAccountType,
     apportion_sorted_json(c.tag_json) as Tags,
-    ctx.source_name as x_SourceName,
-    ctx.source_kind as x_SourceKind,
-    ctx.billing_month as x_BillingMonth,
+    lineage.*,  -- x_SourceName, x_SourceKind, x_BillingMonth, x_DeliveryId, x_IngestedAt
     row_number() over (order by c._file, c._row) as x_LineId,
-    ctx.delivery_id as x_DeliveryId,
-    ctx.ingested_at as x_IngestedAt,
     c._file as x_SourceFile,
     c._row as x_SourceRow,
     c.cluster || ':' || c.name || ':' || coalesce(strftime(c.window_start, '%Y-%m-%dT%H:%M:%SZ'), '?')
@@ -151,4 +147,5 @@ select
     c.instance_type as x_InstanceType,
     c.reason as x_QuarantineReason
 from checked as c
-cross join ctx;
+cross join ctx
+cross join apportion_lineage(run_context) as lineage;

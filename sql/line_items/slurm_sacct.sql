@@ -261,12 +261,8 @@ select
     case when t.kind = 'idle' then null else t.account end as SubAccountName,
     case when t.kind = 'idle' then null else 'Slurm Account' end as SubAccountType,
     apportion_sorted_json(t.tags) as Tags,
-    ctx.source_name as x_SourceName,
-    ctx.source_kind as x_SourceKind,
-    ctx.billing_month as x_BillingMonth,
+    lineage.*,  -- x_SourceName, x_SourceKind, x_BillingMonth, x_DeliveryId, x_IngestedAt
     row_number() over (order by t.kind = 'idle', t._file, t._row, t._part, t.day) as x_LineId,
-    ctx.delivery_id as x_DeliveryId,
-    ctx.ingested_at as x_IngestedAt,
     t._file as x_SourceFile,
     t._row as x_SourceRow,
     t.cluster || ':' || coalesce(t.job_id, 'idle-' || t.gpu_model) || ':' || coalesce(t.gpu_model, '?') || ':'
@@ -286,4 +282,5 @@ select
     t.gpu_hours as x_GpuHours,
     t.reason as x_QuarantineReason
 from tagged as t
-cross join ctx;
+cross join ctx
+cross join apportion_lineage(run_context) as lineage;

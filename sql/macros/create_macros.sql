@@ -126,3 +126,16 @@ create or replace macro apportion_unit_block(u) as
         when regexp_matches(coalesce(u, ''), '(?i)^\s*1\s*k\b|thousand|^\s*1,?000\s') then 1000
         else 1
     end;
+
+-- The lineage every source's line items carry, from the run's context (the temp table run_context):
+-- `select lineage.*, ... from ... cross join apportion_lineage(run_context) as lineage` (x_LineId, x_SourceFile
+-- and x_SourceRow are each kind's own: how a row is numbered differs). A parameter, because a table macro's body
+-- is bound when it is created, before run_context exists.
+create or replace macro apportion_lineage(ctx) as table
+select
+    source_name as x_SourceName,
+    source_kind as x_SourceKind,
+    billing_month as x_BillingMonth,
+    delivery_id as x_DeliveryId,
+    ingested_at as x_IngestedAt
+from query_table(ctx);

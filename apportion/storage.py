@@ -1,4 +1,5 @@
-"""Object storage as the system of record of the lake and the raw zone (`lake:` / `raw:` set to an s3:// URI).
+"""Object storage as the system of record of the lake and the raw zone (`lake:` / `raw:` set to an s3://, gs:// or
+az:// URI).
 
 The engine keeps working on local folders: `cfg.lake` and `cfg.raw` are then *local caches* of the object
 store. A writer builds a partition version (or lands a delivery) locally, uploads it under its final,
@@ -6,11 +7,21 @@ immutable prefix, and only then PUTs the pointer object (`CURRENT`, `LANDED`): a
 a worker killed mid-upload leaves the previous version in force. A reader GETs the pointer and downloads
 the version only when its cache does not hold it yet (versions never change once uploaded).
 
-Reading and writing go through pyarrow's filesystems (Arrow's C++ S3 client, already a dependency for
-Parquet): credentials come from the AWS default chain (environment, shared config, SSO, instance or pod
-role), `AWS_ENDPOINT_URL` / `AWS_ENDPOINT_URL_S3` point it at an S3-compatible server, and nothing here
-logs a key. `fsspec_filesystem` wraps the same client for DuckDB's `register_filesystem`, which is how a
-warehouse file published with `publish_to:` reads the lake's s3:// URIs without any DuckDB extension.
+Reading and writing go through pyarrow's filesystems (Arrow's C++ S3, GCS and Azure clients, already a dependency
+for Parquet; no other package). Credentials come from the environment and the SDKs' default chains only, and nothing
+here logs a key:
+* s3:// : the AWS default chain (environment, shared config, SSO, instance or pod role); `AWS_ENDPOINT_URL_S3` /
+  `AWS_ENDPOINT_URL` point it at an S3-compatible server.
+* gs:// : Google's default chain (GOOGLE_APPLICATION_CREDENTIALS, gcloud's application-default login, the metadata
+  server); `STORAGE_EMULATOR_HOST` (the variable Google's SDKs read for the emulator) points it at an emulator,
+  spoken to anonymously.
+* az:// (`az://container/prefix`): AZURE_STORAGE_CONNECTION_STRING (AccountName, AccountKey or
+  SharedAccessSignature, BlobEndpoint or EndpointSuffix: Azurite's path-style BlobEndpoint included), or
+  AZURE_STORAGE_ACCOUNT_NAME with AZURE_STORAGE_ACCOUNT_KEY / AZURE_STORAGE_SAS_TOKEN, or with neither the Azure
+  SDK's DefaultAzureCredential (AZURE_CLIENT_ID / AZURE_TENANT_ID / AZURE_CLIENT_SECRET, workload or managed
+  identity, the Azure CLI's login).
+`fsspec_filesystem` wraps the same client for DuckDB's `register_filesystem`, which is how a warehouse file published
+with `publish_to:` reads the lake's object URIs without any DuckDB extension.
 """
 
 from __future__ import annotations
@@ -32,28 +43,26 @@ def work_suffix() -> str:
     return f"{socket.gethostname().replace('-', '_')}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
 
 
+POINTERS = ("CURRENT", "LANDED")  # objects replaced in place; every other object is written once under its own name
+
+
 @dataclass(frozen=True)
 class Remote:
     """One object-store root (`s3://bucket/prefix`); keys are '/'-separated and relative to it."""
 
     uri: str
 
+    @property
+    def scheme(self) -> str:
+        return self.uri.split("://", 1)[0]
+
     @functools.cached_property
     def _fs_base(self):
-        import pyarrow.fs as pafs
-
         scheme, rest = self.uri.split("://", 1)
-        if scheme != "s3":
-            raise ValueError(f"{self.uri}: only s3:// object storage is supported for the lake")
-        bucket = rest.split("/", 1)[0]
-        endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
-        region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
-        if endpoint or region:
-            fs = pafs.S3FileSystem(endpoint_override=endpoint, region=region or "us-east-1",
-                                   scheme="http" if endpoint and endpoint.startswith("http://") else "https")
-        else:
-            fs = pafs.S3FileSystem(region=pafs.resolve_s3_region(bucket))
-        return fs, rest.strip("/")
+        makers = {"s3": _s3_filesystem, "gs": _gcs_filesystem, "az": _azure_filesystem}
+        if scheme not in makers:
+            raise ValueError(f"{self.uri}: object storage for the lake is s3://, gs:// or az://")
+        return makers[scheme](rest.split("/", 1)[0]), rest.strip("/")
 
     @property
     def fs(self):
@@ -67,22 +76,61 @@ class Remote:
         return f"{self.uri}/{rel.strip('/')}"
 
     def get_text(self, rel: str) -> str | None:
-        """The object's text, or None when it does not exist."""
-        try:
-            with self.fs.open_input_stream(self.key(rel)) as f:
-                return f.read().decode()
-        except FileNotFoundError:
-            return None
+        """The object's text, or None when it does not exist. A pointer (CURRENT, LANDED: written as a name and a
+        newline) is read again when it comes back without its newline or the read fails: Arrow reads an S3 or Azure
+        object with a metadata request, then a GET of the size it learnt, so a pointer replaced in between by a
+        longer name is cut short, and by a shorter one fails (HTTP 416)."""
+        pointer = rel.rsplit("/", 1)[-1] in POINTERS
+        for attempt in range(5):
+            try:
+                with self.fs.open_input_stream(self.key(rel)) as f:
+                    text = f.read().decode()
+            except FileNotFoundError:
+                return None
+            except OSError:  # replaced by a shorter name in between: the GET's range is past the new end (416)
+                if not pointer or attempt == 4:
+                    raise
+                continue
+            if not pointer or not text or text.endswith("\n"):
+                return text
+        return text
 
     def put_bytes(self, rel: str, data: bytes) -> None:
-        """One PUT: the object appears whole or not at all (S3 has no half-written object)."""
+        """One PUT: the object appears whole or not at all, and an object it replaces stays readable until then (S3
+        and GCS have no half-written object; on Azure see `_replace`)."""
+        if self.scheme == "az":
+            return self._replace(rel, lambda staged: self._write(staged, data))
+        self._write(rel, data)
+
+    def _write(self, rel: str, data: bytes) -> None:
         with self.fs.open_output_stream(self.key(rel)) as f:
             f.write(data)
 
-    def upload_file(self, local: Path, rel: str) -> None:
+    def upload_file(self, local: Path, rel: str, replace: bool = False) -> None:
+        """One file to `rel`. `replace`: the object may exist and readers must see the old or the new one whole (the
+        published apportion.duckdb), never a partial one."""
         import pyarrow.fs as pafs
 
-        pafs.copy_files(str(local), self.key(rel), destination_filesystem=self.fs)
+        def upload(target: str) -> None:
+            pafs.copy_files(str(local), self.key(target), destination_filesystem=self.fs)
+
+        if replace and self.scheme == "az":
+            return self._replace(rel, upload)
+        upload(rel)
+
+    def _replace(self, rel: str, write) -> None:
+        """Azure: Arrow's blob output stream commits an *empty* blob when it opens and the content only when it closes,
+        so writing over an object in place would leave it empty for a reader meanwhile (and for good when the writer
+        is killed in between). The content goes to a staging folder beside it instead, then one server-side Copy Blob
+        (same account: done in one step) replaces the object, then the staging folder is removed (a folder: Arrow
+        deletes it in one batch, where deleting a single blob takes leases and may stall for seconds)."""
+        parent, _, name = rel.rpartition("/")
+        staging = f"{parent + '/' if parent else ''}.{name}.tmp-{work_suffix()}"
+        write(f"{staging}/{name}")
+        try:
+            self.fs.copy_file(self.key(f"{staging}/{name}"), self.key(rel))
+        finally:
+            self.fs.delete_dir(self.key(staging))
 
     def upload_dir(self, local_dir: Path, rel: str, last: str | None = None) -> int:
         """Every file under `local_dir` to `rel/...`; `last` (a file name) is uploaded after all the others, so
@@ -105,6 +153,9 @@ class Remote:
         """(object names, sub-folder names) directly under `rel/` (one listing level, not recursive)."""
         import pyarrow.fs as pafs
 
+        if self.scheme == "gs":  # Arrow's GCS listing names only objects, not the folders a '/' delimiter implies
+            keys = [k[len(rel.strip("/")):].lstrip("/") for k, _ in self.list_files(rel)]
+            return (sorted(k for k in keys if "/" not in k), sorted({k.split("/", 1)[0] for k in keys if "/" in k}))
         infos = self.fs.get_file_info(pafs.FileSelector(self.key(rel), recursive=False, allow_not_found=True))
         names = [(i.base_name, i.type) for i in infos]
         return ([n for n, t in names if t == pafs.FileType.File], [n for n, t in names if t == pafs.FileType.Directory])
@@ -131,6 +182,16 @@ class Remote:
         return dest
 
     def delete_prefix(self, rel: str) -> None:
+        """The object `rel`, or every object under `rel/`."""
+        import pyarrow.fs as pafs
+
+        if self.fs.get_file_info(self.key(rel)).type == pafs.FileType.File:
+            return self.fs.delete_file(self.key(rel))
+        if self.scheme == "az":  # one batch (and no folder-marker blob left behind, as per-file deletes leave)
+            try:
+                return self.fs.delete_dir(self.key(rel))
+            except FileNotFoundError:
+                return None
         for k, _ in self.list_files(rel):
             self.fs.delete_file(self.key(k))
 
@@ -148,10 +209,109 @@ def remote_for(local_root: Path) -> Remote | None:
 
 def fsspec_filesystem(uri: str):
     """An fsspec filesystem over the same client, for `duckdb_connection.register_filesystem(...)`: DuckDB then
-    reads `s3://` paths through it (no httpfs extension, nothing downloaded at run time)."""
+    reads `s3://`, `gs://` or `az://` paths through it (no httpfs or azure extension, nothing downloaded at run
+    time)."""
     from fsspec.implementations.arrow import ArrowFSWrapper
 
-    return ArrowFSWrapper(remote(uri.rstrip("/")).fs)
+    store = remote(uri.rstrip("/"))
+    if store.scheme == "s3":
+        return ArrowFSWrapper(store.fs)
+    return _wrapper_class(store.scheme)(store.fs)
+
+
+@functools.lru_cache(maxsize=None)
+def _wrapper_class(scheme: str):
+    """ArrowFSWrapper names the protocol after Arrow's filesystem ("gcs", "abfs") and parses `az://container/key` as
+    a host and a path: this one answers for the lake's own scheme and hands Arrow `bucket/key` / `container/key`."""
+    from fsspec.implementations.arrow import ArrowFSWrapper
+
+    class ObjectStoreWrapper(ArrowFSWrapper):
+        protocol = (scheme,)
+        root_marker = ""
+
+        @classmethod
+        def _strip_protocol(cls, path):
+            path = str(path)
+            return (path[len(scheme) + 3:] if path.startswith(f"{scheme}://") else path).rstrip("/")
+
+    ObjectStoreWrapper.__name__ = f"{scheme.capitalize()}ArrowWrapper"
+    return ObjectStoreWrapper
+
+
+def _s3_filesystem(bucket: str):
+    import pyarrow.fs as pafs
+
+    endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+    region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
+    if endpoint or region:
+        return pafs.S3FileSystem(endpoint_override=endpoint, region=region or "us-east-1",
+                                 scheme="http" if endpoint and endpoint.startswith("http://") else "https")
+    return pafs.S3FileSystem(region=pafs.resolve_s3_region(bucket))
+
+
+def _gcs_filesystem(bucket: str):
+    """Google's default credentials chain; with STORAGE_EMULATOR_HOST (`host:port` or `http://host:port`), that
+    emulator, anonymously (as google-cloud-storage does)."""
+    import pyarrow.fs as pafs
+
+    emulator = os.environ.get("STORAGE_EMULATOR_HOST", "").strip().rstrip("/")
+    if emulator:
+        scheme, _, host = emulator.rpartition("://")
+        return pafs.GcsFileSystem(anonymous=True, scheme=scheme or "http", endpoint_override=host)
+    return pafs.GcsFileSystem()
+
+
+def _azure_filesystem(container: str):
+    import pyarrow.fs as pafs
+
+    return pafs.AzureFileSystem(**azure_options(os.environ))
+
+
+def azure_options(env) -> dict:
+    """pyarrow.fs.AzureFileSystem's arguments from the environment: AZURE_STORAGE_CONNECTION_STRING, else
+    AZURE_STORAGE_ACCOUNT_NAME (or AZURE_STORAGE_ACCOUNT) with AZURE_STORAGE_ACCOUNT_KEY (or AZURE_STORAGE_KEY) or
+    AZURE_STORAGE_SAS_TOKEN, else that account with Arrow's DefaultAzureCredential. Errors never show a key."""
+    from urllib.parse import urlparse
+
+    conn = (env.get("AZURE_STORAGE_CONNECTION_STRING") or "").strip()
+    if conn:
+        parts = {k.strip().lower(): v.strip() for k, _, v in (p.partition("=") for p in conn.split(";")) if k.strip()}
+        account, key, sas = parts.get("accountname"), parts.get("accountkey"), parts.get("sharedaccesssignature")
+        endpoint, protocol = parts.get("blobendpoint"), parts.get("defaultendpointsprotocol", "https")
+        suffix = parts.get("endpointsuffix")
+        where = "AZURE_STORAGE_CONNECTION_STRING"
+    else:
+        account = env.get("AZURE_STORAGE_ACCOUNT_NAME") or env.get("AZURE_STORAGE_ACCOUNT")
+        key = env.get("AZURE_STORAGE_ACCOUNT_KEY") or env.get("AZURE_STORAGE_KEY")
+        sas, endpoint, protocol, suffix = env.get("AZURE_STORAGE_SAS_TOKEN"), None, "https", None
+        where = "AZURE_STORAGE_ACCOUNT_NAME"
+    opts: dict = {}
+    if endpoint:
+        url = urlparse(endpoint)
+        path = url.path.strip("/")
+        if path:  # path-style (Azurite): http://host:port/<account>
+            account = account or path.split("/")[0]
+            opts.update(blob_storage_authority=url.netloc, dfs_storage_authority=url.netloc)
+        elif account and url.netloc.lower().startswith(account.lower() + ".blob."):
+            rest = url.netloc[len(account):]
+            opts.update(blob_storage_authority=rest, dfs_storage_authority=rest.replace(".blob.", ".dfs.", 1))
+        else:
+            raise ValueError(f"{where}: BlobEndpoint {url.scheme}://{url.netloc} is neither "
+                             "https://<account>.blob.<suffix> nor path-style http://host:port/<account>")
+        opts.update(blob_storage_scheme=url.scheme or "https", dfs_storage_scheme=url.scheme or "https")
+    elif suffix:
+        opts.update(blob_storage_authority=f".blob.{suffix}", dfs_storage_authority=f".dfs.{suffix}",
+                    blob_storage_scheme=protocol, dfs_storage_scheme=protocol)
+    if not account:
+        raise ValueError("az:// object storage needs the storage account: set AZURE_STORAGE_ACCOUNT_NAME (with "
+                         "AZURE_STORAGE_ACCOUNT_KEY, AZURE_STORAGE_SAS_TOKEN, or the DefaultAzureCredential "
+                         "variables AZURE_CLIENT_ID / AZURE_TENANT_ID / ...) or AZURE_STORAGE_CONNECTION_STRING")
+    opts["account_name"] = account
+    if key:
+        opts["account_key"] = key
+    elif sas:
+        opts["sas_token"] = sas
+    return opts
 
 
 def write_pointer(local: Path, target: str) -> None:
@@ -162,8 +322,8 @@ def write_pointer(local: Path, target: str) -> None:
 
 
 def publish_warehouse(cfg) -> str | None:
-    """Copy the published apportion.duckdb to `publish_to` (an s3:// URI or a folder), one PUT / one rename. With the
-    lake on object storage the copy's lake views (and `lake_files.path`) name the objects' s3:// URIs instead of the
+    """Copy the published apportion.duckdb to `publish_to` (an object-store URI or a folder), one PUT / one rename. With
+    the lake on object storage the copy's lake views (and `lake_files.path`) name the objects' URIs instead of the
     builder's local cache, so an analyst anywhere reads it after registering `fsspec_filesystem` (docs/warehouse.md).
     Returns where it went, or None without `publish_to`."""
     import duckdb
@@ -176,7 +336,7 @@ def publish_warehouse(cfg) -> str | None:
         if cfg.lake_remote:
             _point_views_at(duckdb.connect(str(staged)), f"{cfg.lake}/", f"{cfg.lake_remote}/", cfg.lake_remote)
         if "://" in cfg.publish_to:
-            remote(cfg.publish_to).upload_file(staged, "apportion.duckdb")
+            remote(cfg.publish_to).upload_file(staged, "apportion.duckdb", replace=True)
             return remote(cfg.publish_to).uri_of("apportion.duckdb")
         folder = Path(cfg.publish_to)
         folder.mkdir(parents=True, exist_ok=True)

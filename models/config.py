@@ -18,7 +18,7 @@ from apportion.models._yaml import ConfigError, load_yaml_with_lines, problems_f
 from apportion.models.savings import SavingsSettings
 from apportion.models.source_kinds import SOURCE_KINDS
 
-OBJECT_STORE_SCHEMES = ("s3",)
+OBJECT_STORE_SCHEMES = ("s3", "gs", "az")
 # local folder -> the object-store URI it caches (filled by ApportionConfig.register_remotes; read by apportion.storage)
 REMOTE_ROOTS: dict[Path, str] = {}
 # lake folder -> its config's warehouse folder (where closed months live) when `lake:` is a folder elsewhere
@@ -123,11 +123,13 @@ class ApportionConfig(BaseModel):
     warehouse: Path = Field(description="Local working folder: apportion.duckdb, exports, scratch, and the raw zone "
                             "and lake unless `raw:` / `lake:` put them elsewhere.")
     lake_at: str | None = Field(None, alias="lake", description="Where the Parquet lake lives: a local folder or an "
-                                "s3:// URI (the system of record; `<warehouse>/lake` is then its local cache). "
+                                "s3://, gs:// or az:// URI (the system of record; `<warehouse>/lake` is then its "
+                                "local cache). "
                                 "Default `<warehouse>/lake`.")
     raw_at: str | None = Field(None, alias="raw", description="Where the raw landing zone lives: a local folder or "
-                               "an s3:// URI (`<warehouse>/raw` is then its local cache). Default `<warehouse>/raw`.")
-    publish_to: str | None = Field(None, description="An s3:// URI (or local folder) the published apportion.duckdb "
+                               "an s3://, gs:// or az:// URI (`<warehouse>/raw` is then its local cache). Default "
+                               "`<warehouse>/raw`.")
+    publish_to: str | None = Field(None, description="An s3://, gs:// or az:// URI (or local folder) the published apportion.duckdb "
                                    "is also copied to after each warehouse build (its lake views read the object store).")
     taxonomy: Path = Field(description="Tag taxonomy YAML file.")
     sources: list[SourceConfig] = Field(min_length=1)
@@ -172,9 +174,10 @@ class ApportionConfig(BaseModel):
         scheme, rest = v.split("://", 1)
         if scheme.lower() not in OBJECT_STORE_SCHEMES:
             raise ValueError(f"{v!r}: object storage for the lake is {', '.join(s + '://' for s in OBJECT_STORE_SCHEMES)}"
-                             " (gs:// and az:// are not supported for the lake yet) or a local folder")
+                             " (s3://bucket/prefix, gs://bucket/prefix, az://container/prefix) or a local folder")
         if not rest.strip("/"):
-            raise ValueError(f"{v!r}: name a bucket (and optionally a prefix), e.g. s3://my-bucket/apportion/lake")
+            raise ValueError(f"{v!r}: name a bucket or container (and optionally a prefix), e.g. "
+                             "s3://my-bucket/apportion/lake or az://my-container/apportion/lake")
         return f"{scheme.lower()}://{rest.strip('/')}"
 
     @field_validator("sources")

@@ -57,15 +57,16 @@ def write_focus_month(folder: Path, source: str, month: str, rows: int, seed: in
     return {"billed": billed, "effective": effective}
 
 
-def write_project(root: Path, bucket: str | None, n_months: int = 12, rows: int = 200) -> tuple[Path, dict]:
-    """The config (lake and raw in `bucket` when given) and the generated sources; returns (config path,
-    {(source, month): hand sums})."""
+def write_project(root: Path, bucket: str | None, n_months: int = 12, rows: int = 200,
+                  scheme: str = "s3") -> tuple[Path, dict]:
+    """The config (lake and raw in `bucket` when given: an s3/gs bucket or an az container) and the generated sources;
+    returns (config path, {(source, month): hand sums})."""
     expected = {}
     for source in SOURCES:
         for month in months(n_months):
             expected[(source, month)] = write_focus_month(root / "bills" / source, source, month, rows)
-    remote = (f"lake: s3://{bucket}/apportion/lake\nraw: s3://{bucket}/apportion/raw\n"
-              f"publish_to: s3://{bucket}/apportion/published\n") if bucket else ""
+    store = f"{scheme}://{bucket}/apportion"
+    remote = (f"lake: {store}/lake\nraw: {store}/raw\npublish_to: {store}/published\n") if bucket else ""
     cfg = root / "apportion.yaml"
     cfg.write_text(f"warehouse: {root / 'work'}\n{remote}taxonomy: {TAXONOMY}\nsources:\n" + "".join(
         f"  - name: {s}\n    kind: focus\n    uri: {root / 'bills' / s}\n" for s in SOURCES))
@@ -242,8 +243,8 @@ def test_config_keeps_the_warehouse_local_and_takes_object_storage_for_lake_and_
         load_config(cfg("warehouse: data\nlake: s3://AKIAEXAMPLE:s3cr3t@bucket/lake"))
     assert "line 2" in str(err.value) and "s3cr3t" not in str(err.value) and "credentials" in str(err.value)
     with pytest.raises(ConfigError) as err:
-        load_config(cfg("warehouse: data\nraw: gs://bucket/raw"))
-    assert "line 2" in str(err.value) and "gs://" in str(err.value)
+        load_config(cfg("warehouse: data\nraw: ftp://bucket/raw"))
+    assert "line 2" in str(err.value) and "ftp://" in str(err.value) and "az://" in str(err.value)
     with pytest.raises(ConfigError) as err:
         load_config(cfg("warehouse: data\nlake: s3://"))
     assert "name a bucket" in str(err.value)

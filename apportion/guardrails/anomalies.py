@@ -18,10 +18,15 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta, timezone
 from decimal import Decimal
+from pathlib import Path
 from statistics import median
+
+import duckdb
+import pyarrow as pa
 
 from apportion.db import lit
 from apportion.guardrails.config import AnomalySettings, GuardrailsFile
@@ -219,36 +224,126 @@ def _series_rows(con, cfg: ApportionConfig, kind: str, since: date) -> dict[tupl
     return out
 
 
-def _contributors(con, kind: str, key: tuple, e: Episode, baseline_days: int) -> dict:
+def _lookup_contributors(con, kind: str, wanted: list[tuple[tuple, Episode]], baseline_days: int) -> list[dict]:
+    """Top contributors of each (series key, episode) of one series kind, in ONE query (one scan of the months the
+    episodes' windows cover). A contributor's delta = its spend in the episode - its spend in the `baseline_days`
+    before it x days / baseline_days (usage, EffectiveCost); the 3 largest positive deltas of each name."""
+    if not wanted:
+        return []
     cols = SERIES[kind]
-    cond = " AND ".join(f"{c} = ?" for c in cols)
-    before = e.first_day - timedelta(days=baseline_days)
-    days = (e.last_day - e.first_day).days + 1
-    out = {}
-    for name, expr in CONTRIBUTORS.items():
+    eps = pa.table({
+        "ep": pa.array(range(len(wanted)), pa.int32()),
+        **{f"k{i}": pa.array([str(key[i]) for key, _ in wanted], pa.string()) for i in range(len(cols))},
+        "first_day": pa.array([e.first_day for _, e in wanted], pa.date32()),
+        "last_day": pa.array([e.last_day for _, e in wanted], pa.date32()),
+        "before": pa.array([e.first_day - timedelta(days=baseline_days) for _, e in wanted], pa.date32()),
+        "days": pa.array([(e.last_day - e.first_day).days + 1 for _, e in wanted], pa.int32()),
+    })
+    on = " AND ".join(f"{c} = e.k{i}" for i, c in enumerate(cols))
+    picked = ", ".join(f'{expr} AS "{name}"' for name, expr in CONTRIBUTORS.items())
+    per_name = " UNION ALL ".join(
+        f"SELECT ep, '{name}' AS name, \"{name}\" AS v, sum(CASE WHEN d >= first_day THEN cost ELSE 0 END) "
+        f"- sum(CASE WHEN d < first_day THEN cost ELSE 0 END) * days / ? AS delta "
+        f"FROM pieces WHERE \"{name}\" IS NOT NULL GROUP BY ep, \"{name}\", first_day, days" for name in CONTRIBUTORS)
+    months = (min(e.first_day for _, e in wanted) - timedelta(days=baseline_days), max(e.last_day for _, e in wanted))
+    con.register("anomaly_lookups_arrow", eps)
+    try:
         rows = con.execute(
-            f"SELECT {expr} AS v, sum(CASE WHEN CAST(a.ChargePeriodStart AS DATE) >= ? THEN a.EffectiveCost ELSE 0 END) "
-            f"- sum(CASE WHEN CAST(a.ChargePeriodStart AS DATE) < ? THEN a.EffectiveCost ELSE 0 END) * ? / ? AS delta "
-            f"FROM allocations AS a LEFT JOIN line_items AS li USING (x_SourceName, x_BillingMonth, x_LineId) "
-            f"WHERE a.ChargeCategory = 'Usage' AND {cond} AND a.x_BillingMonth BETWEEN ? AND ? "
-            f"AND CAST(a.ChargePeriodStart AS DATE) BETWEEN ? AND ? "
-            f"AND {expr} IS NOT NULL GROUP BY 1 HAVING delta > 0 ORDER BY delta DESC LIMIT 3",
-            [e.first_day, e.first_day, days, baseline_days, *key[:len(cols)], before.strftime("%Y-%m"),
-             e.last_day.strftime("%Y-%m"), before, e.last_day]).fetchall()
-        if rows:
-            out[name] = [{"value": v, "delta": str(Decimal(d).quantize(CENT))} for v, d in rows]
+            f"WITH pieces AS MATERIALIZED (SELECT e.ep, e.first_day, e.days, CAST(a.ChargePeriodStart AS DATE) AS d, "
+            f"a.EffectiveCost AS cost, {picked} FROM allocations AS a "
+            f"LEFT JOIN line_items AS li USING (x_SourceName, x_BillingMonth, x_LineId) "
+            f"JOIN anomaly_lookups_arrow AS e ON {on} AND CAST(a.ChargePeriodStart AS DATE) BETWEEN e.before AND e.last_day "
+            f"WHERE a.ChargeCategory = 'Usage' AND a.x_BillingMonth BETWEEN ? AND ?) "
+            f"SELECT ep, name, v, delta FROM ({per_name}) WHERE delta > 0 "
+            f"QUALIFY row_number() OVER (PARTITION BY ep, name ORDER BY delta DESC, v) <= 3 ORDER BY ep, name, delta DESC, v",
+            [months[0].strftime("%Y-%m"), months[1].strftime("%Y-%m"), *[baseline_days] * len(CONTRIBUTORS)]).fetchall()
+    finally:
+        con.unregister("anomaly_lookups_arrow")
+    out: list[dict] = [{} for _ in wanted]
+    for ep, name, v, d in rows:
+        out[ep].setdefault(name, []).append({"value": v, "delta": str(Decimal(d).quantize(CENT))})
+    return [{name: found[name] for name in CONTRIBUTORS if name in found} for found in out]
+
+
+def _lake_versions(con) -> dict[str, set[str]] | None:
+    """Month -> the partition versions (folders) of line items and allocations the warehouse reads; None when the
+    connection has no lake_files (a hand-made warehouse) or a partition is not versioned (it may change in place)."""
+    try:
+        paths = con.execute("SELECT path FROM lake_files WHERE lake_table IN ('line_items', 'allocations')").fetchall()
+    except duckdb.Error:
+        return None
+    out: dict[str, set[str]] = {}
+    for (p,) in paths:
+        version = Path(p).parent
+        if not version.name.startswith("v-") or not version.parent.name.startswith("x_BillingMonth="):
+            return None
+        out.setdefault(version.parent.name.split("=", 1)[1], set()).add(version.relative_to(
+            version.parent.parent.parent).as_posix())
+    return out
+
+
+def _lookup_key(kind: str, key: tuple, e: Episode, baseline_days: int, versions: dict[str, set[str]]) -> str:
+    """What an episode's contributors depend on: the series, the episode's days, the baseline and the exact
+    partition versions (immutable folders) of every month its window reads."""
+    before = e.first_day - timedelta(days=baseline_days)
+    months = sorted(m for m in versions if before.strftime("%Y-%m") <= m <= e.last_day.strftime("%Y-%m"))
+    raw = json.dumps([kind, [str(k) for k in key[:len(SERIES[kind])]], e.first_day.isoformat(),
+                      e.last_day.isoformat(), baseline_days, [sorted(versions[m]) for m in months]])
+    return hashlib.sha256(raw.encode()).hexdigest()
+
+
+def contributors_cache_path(cfg: ApportionConfig) -> Path:
+    return cfg.warehouse / "guardrails" / "anomaly_contributors.json"
+
+
+def _read_cache(cfg: ApportionConfig) -> dict[str, dict]:
+    try:
+        return json.loads(contributors_cache_path(cfg).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+
+
+def _write_cache(cfg: ApportionConfig, entries: dict[str, dict]) -> None:
+    p = contributors_cache_path(cfg)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    tmp = p.with_name(p.name + f".tmp-{os.getpid()}")
+    try:
+        tmp.write_text(json.dumps(entries), encoding="utf-8")
+        os.replace(tmp, p)
+    finally:
+        tmp.unlink(missing_ok=True)  # after a failed write: no temporary file survives
+
+
+def top_contributors(con, cfg: ApportionConfig | None, lookups: list[tuple[str, tuple, Episode]],
+                     baseline_days: int) -> list[dict]:
+    """The contributors of each episode. An episode whose window reads the same partition versions as when it was
+    last looked up keeps that result (<warehouse>/guardrails/anomaly_contributors.json, keyed by what the result
+    depends on): a nightly run looks up only the episodes whose window reaches the months it rebuilt, so its
+    cost does not grow with the history. The others: one query per series kind."""
+    versions = _lake_versions(con) if cfg is not None else None
+    cache = _read_cache(cfg) if versions is not None else {}
+    keys = [_lookup_key(kind, key, e, baseline_days, versions) if versions is not None else None
+            for kind, key, e in lookups]
+    out: list[dict | None] = [cache.get(k) if k else None for k in keys]
+    for kind in SERIES:
+        todo = [i for i, (k, _, _) in enumerate(lookups) if k == kind and out[i] is None]
+        for i, found in zip(todo, _lookup_contributors(con, kind, [lookups[i][1:] for i in todo], baseline_days)):
+            out[i] = found
+    if versions is not None:
+        _write_cache(cfg, {k: v for k, v in zip(keys, out)})  # only this build's episodes: the file stays small
     return out
 
 
 def find(con, cfg: ApportionConfig, s: AnomalySettings) -> tuple[list[dict], list[dict]]:
     """(episode rows, history rows) for the whole ledger."""
-    as_of = con.execute("SELECT max(CAST(ChargePeriodStart AS DATE)) FROM allocations WHERE EffectiveCost <> 0"
-                        ).fetchone()[0]
-    if as_of is None:
+    # one scan: each source's first day and latest day with money (the ledger's: the min and the max of them)
+    per_source = con.execute("SELECT x_SourceName, min(CAST(ChargePeriodStart AS DATE)), max(CAST(ChargePeriodStart "
+                             "AS DATE)) FILTER (WHERE EffectiveCost <> 0) FROM allocations GROUP BY 1").fetchall()
+    source_as_of = {src: last for src, _, last in per_source if last is not None}
+    if not source_as_of:
         return [], []
-    first_day = con.execute("SELECT min(CAST(ChargePeriodStart AS DATE)) FROM allocations").fetchone()[0]
-    source_as_of = dict(con.execute("SELECT x_SourceName, max(CAST(ChargePeriodStart AS DATE)) FROM allocations "
-                                    "WHERE EffectiveCost <> 0 GROUP BY 1").fetchall())
+    as_of = max(source_as_of.values())
+    first_day = min(first for _, first, _ in per_source if first is not None)
     episodes = []
     window_start = as_of - timedelta(days=s.lookback_days)  # only recent episodes: the cost does not grow with history
     since = max(first_day, window_start - timedelta(days=s.baseline_days))
@@ -272,11 +367,13 @@ def find(con, cfg: ApportionConfig, s: AnomalySettings) -> tuple[list[dict], lis
                     "provisional": e.last_day > end - timedelta(days=s.provisional_days),
                     "_lookup": (kind, key, e),
                 })
-    # contributors for the largest episodes only: each lookup scans the window's allocation pieces
-    for i, ep in enumerate(sorted(episodes, key=lambda r: -r["impact"])):
-        kind, key, e = ep.pop("_lookup")
-        ep["top_contributors"] = json.dumps(_contributors(con, kind, key, e, s.baseline_days)
-                                            if i < s.contributors_for else {"note": "not looked up (see contributors_for)"})
+    # contributors for the largest episodes only (looked up again only when the data under their window changed)
+    ranked = sorted(episodes, key=lambda r: -r["impact"])
+    found = top_contributors(con, cfg, [ep["_lookup"] for ep in ranked[:s.contributors_for]], s.baseline_days)
+    for i, ep in enumerate(ranked):
+        del ep["_lookup"]
+        ep["top_contributors"] = json.dumps(found[i] if i < s.contributors_for
+                                            else {"note": "not looked up (see contributors_for)"})
     history = []
     month = date(first_day.year, first_day.month, 1)
     judged_from = first_day + timedelta(days=s.min_history_days)

@@ -113,7 +113,8 @@ class AnomalySettings(BaseModel):
     min_history_days: int = Field(14, ge=7, le=120, description="Fewer days of history: no detection, said so.")
     provisional_days: int = Field(2, ge=0, le=10, description="The last days of a feed lag: marked provisional.")
     contributors_for: int = Field(25, ge=0, le=1000, description="Top contributors are looked up for this many "
-                                  "episodes, the largest impact first (each lookup scans the window's pieces).")
+                                  "episodes, the largest impact first (a look-up scans the window's pieces; it is "
+                                  "kept and reused while the window's partition versions are unchanged).")
     lookback_days: int = Field(92, ge=7, le=730, description="Episodes are looked for in the last this many days "
                                "(plus the baseline before them): a nightly run costs the same whatever the history.")
     channels: list[str] = Field(default_factory=list)

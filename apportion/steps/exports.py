@@ -232,7 +232,7 @@ def _write_lines(con, query: str, tmp: Path, lines: str) -> None:
     if lines == "parquet":
         cols = ", ".join(f'"{c}"' for c in columns)
         con.execute(f"COPY (SELECT {cols} FROM lines) TO {lit(str(tmp / (LINES_TABLE + '.parquet')))} "
-                    "(FORMAT parquet, COMPRESSION zstd)")
+                    "(FORMAT parquet, COMPRESSION zstd, COMPRESSION_LEVEL 1, ROW_GROUP_SIZE 50000)")
     else:
         con.execute(f"COPY ({_csv_select(con, 'lines', columns)}) TO {lit(str(tmp / (LINES_TABLE + '.csv.gz')))} "
                     "(HEADER, DELIMITER ',', COMPRESSION gzip)")

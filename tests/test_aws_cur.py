@@ -744,8 +744,15 @@ def _corrupt(kind: str, rows: list[dict]) -> bytes:
     if kind == "truncated-parquet":
         body = legacy_parquet(rows)
         return body[: len(body) // 2]  # footer gone
-    # A partial upload of a gzip CSV. "early": the cut is inside what the CSV sniffer reads, so
-    # staging fails; "late": staging succeeds and the full read fails while building line items.
+    if kind == "garbled-parquet":
+        # the footer (schema, row counts) intact, the pages garbled: the file describes fine and fails only when
+        # its rows are read with the others', so the failed build must find which file it was
+        body = legacy_parquet(rows)
+        footer = int.from_bytes(body[-8:-4], "little")
+        pages = len(body) - 8 - footer - 4
+        return body[:4] + b"\xff" * pages + body[4 + pages:]
+    # A partial upload of a gzip CSV. "early": the cut is inside what the CSV sniffer reads; "late": the
+    # sniffer reads a good start and the cut shows only when the whole file is staged.
     text = gzip.decompress(legacy_csv_gz(rows)).decode()
     header, body = text.split("\n", 1)
     repeat = 4 if kind == "truncated-early" else 60_000  # ~60 MB: past the sniffer's buffer
@@ -753,7 +760,8 @@ def _corrupt(kind: str, rows: list[dict]) -> bytes:
     return data[: int(len(data) * 0.9)]
 
 
-@pytest.mark.parametrize("corruption", ["not-gzip", "truncated-early", "truncated-late", "truncated-parquet"])
+@pytest.mark.parametrize("corruption", ["not-gzip", "truncated-early", "truncated-late", "truncated-parquet",
+                                        "garbled-parquet"])
 def test_corrupt_file_is_named_and_quarantined(s3_bucket, tmp_path, monkeypatch, corruption):
     fmt = "parquet" if corruption.endswith("parquet") else "csv.gz"
     build = legacy_parquet if fmt == "parquet" else legacy_csv_gz
@@ -786,7 +794,7 @@ def test_corrupt_file_is_named_and_quarantined(s3_bucket, tmp_path, monkeypatch,
     finally:
         locker.kill()
         locker.wait()
-    assert located == ([1] if corruption == "truncated-late" else [])
+    assert located == ([1] if corruption == "garbled-parquet" else [])
     assert err.value.file == bad_key
     assert str(err.value).startswith(f"cannot read {bad_key}: ")
     # The previous build of the month is untouched and no temporary partition is left behind.

@@ -74,6 +74,7 @@ def write_report(cfg: ApportionConfig, month: str | None = None, out: Path | Non
     from apportion.db import open_published
 
     con = open_published(cfg)
+    _ECONOMICS.clear()
     try:
         con.execute("SET TimeZone = 'UTC'")
         pages = {out: render(con, cfg, month, out.parent, month_links=default_out)}
@@ -86,6 +87,7 @@ def write_report(cfg: ApportionConfig, month: str | None = None, out: Path | Non
                     pages[path] = render(con, cfg, m, out.parent, month_links=True, upto=m, mark=marks[m])
             pages[out.parent / MONTHS_JS] = months_js(con, all_months)
     finally:
+        _ECONOMICS.clear()
         con.close()
     for path, page in pages.items():
         tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:8]}")
@@ -261,6 +263,17 @@ LLM_UE_COLUMNS = {"x_BillingMonth", "provider", "usage_source", "billing_currenc
                   "priced_cost", "invoiced_cost"}
 GPU_UE_COLUMNS = {"x_BillingMonth", "x_Team", "x_GpuModel", "BillingCurrency", "gpu_hours", "priced_cost",
                   "utilization"}
+
+
+# (kind, month) -> rows, for one write_report: the index and the month's own page show the same month, and each
+# look-up scans the month's line items (seconds at millions of rows)
+_ECONOMICS: dict[tuple[str, str], list[dict]] = {}
+
+
+def _once(kind: str, month: str, compute) -> list[dict]:
+    if (kind, month) not in _ECONOMICS:
+        _ECONOMICS[(kind, month)] = compute()
+    return [dict(r) for r in _ECONOMICS[(kind, month)]]
 
 
 def token_economics(con, month: str) -> list[dict]:
@@ -708,7 +721,7 @@ def _ai_section(con, month, currency) -> Section:
     import plotly.graph_objects as go
 
     s = Section("AI unit economics", "ai")
-    tokens = [r for r in token_economics(con, month) if r["currency"] == currency]
+    tokens = [r for r in _once("tokens", month, lambda: token_economics(con, month)) if r["currency"] == currency]
     if tokens:
         models: dict[str, list[float]] = {}
         for r in tokens:
@@ -748,7 +761,7 @@ def _ai_section(con, month, currency) -> Section:
     else:
         s.parts.append(note(f"No token usage in the warehouse for {month}: add an LLM source (Bedrock in the CUR, "
                             "OpenAI, Anthropic, LiteLLM) to see tokens and cost per 1M tokens.", "no-token-data"))
-    gpus = [r for r in gpu_economics(con, month) if r["currency"] == currency]
+    gpus = [r for r in _once("gpus", month, lambda: gpu_economics(con, month)) if r["currency"] == currency]
     if gpus:
         bases = sorted({r["basis"] for r in gpus})
         rows = [(f"{r['team']}" + (f" ({r['basis']})" if len(bases) > 1 else ""), r["gpu_model"], r["gpu_hours"])

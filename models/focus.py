@@ -201,6 +201,11 @@ def dimension_column(dimension: str) -> str:
     return "x_" + "".join(part.capitalize() for part in dimension.split("_"))
 
 
+def null_select_list(columns: tuple[Column, ...] = LINE_ITEM_COLUMNS) -> str:
+    """Every column as a typed NULL, in contract order: the shape of a relation with no line items."""
+    return ",\n    ".join(f'CAST(NULL AS {c.type}) AS "{c.name}"' for c in columns)
+
+
 def select_list(columns: tuple[Column, ...] = LINE_ITEM_COLUMNS, available: set[str] | None = None) -> str:
     """Column list in contract order, each cast to its contract type.
 

@@ -71,13 +71,14 @@ def _spy(monkeypatch):
             return _real(*a, **k)
 
         monkeypatch.setattr(summaries, name, spy)
-    real_views = summaries._views
+    real_views = summaries.lake_views
 
-    def views(con, li, al, q):
-        read.extend(p for p in (*li, *al, *q))
-        return real_views(con, li, al, q)
+    def views(con, li, al, q, temp=True):
+        if temp:  # a summary's own views (the published file's are built over every current file)
+            read.extend(p for p in (*li, *al, *q))
+        return real_views(con, li, al, q, temp)
 
-    monkeypatch.setattr(summaries, "_views", views)
+    monkeypatch.setattr(summaries, "lake_views", views)
     return calls, read
 
 
@@ -199,3 +200,23 @@ def test_a_month_whose_line_items_were_rebuilt_without_allocation_is_not_publish
     assert cfg.duckdb_path.stat().st_mtime_ns == published
     _month(cfg, tax, "2026-09", summarise=False)
     steps.build_warehouse(cfg, tax)  # rebuilt: published again
+
+
+def test_a_warehouse_over_an_empty_lake_has_the_lake_views_with_no_rows(tmp_path):
+    """Every source failed on a first run: the published file still answers (its line_items view once failed to
+    bind: it selected FOCUS columns from a relation that had none)."""
+    from apportion.models.focus import LINE_ITEM_COLUMNS
+
+    (tmp_path / "taxonomy.yaml").write_text((REPO / "demo" / "taxonomy.yaml").read_text())
+    (tmp_path / "apportion.yaml").write_text("warehouse: data\ntaxonomy: taxonomy.yaml\nsources:\n"
+                                             "  - name: aws-main\n    kind: aws_cur\n    uri: bucket/export\n")
+    cfg = load_config(tmp_path / "apportion.yaml")
+    steps.build_warehouse(cfg)
+    con = duckdb.connect(str(cfg.duckdb_path), read_only=True)
+    try:
+        assert [r[0] for r in con.execute("DESCRIBE line_items").fetchall()] == [c.name for c in LINE_ITEM_COLUMNS]
+        for view in ("line_items", "allocations", "quarantined_rows"):
+            assert con.execute(f"SELECT count(*) FROM {view}").fetchone() == (0,)
+        assert "reason" in {r[0] for r in con.execute("DESCRIBE quarantined_rows").fetchall()}
+    finally:
+        con.close()

@@ -33,7 +33,7 @@ from apportion.lake import (
     publish_version,
 )
 from apportion.models.config import ApportionConfig
-from apportion.models.focus import select_list
+from apportion.models.focus import null_select_list, select_list
 from apportion.sql import sql_text
 
 ALL_SOURCES = "_all"  # the source folder of per-month summaries (a source name never starts with '_')
@@ -46,10 +46,6 @@ PER_MONTH = {"llm_reconciliation": "summary_llm_reconciliation", "llm_unit_econo
              "gpu_usage": "summary_gpu_usage", "gpu_job_waste": "summary_gpu_job_waste",
              "gpu_unit_economics": "summary_gpu_unit_economics"}
 INPUTS = (LINE_ITEMS, ALLOCATIONS, QUARANTINE)
-
-QUARANTINE_EMPTY = ("SELECT NULL::VARCHAR AS x_SourceName, NULL::VARCHAR AS x_BillingMonth, NULL::VARCHAR AS x_DeliveryId, "
-                    "NULL::VARCHAR AS x_SourceFile, NULL::BIGINT AS x_SourceRow, NULL::VARCHAR AS reason, "
-                    "NULL::VARCHAR AS billed_cost WHERE false")
 
 
 @dataclass
@@ -92,24 +88,23 @@ def version_of(files: list[Path]) -> str | None:
     return f"{files[0].parent.name}#{h.hexdigest()[:12]}"
 
 
-def _views(con, li: list[Path], al: list[Path], q: list[Path]) -> None:
-    """line_items, allocations and quarantined_rows over exactly these files (as in the warehouse)."""
+def lake_views(con, li: list[Path], al: list[Path], q: list[Path], temp: bool = True) -> None:
+    """line_items, allocations and quarantined_rows over exactly these lake files: the published file's views
+    (temp=False, apportion/steps/warehouse.py) and a summary's own (temp views in its connection)."""
+    parts = {"temp": "temp" if temp else ""}
     if li:
         src = f"read_parquet({list_literal(li)}, union_by_name = true)"
         produced = {r[0] for r in con.execute(f"DESCRIBE SELECT * FROM {src}").fetchall()}
-        con.execute(f"CREATE OR REPLACE TEMP VIEW line_items AS SELECT {select_list(available=produced)} FROM {src}")
+        con.execute(sql_text("warehouse/create_line_items.sql").format(
+            columns=select_list(available=produced), source=src, **parts))
     else:
-        con.execute(f"CREATE OR REPLACE TEMP VIEW line_items AS SELECT {select_list()} FROM (SELECT NULL) WHERE false")
-    if al:
-        con.execute(f"CREATE OR REPLACE TEMP VIEW allocations AS SELECT * FROM read_parquet({list_literal(al)}, "
-                    "union_by_name = true)")
-    else:  # the line items' shape, no rows: totals still compare them
-        con.execute("CREATE OR REPLACE TEMP VIEW allocations AS SELECT * FROM line_items WHERE false")
-    if q:
-        con.execute(f"CREATE OR REPLACE TEMP VIEW quarantined_rows AS SELECT * FROM read_parquet({list_literal(q)}, "
-                    "union_by_name = true)")
-    else:
-        con.execute(f"CREATE OR REPLACE TEMP VIEW quarantined_rows AS {QUARANTINE_EMPTY}")
+        con.execute(sql_text("warehouse/create_line_items.sql").format(
+            columns=null_select_list(), source="(select 1) as none where false", **parts))
+    # no pieces: the line items' shape, no rows (totals still compare them)
+    con.execute(sql_text("warehouse/create_allocations.sql").format(
+        source=f"read_parquet({list_literal(al)}, union_by_name = true)" if al else "line_items where false", **parts))
+    con.execute(sql_text("warehouse/create_quarantined_rows.sql").format(
+        source=f"read_parquet({list_literal(q)}, union_by_name = true)" if q else "empty", **parts))
 
 
 def dimensions(con) -> list[str]:
@@ -168,7 +163,7 @@ def summarise(cfg: ApportionConfig, source: str, month: str, snapshot: Snapshot 
     files = snapshot.files.get((source, month), {t: [] for t in INPUTS})
     li_v, al_v, q_v = (version_of(files[t]) for t in INPUTS)
     with closing(connect(cfg)) as con, _published_together() as written:
-        _views(con, files[LINE_ITEMS], files[ALLOCATIONS], files[QUARANTINE])
+        lake_views(con, files[LINE_ITEMS], files[ALLOCATIONS], files[QUARANTINE])
         dims = dimensions(con) if files[ALLOCATIONS] else []
         queries = {}
         if dims:
@@ -194,7 +189,7 @@ def summarise_month(cfg: ApportionConfig, month: str, snapshot: Snapshot) -> dic
     files = {t: [f for k in keys for f in snapshot.files[k][t]] for t in INPUTS}
     with closing(connect(cfg)) as con, _published_together() as written:
         con.execute("SET VARIABLE reconciliation_tolerance = ?", [cfg.reconciliation_tolerance])
-        _views(con, files[LINE_ITEMS], files[ALLOCATIONS], files[QUARANTINE])
+        lake_views(con, files[LINE_ITEMS], files[ALLOCATIONS], files[QUARANTINE])
         rows = {}
         if files[ALLOCATIONS] and {"x_Team", "x_Project", "x_Workload", "x_AllocatedRatio"} <= set(
                 r[0] for r in con.execute("DESCRIBE allocations").fetchall()):

@@ -23,11 +23,11 @@ from apportion.db import connect, fault_point, list_literal, lit, open_published
 from apportion.guardrails.views import create_views as create_guardrail_views
 from apportion.lake import ALLOCATIONS, LINE_ITEMS, QUARANTINE, current_files, prune_versions, work_suffix
 from apportion.models.config import ApportionConfig
-from apportion.models.focus import LINE_ITEM_COLUMNS, dimension_column, select_list
+from apportion.models.focus import LINE_ITEM_COLUMNS, dimension_column
 from apportion.models.taxonomy import Taxonomy, load_taxonomy
 from apportion.models.warehouse_docs import COLUMN_DOCS, TABLE_DOCS
 from apportion.sql import sql_text
-from apportion.steps.summaries import PER_MONTH, PER_SOURCE, QUARANTINE_EMPTY, Snapshot, refresh, summary_files
+from apportion.steps.summaries import PER_MONTH, PER_SOURCE, Snapshot, lake_views, refresh, summary_files
 
 # Summaries that stay views over the lake (rows grow with resources and GPU pieces); the others are small tables.
 LARGE_SUMMARIES = ("untagged_spend", "gpu_usage")
@@ -59,20 +59,7 @@ def build_warehouse(cfg: ApportionConfig, tax: Taxonomy | None = None) -> dict:
         summary = summary_files(cfg, snapshot)
         lake_tables = {**PER_SOURCE, **PER_MONTH}
         _create_lake_files(con, {**files, **{lake_tables[name]: fs for name, fs in summary.items()}})
-        if files[LINE_ITEMS]:
-            src_li = f"read_parquet({list_literal(files[LINE_ITEMS])}, union_by_name = true)"
-            produced = {r[0] for r in con.execute(f"DESCRIBE SELECT * FROM {src_li}").fetchall()}
-            con.execute(f"CREATE VIEW line_items AS SELECT {select_list(available=produced)} FROM {src_li}")
-        else:
-            con.execute(f"CREATE VIEW line_items AS SELECT {select_list()} FROM (SELECT NULL) WHERE false")
-        if files[ALLOCATIONS]:
-            _lake_view(con, "allocations", files[ALLOCATIONS])
-        else:
-            con.execute("CREATE VIEW allocations AS SELECT * FROM (SELECT 1) WHERE false")
-        if files[QUARANTINE]:
-            _lake_view(con, "quarantined_rows", files[QUARANTINE])
-        else:
-            con.execute(f"CREATE VIEW quarantined_rows AS {QUARANTINE_EMPTY}")
+        lake_views(con, files[LINE_ITEMS], files[ALLOCATIONS], files[QUARANTINE], temp=False)
         _create_deliveries(con, cfg)
         for name, fs in summary.items():  # the summaries: small ones copied in (fast to query), the others views
             if fs:

@@ -13,12 +13,11 @@ rounded to cents (`control_totals`). A column that is empty on every row of a fi
 
 from __future__ import annotations
 
-import os
 import shutil
 import uuid
 from pathlib import Path
 
-from apportion.db import fault_point, lit, open_published
+from apportion.db import fault_point, lit, memory_limit, open_published
 from apportion.models.config import ApportionConfig
 from apportion.models.focus import dimension_column
 from apportion.sql import sql_text
@@ -90,7 +89,7 @@ def export_month(cfg: ApportionConfig, month: str, out_dir: Path | None = None, 
     try:
         con.execute("SET TimeZone = 'UTC'")
         # the line-level file reads a month of pieces: bounded memory, spilling to the warehouse's temp folder
-        con.execute("SET memory_limit = ?", [os.environ.get("APPORTION_MEMORY_LIMIT", "1GB")])
+        con.execute("SET memory_limit = ?", [memory_limit()])
         (cfg.warehouse / ".tmp").mkdir(parents=True, exist_ok=True)
         con.execute("SET temp_directory = ?", [str(cfg.warehouse / ".tmp")])
         con.execute("SET VARIABLE export_month = ?", [month])

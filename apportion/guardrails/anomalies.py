@@ -32,6 +32,7 @@ from apportion.db import lit
 from apportion.guardrails.config import AnomalySettings, GuardrailsFile
 from apportion.models.config import ApportionConfig
 from apportion.models.taxonomy import Taxonomy
+from apportion.sql import sql_text
 
 CENT = Decimal("0.01")
 MAD_SCALE = Decimal("1.4826")
@@ -189,23 +190,6 @@ SERIES = {
     "source": ("a.x_SourceName",),
 }
 
-EPISODE_COLUMNS = [
-    ("anomaly_id", "VARCHAR", "Stable id: series and first day (dismissals and alerts are keyed by it)."),
-    ("series_kind", "VARCHAR", "team x service | team x model | source."),
-    ("series", "VARCHAR", "The series, e.g. 'research / Amazon SageMaker'."),
-    ("series_key", "JSON", "The series' values as a JSON list."),
-    ("first_day", "DATE", "First day above the band."),
-    ("last_day", "DATE", "Last day above the band."),
-    ("days", "INTEGER", "Days in the episode."),
-    ("currency", "VARCHAR", "Currency of the amounts."),
-    ("expected", "DECIMAL(38,2)", "Baseline spend over the episode (weekday factor x the median of the last 7 "
-     "deseasonalised days)."),
-    ("actual", "DECIMAL(38,2)", "Usage EffectiveCost over the episode (fees excluded)."),
-    ("impact", "DECIMAL(38,2)", "actual - expected."),
-    ("impact_ratio", "DECIMAL(18,4)", "impact / expected."),
-    ("provisional", "BOOLEAN", "Ends within the feed's last provisional days (data still arriving): not alarmed."),
-    ("top_contributors", "JSON", "Largest contributors to the deviation: account, resource, model, api_key, user."),
-]
 
 
 def _series_rows(con, cfg: ApportionConfig, kind: str, since: date) -> dict[tuple, dict[date, Decimal]]:
@@ -392,13 +376,6 @@ def find(con, cfg: ApportionConfig, s: AnomalySettings) -> tuple[list[dict], lis
     return episodes, history
 
 
-HISTORY_COLUMNS = [
-    ("month", "VARCHAR", "Billing month."),
-    ("days_with_data", "INTEGER", "Days of the month up to the ledger's latest day."),
-    ("days_not_judged", "INTEGER", "Days with less history than the baseline needs (no anomaly can be found there)."),
-    ("first_judged_day", "DATE", "First day judged."),
-    ("note", "VARCHAR", "Says why days were not judged instead of guessing."),
-]
 
 
 def dismissals_path(cfg: ApportionConfig):
@@ -425,26 +402,13 @@ def dismiss(cfg: ApportionConfig, anomaly: str, reason: str, by: str | None = No
 
 
 def create_tables(con, cfg: ApportionConfig, tax: Taxonomy, g: GuardrailsFile | None) -> int:
-    from apportion.guardrails.tables import table
+    from apportion.guardrails.tables import document, fill
 
     s = g.anomalies if g is not None else AnomalySettings()
     episodes, history = find(con, cfg, s)
-    table(con, "anomaly_episodes", EPISODE_COLUMNS, episodes,
-          "Spend anomalies as found by the last build (see the anomalies view for dismissals).")
-    table(con, "anomaly_history", HISTORY_COLUMNS, history,
-          "Per month: days the anomaly baseline could not judge (too little history), said instead of guessed.")
-    p = dismissals_path(cfg)
-    con.execute(
-        "CREATE OR REPLACE VIEW anomalies AS SELECT e.*, d.anomaly_id IS NOT NULL AS dismissed, d.reason AS "
-        "dismissed_reason, d.dismissed_at, d.dismissed_by FROM anomaly_episodes e LEFT JOIN read_json("
-        f"{lit(str(p))}, format = 'newline_delimited', columns = {{'anomaly_id': 'VARCHAR', 'reason': 'VARCHAR', "
-        "'dismissed_at': 'TIMESTAMPTZ', 'dismissed_by': 'VARCHAR'}) d USING (anomaly_id)")
-    con.execute("COMMENT ON VIEW anomalies IS 'Spend anomalies (one row per multi-day episode) with dismissals "
-                "(<warehouse>/guardrails/dismissals.jsonl: kept across rebuilds, shown at once).'")
-    for c, _, d in EPISODE_COLUMNS:
-        con.execute(f'COMMENT ON COLUMN anomalies."{c}" IS {lit(d)}')
-    for c, d in {"dismissed": "Dismissed with `apportion anomalies dismiss ID --reason`.",
-                 "dismissed_reason": "Why it was dismissed.", "dismissed_at": "When (UTC).",
-                 "dismissed_by": "Who ($USER of the command)."}.items():
-        con.execute(f'COMMENT ON COLUMN anomalies."{c}" IS {lit(d)}')
+    fill(con, "anomaly_episodes", episodes)
+    fill(con, "anomaly_history", history)
+    con.execute(sql_text("guardrails/create_anomalies.sql").format(path=lit(str(dismissals_path(cfg)))))
+    for name in ("anomaly_episodes", "anomaly_history", "anomalies"):
+        document(con, name)
     return len(episodes)

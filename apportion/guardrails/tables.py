@@ -41,15 +41,3 @@ def document(con, name: str) -> None:
         if c not in docs:
             raise KeyError(f"models/warehouse_docs.py: COLUMN_DOCS[{name!r}] has no description of column {c!r}")
         con.execute(f'COMMENT ON COLUMN {name}."{c}" IS {lit(docs[c])}')
-
-
-def table(con, name: str, cols, rows: list[dict], doc: str) -> None:
-    """The anomaly tables' call (apportion/guardrails/anomalies.py, which still holds their descriptions): the
-    DDL is sql/guardrails/create_<name>.sql, whose column names must be `cols`' names."""
-    fill(con, name, rows)
-    have = columns(con, name)
-    if have != [c for c, _, _ in cols]:
-        raise ValueError(f"sql/guardrails/create_{name}.sql has columns {have}, the module {[c for c, _, _ in cols]}")
-    con.execute(f"COMMENT ON TABLE {name} IS {lit(doc)}")
-    for c, _, d in cols:
-        con.execute(f'COMMENT ON COLUMN {name}."{c}" IS {lit(d)}')

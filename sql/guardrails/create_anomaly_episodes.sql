@@ -1,6 +1,6 @@
 -- Table anomaly_episodes: spend anomalies as found by the last build (the anomalies view adds the
 -- dismissals). Filled by apportion/guardrails/anomalies.py.
--- Column descriptions: apportion/guardrails/anomalies.py (the columns there must match these).
+-- Column descriptions: models/warehouse_docs.py.
 create or replace table anomaly_episodes (
     anomaly_id       varchar,
     series_kind      varchar,

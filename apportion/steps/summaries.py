@@ -168,8 +168,11 @@ def summarise(cfg: ApportionConfig, source: str, month: str, snapshot: Snapshot 
         queries = {}
         if dims:
             queries[SPEND] = sql_text("warehouse/monthly_spend.sql").format(dimensions=", ".join(dims))
-            queries[UNTAGGED] = sql_text("warehouse/untagged_spend.sql").format(
-                dimension_union=dimension_union(dims, untagged_only=True))
+            # one dimension at a time: its rows are grouped by resource, so one hash table over every dimension
+            # outgrew the memory limit at 50 M rows (the dimension is a grouping key: the parts add up)
+            con.execute(sql_text("warehouse/untagged_creators.sql"))
+            queries[UNTAGGED] = [sql_text("warehouse/untagged_spend.sql").format(
+                dimension_union=dimension_union([d], untagged_only=True)) for d in dims]
             queries[COVERAGE] = sql_text("warehouse/allocation_coverage.sql").format(
                 dimension_union=dimension_union(dims, untagged_only=False))
         queries[TOTALS] = sql_text("warehouse/ledger_totals.sql").format(
@@ -177,7 +180,10 @@ def summarise(cfg: ApportionConfig, source: str, month: str, snapshot: Snapshot 
             q_version=_lit_or_null(q_v))
         rows = {}
         for table, query in queries.items():  # TOTALS last: it marks the summaries fresh
-            con.execute(f"CREATE OR REPLACE TEMP TABLE s AS {query}")
+            first, *more = query if isinstance(query, list) else [query]
+            con.execute(f"CREATE OR REPLACE TEMP TABLE s AS {first}")
+            for part in more:
+                con.execute(f"INSERT INTO s BY NAME {part}")
             rows[table] = con.execute("SELECT count(*) FROM s").fetchone()[0]
             written.append(_write(con, cfg, table, source, month, "SELECT * FROM s"))
     return rows

@@ -2,23 +2,12 @@
 -- behind it. One row per billing month, source, dimension, reason, account, service and resource.
 -- Computed per source x month (apportion/steps/summaries.py, lake table summary_untagged) from that
 -- partition's allocations and line items; the warehouse's untagged_spend is a view over every month's rows.
--- {{dimension_union}} unpivots allocations to (dimension, value, reason, ...) for untagged values only.
+-- {{dimension_union}} unpivots allocations to (dimension, value, reason, ...) for untagged values only (summaries.py
+-- runs it once per dimension: the rows are grouped by resource); untagged_creators: untagged_creators.sql.
 with
 
 untagged as (
     {dimension_union}
-),
-
--- the creator tag is read only from the lines that carry one: joining every untagged piece to its line
--- item's Tags read the whole month's tag maps (8 of the warehouse step's 22 s at 5 M rows)
-creators as (
-    select
-        li.x_SourceName,
-        li.x_BillingMonth,
-        li.x_LineId,
-        coalesce(li.Tags ->> '$."aws:createdBy"', li.Tags ->> '$."aws:created_by"') as created_by
-    from line_items as li
-    where contains(cast(li.Tags as varchar), 'aws:created')
 ),
 
 enriched as (
@@ -26,7 +15,7 @@ enriched as (
         u.*,
         c.created_by
     from untagged as u
-    left join creators as c
+    left join untagged_creators as c
         on c.x_SourceName = u.x_SourceName
         and c.x_BillingMonth = u.x_BillingMonth
         and c.x_LineId = u.x_LineId

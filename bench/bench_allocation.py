@@ -92,15 +92,21 @@ copy (
 
 
 def run_measured(cmd: list[str], env: dict | None = None) -> tuple[float, int, int]:
-    """(seconds, peak RSS in MiB of the process tree's largest process, exit code)."""
-    start = time.perf_counter()
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    _, status, usage = os.wait4(proc.pid, 0)
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    elapsed = time.perf_counter() - start
-    stderr = proc.stderr.read().decode() if proc.stderr else ""
-    if proc.returncode not in (0, 3):
-        print(stderr[-3000:], file=sys.stderr)
+    """(seconds, peak RSS in MiB of the process tree's largest process, exit code). Output goes to files (a pipe
+    nobody reads while waiting can fill and stall the process); on failure their tails are printed: with `--json`
+    the cause is in stdout."""
+    import tempfile
+
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        start = time.perf_counter()
+        proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=err)
+        _, status, usage = os.wait4(proc.pid, 0)
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        elapsed = time.perf_counter() - start
+        if proc.returncode not in (0, 3):
+            for fh in (out, err):
+                fh.seek(0)
+                print(fh.read().decode(errors="replace")[-3000:], file=sys.stderr)
     return elapsed, usage.ru_maxrss // 1024, proc.returncode
 
 

@@ -20,11 +20,6 @@ from typing import Callable
 from apportion.guardrails.config import GuardrailsFile, expand, redact
 from apportion.models.config import ApportionConfig
 
-STATE_COLUMNS = {"alert_key": "VARCHAR", "kind": "VARCHAR", "subject_ref": "VARCHAR", "period": "VARCHAR",
-                 "severity": "VARCHAR", "title": "VARCHAR", "channel": "VARCHAR", "status": "VARCHAR",
-                 "attempts": "INTEGER", "first_attempt_at": "TIMESTAMPTZ", "last_attempt_at": "TIMESTAMPTZ",
-                 "sent_at": "TIMESTAMPTZ", "last_error": "VARCHAR"}
-
 
 @dataclass
 class Alert:

@@ -189,11 +189,12 @@ def _basis_columns(tax: Taxonomy, rules: list[SplitRule]) -> tuple[list[str], li
     return group_cols, measures
 
 
-def basis_extra_columns(tax: Taxonomy) -> str:
+def basis_extra_columns(tax: Taxonomy, present: set[str]) -> str:
     """The line-item columns the `basis` pieces carry for the weights (a `{extra_columns}` fragment of
-    sql/allocation/allocate.sql), so they need no join back to the month's line items."""
+    sql/allocation/allocate.sql; `present`: the columns a piece has already), so they need no join back to the
+    month's line items."""
     group_cols, measures = _basis_columns(tax, split_order(tax.splits) + spread_rules(tax))
-    return "".join(f',\n    li."{c}"' for c in [*group_cols, *measures])
+    return "".join(f',\n    li."{c}"' for c in dict.fromkeys([*group_cols, *measures]) if c not in present)
 
 
 def _check_conflicts(con, rules: list[SplitRule]) -> None:

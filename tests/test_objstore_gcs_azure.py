@@ -22,6 +22,7 @@ from tests.test_scale_out import (
     build_month_in_a_worker,
     expected_sums,
     months,
+    published_file_sums,
     write_focus_month,
     write_project,
 )
@@ -96,28 +97,10 @@ def current_of(store: Store, table: str, source: str, month: str) -> str:
 
 
 def published_sums(tmp_path: Path, store: Store) -> dict:
-    """Σ per source and month in the copy published to the store, its lake views reading the store's objects
-    through fsspec_filesystem (no DuckDB extension)."""
-    import duckdb
-
-    from apportion.storage import fsspec_filesystem
-
+    """Σ per source and month in the copy published to the store, its lake views reading the store's objects."""
     published = tmp_path / f"published-{store.scheme}.duckdb"
     published.write_bytes(store.get("apportion/published/apportion.duckdb"))
-    con = duckdb.connect(str(published), read_only=True)
-    try:
-        con.register_filesystem(fsspec_filesystem(f"{store.uri}/apportion/lake"))
-        paths = [p for (p,) in con.execute("SELECT path FROM lake_files").fetchall()]
-        assert paths and all(p.startswith(f"{store.uri}/apportion/lake/") for p in paths)
-        sums = {}
-        for table in ("line_items", "allocations"):
-            sums[table] = {(s, m): (b, e) for s, m, b, e in con.execute(
-                "SELECT x_SourceName, x_BillingMonth, sum(BilledCost), sum(EffectiveCost) "
-                f"FROM {table} GROUP BY ALL").fetchall()}
-        assert sums["line_items"] == sums["allocations"]
-        return sums["line_items"]
-    finally:
-        con.close()
+    return published_file_sums(published, f"{store.uri}/apportion/lake")
 
 
 def test_lake_and_raw_on_gs_and_az_a_killed_upload_keeps_current_and_a_second_machine_rebuilds(tmp_path, store):

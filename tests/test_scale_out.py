@@ -332,19 +332,25 @@ def test_lake_and_raw_on_s3_a_killed_upload_keeps_the_previous_version_and_the_r
 
 def published_sums(tmp_path: Path, bucket) -> dict:
     """Σ per source and month of line_items and allocations in the copy published to the bucket (downloaded with
-    boto3, its lake views reading the s3:// objects through apportion.storage.fsspec_filesystem)."""
+    boto3)."""
+    published = tmp_path / "published.duckdb"
+    published.write_bytes(bucket.client.get_object(
+        Bucket=bucket.name, Key="apportion/published/apportion.duckdb")["Body"].read())
+    return published_file_sums(published, f"s3://{bucket.name}/apportion/lake")
+
+
+def published_file_sums(published: Path, lake_uri: str) -> dict:
+    """Σ per source and month of line_items and allocations in a published copy, its lake views reading the objects
+    under `lake_uri` through apportion.storage.fsspec_filesystem; the two tie."""
     import duckdb
 
     from apportion.storage import fsspec_filesystem
 
-    published = tmp_path / "published.duckdb"
-    published.write_bytes(bucket.client.get_object(
-        Bucket=bucket.name, Key="apportion/published/apportion.duckdb")["Body"].read())
     con = duckdb.connect(str(published), read_only=True)
     try:
-        con.register_filesystem(fsspec_filesystem(f"s3://{bucket.name}/apportion/lake"))
+        con.register_filesystem(fsspec_filesystem(lake_uri))
         paths = [p for (p,) in con.execute("SELECT path FROM lake_files").fetchall()]
-        assert paths and all(p.startswith(f"s3://{bucket.name}/apportion/lake/") for p in paths)
+        assert paths and all(p.startswith(f"{lake_uri}/") for p in paths)
         assert con.execute("SELECT comment FROM duckdb_views() WHERE view_name = 'allocations'").fetchone()[0]
         sums = {}
         for table in ("line_items", "allocations"):

@@ -126,7 +126,9 @@ def allocate(cfg: ApportionConfig, source: SourceConfig, month: str, tax: Taxono
             pieces = "pieces_classified"
             if needs_basis:
                 con.execute(sql_text("allocation/allocate.sql").format(
-                    view="basis", line_items="month_all_line_items", extra_columns=basis_extra_columns(tax), **parts))
+                    view="basis", line_items="month_all_line_items",
+                    extra_columns=basis_extra_columns(tax, {r[0] for r in con.execute("DESCRIBE allocations_month").fetchall()}),
+                    **parts))
                 # Only the pieces some rule may split are held in a table (the rules rewrite them in place); the
                 # rest of the month streams from the line items to the Parquet file, never materialised.
                 candidate, params = prepare_splits(con, tax)

@@ -74,20 +74,20 @@ def write_report(cfg: ApportionConfig, month: str | None = None, out: Path | Non
     from apportion.db import open_published
 
     con = open_published(cfg)
-    _ECONOMICS.clear()
+    seen: dict = {}  # a month's token and GPU economics, looked up once for the index and its own page
     try:
         con.execute("SET TimeZone = 'UTC'")
-        pages = {out: render(con, cfg, month, out.parent, month_links=default_out)}
+        pages = {out: render(con, cfg, month, out.parent, month_links=default_out, seen=seen)}
         if default_out:
             all_months = months_in(con)
             marks = page_marks(con, cfg, all_months)
             for m in all_months:
                 path = out.parent / month_page(m)
                 if all_pages or m == month or page_mark(path) != marks[m]:
-                    pages[path] = render(con, cfg, m, out.parent, month_links=True, upto=m, mark=marks[m])
+                    pages[path] = render(con, cfg, m, out.parent, month_links=True, upto=m, mark=marks[m],
+                                         seen=seen)
             pages[out.parent / MONTHS_JS] = months_js(con, all_months)
     finally:
-        _ECONOMICS.clear()
         con.close()
     for path, page in pages.items():
         tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:8]}")
@@ -265,15 +265,12 @@ GPU_UE_COLUMNS = {"x_BillingMonth", "x_Team", "x_GpuModel", "BillingCurrency", "
                   "utilization"}
 
 
-# (kind, month) -> rows, for one write_report: the index and the month's own page show the same month, and each
-# look-up scans the month's line items (seconds at millions of rows)
-_ECONOMICS: dict[tuple[str, str], list[dict]] = {}
-
-
-def _once(kind: str, month: str, compute) -> list[dict]:
-    if (kind, month) not in _ECONOMICS:
-        _ECONOMICS[(kind, month)] = compute()
-    return [dict(r) for r in _ECONOMICS[(kind, month)]]
+def _once(seen: dict, kind: str, month: str, compute) -> list[dict]:
+    """`compute()` once per (kind, month) in `seen`: each look-up scans the month's line items (seconds at millions of
+    rows), and the index shows the same month as its own page."""
+    if (kind, month) not in seen:
+        seen[(kind, month)] = compute()
+    return [dict(r) for r in seen[(kind, month)]]
 
 
 def token_economics(con, month: str) -> list[dict]:
@@ -471,7 +468,7 @@ def _stacked_bar(rows: list[tuple], title: str, money_label: str, name: str, hor
 
 # ------------------------------------------------------------------------------------------ sections
 def render(con, cfg: ApportionConfig, month: str | None, out_dir: Path, month_links: bool = False,
-           upto: str | None = None, mark: str = "") -> str:
+           upto: str | None = None, mark: str = "", seen: dict | None = None) -> str:
     """One page. `upto`: a month's snapshot page, whose trends stop at that month (the index shows them all)."""
     import plotly.offline
 
@@ -489,7 +486,7 @@ def render(con, cfg: ApportionConfig, month: str | None, out_dir: Path, month_li
     if month:
         sections.append(_spend_section(con, all_months, currency))
         sections.append(_untagged_section(con, month, all_months, currency))
-        sections.append(_ai_section(con, month, currency))
+        sections.append(_ai_section(con, month, currency, {} if seen is None else seen))
         sections.append(_portfolio_section(con, all_months, currency))
         sections.append(__import__("apportion.guardrails.report").guardrails.report.section(con, month, currency))  # issue 11
         sections.append(__import__("apportion.savings.report").savings.report.section(con, month, currency))
@@ -717,11 +714,11 @@ def _untagged_section(con, month, all_months, currency) -> Section:
     return s
 
 
-def _ai_section(con, month, currency) -> Section:
+def _ai_section(con, month, currency, seen: dict) -> Section:
     import plotly.graph_objects as go
 
     s = Section("AI unit economics", "ai")
-    tokens = [r for r in _once("tokens", month, lambda: token_economics(con, month)) if r["currency"] == currency]
+    tokens = [r for r in _once(seen, "tokens", month, lambda: token_economics(con, month)) if r["currency"] == currency]
     if tokens:
         models: dict[str, list[float]] = {}
         for r in tokens:
@@ -761,7 +758,7 @@ def _ai_section(con, month, currency) -> Section:
     else:
         s.parts.append(note(f"No token usage in the warehouse for {month}: add an LLM source (Bedrock in the CUR, "
                             "OpenAI, Anthropic, LiteLLM) to see tokens and cost per 1M tokens.", "no-token-data"))
-    gpus = [r for r in _once("gpus", month, lambda: gpu_economics(con, month)) if r["currency"] == currency]
+    gpus = [r for r in _once(seen, "gpus", month, lambda: gpu_economics(con, month)) if r["currency"] == currency]
     if gpus:
         bases = sorted({r["basis"] for r in gpus})
         rows = [(f"{r['team']}" + (f" ({r['basis']})" if len(bases) > 1 else ""), r["gpu_model"], r["gpu_hours"])

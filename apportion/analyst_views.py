@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import duckdb
 
-from apportion.db import lit
+from apportion.db import lit, one_commit
 from apportion.models.focus import LINE_ITEM_COLUMNS, dimension_column
 from apportion.models.warehouse_docs import COLUMN_DOCS, TABLE_DOCS
 
@@ -19,6 +19,11 @@ VIEWS = ("portfolio", "gpu_top_idle_jobs")
 
 def document(con: duckdb.DuckDBPyConnection, dims: list[str]) -> None:
     """COMMENT ON every described view and every still-undocumented column of every table and view."""
+    with one_commit(con):
+        _document(con, dims)
+
+
+def _document(con: duckdb.DuckDBPyConnection, dims: list[str]) -> None:
     for view in VIEWS:
         if con.execute("SELECT count(*) FROM duckdb_views() WHERE view_name = ?", [view]).fetchone()[0]:
             con.execute(f"COMMENT ON VIEW {view} IS {lit(TABLE_DOCS[view])}")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import signal
+from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -26,6 +27,19 @@ def connect(cfg: ApportionConfig | None = None, database: str = ":memory:") -> d
         con.execute("SET temp_directory = ?", [str(tmp)])
     con.execute(sql_text("macros/create_macros.sql"))
     return con
+
+
+@contextmanager
+def one_commit(con: duckdb.DuckDBPyConnection):
+    """Many small catalog writes (the COMMENT ONs of a warehouse) as one transaction: on a file-backed database
+    every auto-committed statement is a commit of its own (~2 ms each; ~1 s of a warehouse build's fixed cost)."""
+    con.execute("BEGIN TRANSACTION")
+    try:
+        yield con
+    except BaseException:
+        con.execute("ROLLBACK")
+        raise
+    con.execute("COMMIT")
 
 
 def memory_limit() -> str:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pyarrow as pa
 
-from apportion.db import lit
+from apportion.db import lit, one_commit
 from apportion.models.warehouse_docs import COLUMN_DOCS, TABLE_DOCS
 from apportion.sql import sql_text
 
@@ -35,9 +35,12 @@ def fill(con, name: str, rows: list[dict], folder: str = "guardrails") -> None:
 def document(con, name: str) -> None:
     """COMMENT ON `name` and each of its columns from models/warehouse_docs.py (a column without one is an error)."""
     is_view = con.execute("SELECT count(*) FROM duckdb_views() WHERE view_name = ?", [name]).fetchone()[0]
-    con.execute(f"COMMENT ON {'VIEW' if is_view else 'TABLE'} {name} IS {lit(TABLE_DOCS[name])}")
     docs = COLUMN_DOCS[name]
-    for c in columns(con, name):
+    cols = columns(con, name)
+    for c in cols:
         if c not in docs:
             raise KeyError(f"models/warehouse_docs.py: COLUMN_DOCS[{name!r}] has no description of column {c!r}")
-        con.execute(f'COMMENT ON COLUMN {name}."{c}" IS {lit(docs[c])}')
+    with one_commit(con):
+        con.execute(f"COMMENT ON {'VIEW' if is_view else 'TABLE'} {name} IS {lit(TABLE_DOCS[name])}")
+        for c in cols:
+            con.execute(f'COMMENT ON COLUMN {name}."{c}" IS {lit(docs[c])}')

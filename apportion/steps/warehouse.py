@@ -19,7 +19,7 @@ from pathlib import Path
 import duckdb
 import pyarrow as pa
 
-from apportion.db import connect, fault_point, list_literal, lit, open_published, set_aside_stale_wal
+from apportion.db import connect, fault_point, list_literal, lit, one_commit, open_published, set_aside_stale_wal
 from apportion.guardrails.views import create_views as create_guardrail_views
 from apportion.lake import ALLOCATIONS, LINE_ITEMS, QUARANTINE, current_files, prune_versions, work_suffix
 from apportion.models.config import ApportionConfig
@@ -68,7 +68,8 @@ def build_warehouse(cfg: ApportionConfig, tax: Taxonomy | None = None) -> dict:
             con.execute(sql_text("warehouse/portfolio.sql"))
         if "gpu_job_waste" in _relations(con):
             con.execute(sql_text("warehouse/gpu_top_idle_jobs.sql"))
-        _comment(con, tax.dimension_names)
+        with one_commit(con):
+            _comment(con, tax.dimension_names)
         from apportion import analyst_views  # a COMMENT ON for every table/view column still without one
 
         analyst_views.document(con, tax.dimension_names)

@@ -86,8 +86,12 @@ def test_no_reporting_currency_leaves_columns_null_and_config_errors(tmp_path):
     cfg = config(tmp_path, "")
     build(cfg)
     path = steps.partition_dir(cfg, steps.LINE_ITEMS, "eu", "2024-03") / "data.parquet"
-    assert duckdb.connect().execute("SELECT x_ReportingCurrency, x_FxRate FROM read_parquet(?)",
-                                    [str(path)]).fetchall() == [(None, None)]
+    # nothing to convert: the line items carry no reporting-currency columns, the pieces carry them empty
+    written = {r[0] for r in duckdb.connect().execute("DESCRIBE SELECT * FROM read_parquet(?)", [str(path)]).fetchall()}
+    assert "BilledCost" in written and not {"x_ReportingCurrency", "x_FxRate"} & written
+    pieces = steps.partition_dir(cfg, steps.ALLOCATIONS, "eu", "2024-03") / "data.parquet"
+    assert duckdb.connect().execute("SELECT x_ReportingCurrency, x_ReportingBilledCost FROM read_parquet(?)",
+                                    [str(pieces)]).fetchall() == [(None, None)]
     with pytest.raises(ConfigError, match="reporting_currency"):
         config(tmp_path, "reporting_currency: dollars\n")
     with pytest.raises(ConfigError, match="fx_rates"):

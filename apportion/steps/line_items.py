@@ -16,7 +16,7 @@ from apportion.db import connect, fault_point, lit
 from apportion.lake import LINE_ITEMS, QUARANTINE, discard_version, new_version, publish_version
 from apportion.models.config import ApportionConfig, SourceConfig
 from apportion.models.currencies import billing_currency_codes
-from apportion.models.focus import select_list
+from apportion.models.focus import LINE_ITEM_COLUMNS, select_list
 
 
 def load_reference(con: duckdb.DuckDBPyConnection, connector: Connector) -> None:
@@ -74,10 +74,14 @@ def build_line_items(cfg: ApportionConfig, source: SourceConfig, delivery: Deliv
                     connector.stage_sql(con, delivery, only=only)
                 con.execute(connector.line_items_sql_text(delivery))
                 apply_reporting_currency(con, cfg)  # x_Reporting* columns when reporting_currency is configured
-                produced = {r[0] for r in con.execute("DESCRIBE line_items_checked").fetchall()}
+                # An x_ extension the source cannot fill (absent from its SQL, or a bare NULL there) is not written
+                # (every reader selects the contract columns through select_list, which gives it as a typed NULL);
+                # every FOCUS column is, null or not: a partition stays a FOCUS 1.2 dataset on its own.
+                produced = {name for name, typ, *_ in con.execute("DESCRIBE line_items_checked").fetchall()
+                            if typ.strip('"') != "NULL"}
                 # Streamed twice rather than materialised: a month of CUR can be tens of millions of rows.
                 con.execute(
-                    f"COPY (SELECT {select_list(available=produced)} FROM line_items_checked "
+                    f"COPY (SELECT {select_list(written_columns(produced), available=produced)} FROM line_items_checked "
                     f"WHERE x_QuarantineReason IS NULL) TO {lit(str(li_part))} "
                     "(FORMAT parquet, COMPRESSION zstd, COMPRESSION_LEVEL 1, ROW_GROUP_SIZE 50000)"
                 )
@@ -120,6 +124,12 @@ def build_line_items(cfg: ApportionConfig, source: SourceConfig, delivery: Deliv
         return LineItemStats(source.name, month, delivery.delivery_id, rows, billed, effective, qrows, qbilled, reasons)
     finally:
         con.close()
+
+
+def written_columns(produced: set[str]) -> tuple:
+    """The contract columns a partition file holds, in contract order: every FOCUS column, and the x_ extensions
+    the source's SQL produces (e.g. an AWS bill has no scheduler job, GPU-hours or reporting-currency columns)."""
+    return tuple(c for c in LINE_ITEM_COLUMNS if c.name in produced or not c.name.startswith("x_"))
 
 
 def _locate_bad_file(con, connector, delivery: Delivery, exc: Exception) -> SourceError:

@@ -44,6 +44,17 @@ def work_suffix() -> str:
 
 
 POINTERS = ("CURRENT", "LANDED")  # objects replaced in place; every other object is written once under its own name
+STALE_STAGING_SECONDS = 3600.0  # az:// staging folder of another host's writer older than this: swept (Remote._replace)
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 @dataclass(frozen=True)
@@ -131,6 +142,40 @@ class Remote:
             self.fs.copy_file(self.key(f"{staging}/{name}"), self.key(rel))
         finally:
             self.fs.delete_dir(self.key(staging))
+        try:
+            self._sweep_staging(parent, name)
+        except OSError:  # housekeeping only: the object is in place; the next write sweeps again
+            pass
+
+    def _sweep_staging(self, parent: str, name: str) -> list[str]:
+        """After a successful replace of `parent/name`: remove the staging folders of that object that writers killed
+        between staging and Copy Blob left behind (`.<name>.tmp-<host>-<pid>-<id>/`). One is stale when its writer
+        ran on this host and its process is gone, or when its staged blob is older than STALE_STAGING_SECONDS
+        (another host's writer: its process cannot be checked from here, and a live one copies within seconds of
+        staging). A live writer's folder is kept: deleting it would fail that writer's copy. Returns what was
+        removed."""
+        import time
+
+        prefix = f".{name}.tmp-"
+        _, folders = self.list_dir(parent)
+        host = socket.gethostname().replace("-", "_")
+        removed = []
+        for folder in folders:
+            if not folder.startswith(prefix):
+                continue
+            rel = f"{parent + '/' if parent else ''}{folder}"
+            owner = folder[len(prefix):].split("-")
+            dead = (len(owner) == 3 and owner[0] == host and owner[1].isdigit()
+                    and not _process_alive(int(owner[1])))
+            staged = self.fs.get_file_info(self.key(f"{rel}/{name}"))
+            old = staged.mtime is not None and time.time() - staged.mtime.timestamp() > STALE_STAGING_SECONDS
+            if dead or old:
+                try:
+                    self.fs.delete_dir(self.key(rel))
+                except FileNotFoundError:  # another writer swept it first
+                    continue
+                removed.append(rel)
+        return removed
 
     def upload_dir(self, local_dir: Path, rel: str, last: str | None = None) -> int:
         """Every file under `local_dir` to `rel/...`; `last` (a file name) is uploaded after all the others, so

@@ -94,6 +94,7 @@ def main() -> int:
             with psycopg.connect(f"postgresql://apportion@127.0.0.1:{pg_port}/postgres", autocommit=True) as con:
                 con.execute(f'CREATE DATABASE "{db}"')
             os.environ.update(instance_env(root / "dagster_home", "127.0.0.1", pg_port, db, "apportion"))
+            os.environ["SCALE_OUT_FORKSERVER_CONFIG"] = str(cfg_path)  # the forkserver builds the job once (PRELOAD)
             instance = instance_on_postgres(root / "dagster_home")
             start = time.perf_counter()
             for month in months(args.months):

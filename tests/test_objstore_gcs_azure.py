@@ -81,15 +81,23 @@ def store_sums(store: Store, table: str, prefix: str = "apportion/lake") -> dict
                 continue
             part = key[: -len("/CURRENT")]
             version = store.get(key).decode().strip()
-            files = []
-            for k in (k for k in keys if k.startswith(f"{part}/{version}/")):
-                files.append(Path(tmp) / k.replace("/", "_"))
-                files[-1].write_bytes(store.get(k))
             source = part.split("x_SourceName=")[1].split("/")[0]
             month = part.split("x_BillingMonth=")[1]
-            out[(source, month)] = tuple(duckdb.connect().execute(
-                "SELECT sum(BilledCost), sum(EffectiveCost) FROM read_parquet(?)", [[str(f) for f in files]]).fetchone())
+            cached = (store.uri, part, version)  # a version is immutable once uploaded: summed once
+            if cached not in _VERSION_SUMS:
+                files = []
+                for k in (k for k in keys if k.startswith(f"{part}/{version}/")):
+                    files.append(Path(tmp) / k.replace("/", "_"))
+                    files[-1].write_bytes(store.get(k))
+                assert files, f"{part}: CURRENT names {version}, which has no objects"
+                _VERSION_SUMS[cached] = tuple(duckdb.connect().execute(
+                    "SELECT sum(BilledCost), sum(EffectiveCost) FROM read_parquet(?)",
+                    [[str(f) for f in files]]).fetchone())
+            out[(source, month)] = _VERSION_SUMS[cached]
     return out
+
+
+_VERSION_SUMS: dict = {}
 
 
 def current_of(store: Store, table: str, source: str, month: str) -> str:
@@ -257,3 +265,59 @@ def test_a_pointer_replaced_on_the_store_is_never_seen_empty(store):
     assert seen and seen <= set(names), seen - set(names)
     assert store.get("pointer-test/t/CURRENT") == names[-1].encode()
     assert store.keys("pointer-test/") == ["pointer-test/t/CURRENT"]  # the staging blobs are gone
+
+
+def test_a_killed_azure_pointer_write_leaves_a_staging_folder_the_next_write_sweeps(azurite_server, azure_container,
+                                                                                     monkeypatch):
+    """On az:// a pointer is staged in `.CURRENT.tmp-<host>-<pid>-<id>/` and copied over CURRENT. A writer killed
+    between the two leaves the old CURRENT in force and its staging folder behind; the next successful write of that
+    pointer removes it. A live writer's folder (this process's) and another host's recent one are kept (deleting them
+    would fail that writer's copy); another host's older than STALE_STAGING_SECONDS is removed."""
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    from apportion import storage
+
+    for k in ("AZURE_STORAGE_ACCOUNT_NAME", "AZURE_STORAGE_ACCOUNT_KEY", "AZURE_STORAGE_SAS_TOKEN"):
+        monkeypatch.delenv(k, raising=False)
+    uri = f"az://{azure_container.container_name}/sweep"
+    lake = storage.remote(uri)
+    lake.put_bytes("t/CURRENT", b"v-1\n")
+
+    def blobs() -> list[str]:
+        return sorted(b for b in azure_container.list_blob_names(name_starts_with="sweep/") if not b.endswith("/"))
+
+    def staging_folders() -> set[str]:
+        return {b.split("/")[2] for b in blobs() if ".tmp-" in b}
+
+    # a writer killed after staging its new CURRENT, before the Copy Blob
+    code = ("import os, signal\n"
+            "from apportion import storage\n"
+            "class Dies:  # the client, killed when it starts the Copy Blob\n"
+            "    def __init__(self, fs): self.fs = fs\n"
+            "    def __getattr__(self, name): return getattr(self.fs, name)\n"
+            "    def copy_file(self, *a): os.kill(os.getpid(), signal.SIGKILL)\n"
+            "storage.Remote.fs = property(lambda self: Dies(self._fs_base[0]))\n"
+            f"storage.remote({uri!r}).put_bytes('t/CURRENT', b'v-2\\n')\n")
+    killed = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert killed.returncode == -9, killed.stderr[-2000:]
+    (dead,) = staging_folders()
+    host = socket.gethostname().replace("-", "_")
+    assert dead.startswith(f".CURRENT.tmp-{host}-") and f"-{os.getpid()}-" not in dead
+    assert azure_container.download_blob("sweep/t/CURRENT").readall() == b"v-1\n"  # the old pointer is in force
+
+    live = f".CURRENT.tmp-{host}-{os.getpid()}-0123abcd"  # a writer still going on this host: this process
+    elsewhere = ".CURRENT.tmp-other_host-4242-89abcdef"  # another host's writer, staged just now
+    for folder in (live, elsewhere):
+        azure_container.upload_blob(f"sweep/t/{folder}/CURRENT", b"v-x\n")
+    lake.put_bytes("t/CURRENT", b"v-3\n")
+    assert azure_container.download_blob("sweep/t/CURRENT").readall() == b"v-3\n"
+    assert staging_folders() == {live, elsewhere}  # the dead writer's folder is gone, the others kept
+
+    monkeypatch.setattr(storage, "STALE_STAGING_SECONDS", 0.0)  # as if an hour had passed
+    lake.put_bytes("t/CURRENT", b"v-4\n")
+    assert staging_folders() == set()
+    assert blobs() == ["sweep/t/CURRENT"]
+    assert azure_container.download_blob("sweep/t/CURRENT").readall() == b"v-4\n"

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import duckdb
 
-from apportion.db import fault_point, list_literal
+from apportion.db import bounded, fault_point, list_literal
 from apportion.models.config import LAKE_WAREHOUSE, ApportionConfig
 from apportion.storage import Remote, remote_for, work_suffix, write_pointer
 
@@ -295,7 +295,7 @@ def mixed_delivery_months(cfg: ApportionConfig) -> list[tuple[str, str, str | No
     have = {t: current_files(cfg.lake, t) for t in (LINE_ITEMS, ALLOCATIONS)}
     if not have[LINE_ITEMS] and not have[ALLOCATIONS]:
         return []
-    con = duckdb.connect()
+    con = duckdb.connect(config=bounded(cfg))
     try:
         parts = []
         for table, files in have.items():

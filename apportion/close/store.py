@@ -195,10 +195,12 @@ def _freeze_pieces(cfg: ApportionConfig, month: str, dest: Path) -> set[Path]:
 def _source_totals(pieces: Path) -> dict:
     import duckdb
 
+    from apportion.db import bounded
+
     files = sorted(pieces.glob("*/*.parquet"))
     if not files:
         return {}
-    con = duckdb.connect()
+    con = duckdb.connect(config=bounded())
     try:
         rows = con.execute(
             f"SELECT x_SourceName, BillingCurrency, sum(BilledCost)::VARCHAR, sum(EffectiveCost)::VARCHAR, count(*), "

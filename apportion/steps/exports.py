@@ -17,7 +17,7 @@ import shutil
 import uuid
 from pathlib import Path
 
-from apportion.db import fault_point, lit, memory_limit, open_published
+from apportion.db import fault_point, lit, open_published
 from apportion.models.config import ApportionConfig
 from apportion.models.focus import dimension_column
 from apportion.sql import sql_text
@@ -87,11 +87,7 @@ def export_month(cfg: ApportionConfig, month: str, out_dir: Path | None = None, 
     tmp.mkdir(parents=True)
     con = open_published(cfg)
     try:
-        con.execute("SET TimeZone = 'UTC'")
-        # the line-level file reads a month of pieces: bounded memory, spilling to the warehouse's temp folder
-        con.execute("SET memory_limit = ?", [memory_limit()])
-        (cfg.warehouse / ".tmp").mkdir(parents=True, exist_ok=True)
-        con.execute("SET temp_directory = ?", [str(cfg.warehouse / ".tmp")])
+        con.execute("SET TimeZone = 'UTC'")  # the line-level file reads a month of pieces: open_published bounds it
         con.execute("SET VARIABLE export_month = ?", [month])
         _write_pack(con, tmp, lines)
         __import__("apportion.close.exports").close.exports.write_deltas(cfg, con, tmp, month)  # issue 17

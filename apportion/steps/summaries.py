@@ -22,7 +22,7 @@ from pathlib import Path
 
 import duckdb
 
-from apportion.db import connect, list_literal, lit
+from apportion.db import bounded, connect, list_literal, lit
 from apportion.lake import (
     ALLOCATIONS,
     LINE_ITEMS,
@@ -220,7 +220,7 @@ def recorded(cfg: ApportionConfig) -> tuple[dict[tuple[str, str], tuple], dict[s
     (source, versions...) of the per-month summaries."""
     per_source: dict[tuple[str, str], tuple] = {}
     per_month: dict[str, set[tuple]] = {}
-    con = duckdb.connect()
+    con = duckdb.connect(config=bounded(cfg))
     try:
         totals = current_files(cfg.lake, TOTALS)
         if totals:

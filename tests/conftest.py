@@ -22,7 +22,10 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 def pytest_collection_modifyitems(config, items):
     """`make test` runs two xdist workers with `--dist loadgroup`: every test of the end-to-end demo run
     shares one worker (the demo is run once, not once per worker), a module with a module-scoped fixture
-    stays on one worker (the fixture is built once), and every other test goes to whichever worker is free."""
+    stays on one worker (the fixture is built once), and every other test goes to whichever worker is free.
+    The longest tests (`@pytest.mark.first`) are collected first, so each starts on a worker at once instead of
+    running alone at the end while the other worker idles."""
+    items.sort(key=lambda item: item.get_closest_marker("first") is None)  # stable: the rest keep their order
     for item in items:
         if "outputs_demo_project" in item.fixturenames:
             item.add_marker(pytest.mark.xdist_group("outputs_demo"))

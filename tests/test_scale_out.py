@@ -14,6 +14,8 @@ import random
 from decimal import Decimal
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parents[1]
 TAXONOMY = REPO / "demo" / "taxonomy.yaml"
 SOURCES = ("focus-a", "focus-b", "focus-c")
@@ -412,22 +414,11 @@ def step_events(instance, run_id: str) -> dict[str, list[tuple[str, float]]]:
     return out
 
 
-def test_backfill_x_3_sources_on_postgres_in_step_processes(tmp_path, s3_bucket, postgres_server, monkeypatch):
-    """A backfill as production runs it: one `sources` run per month, its steps in separate processes (the
-    multiprocess executor, at concurrency 1 for half the months and 2 for the rest), the Dagster instance from
-    deploy/dagster.yaml on a real PostgreSQL, the lake and raw zone in S3 (moto over HTTP). Every partition
-    materialises and ties out on the object store; a run whose step processes are killed mid-partition leaves the
-    lake as it was, and its retry completes; two warehouse runs started together build one after the other (the
-    apportion_warehouse pool, slots in PostgreSQL): one writer."""
-
+def _instance_for(tmp_path, s3_bucket, postgres_server, monkeypatch, cfg_path):
+    """A Dagster instance from deploy/dagster.yaml on its own PostgreSQL database; the lake in the S3 bucket."""
     import psycopg
 
     monkeypatch.setenv("AWS_ENDPOINT_URL_S3", s3_bucket.endpoint_url)
-    # The twelve months issue 13 asks for (a step process starts in about a second: the forkserver has imported and
-    # built what every step needs, PRELOAD). APPORTION_SCALE_MONTHS=2 runs a shorter backfill while working on this
-    # test; bench/bench_scale_out.py times the same backfill with 200 rows per partition.
-    n = int(os.environ.get("APPORTION_SCALE_MONTHS", "12"))
-    cfg_path, expected = write_project(tmp_path, s3_bucket.name, n_months=n, rows=20)
     db = f"dagster_{tmp_path.name[-12:].replace('-', '_')}"
     with psycopg.connect(postgres_server.dsn(), autocommit=True) as con:
         con.execute(f'CREATE DATABASE "{db}"')
@@ -437,16 +428,49 @@ def test_backfill_x_3_sources_on_postgres_in_step_processes(tmp_path, s3_bucket,
     instance = instance_on_postgres(tmp_path / "dagster_home")
     assert type(instance.run_storage).__name__ == "PostgresRunStorage"
     monkeypatch.setenv("SCALE_OUT_FORKSERVER_CONFIG", str(cfg_path))
+    return instance
+
+
+@pytest.mark.first
+def test_backfill_x_3_sources_on_postgres_in_step_processes(tmp_path, s3_bucket, postgres_server, monkeypatch):
+    """A backfill as production runs it: one `sources` run per month, its steps in separate processes (the
+    multiprocess executor, at concurrency 1 for half the months and 2 for the rest), the Dagster instance from
+    deploy/dagster.yaml on a real PostgreSQL, the lake and raw zone in S3 (moto over HTTP). Every partition
+    materialises and ties out on the object store."""
+    # The twelve months issue 13 asks for (a step process starts in about a second: the forkserver has imported and
+    # built what every step needs, PRELOAD). APPORTION_SCALE_MONTHS=2 runs a shorter backfill while working on this
+    # test; bench/bench_scale_out.py times the same backfill with 200 rows per partition.
+    n = int(os.environ.get("APPORTION_SCALE_MONTHS", "12"))
+    cfg_path, expected = write_project(tmp_path, s3_bucket.name, n_months=n, rows=20)
+    instance = _instance_for(tmp_path, s3_bucket, postgres_server, monkeypatch, cfg_path)
     try:
-        _backfill_and_kill(tmp_path, s3_bucket, instance, cfg_path, expected, n, monkeypatch)
+        _backfill(s3_bucket, instance, cfg_path, expected, n)
     finally:
         stop_forkserver()
         instance.dispose()
 
 
-def _backfill_and_kill(tmp_path, s3_bucket, instance, cfg_path, expected, n, monkeypatch):
-    import os
+@pytest.mark.first
+def test_a_killed_partition_run_keeps_the_lake_its_retry_completes_and_one_writer_builds(tmp_path, s3_bucket,
+                                                                                        postgres_server, monkeypatch):
+    """On the same production set-up, a month built by a `sources` run is restated: a run whose step processes are
+    killed mid-partition (after their upload, before CURRENT moves) leaves the lake as it was, and its retry
+    completes; two warehouse runs started together build one after the other (the apportion_warehouse pool, slots
+    in PostgreSQL): one writer. (A test of its own: it runs beside the backfill on the other worker.)"""
+    cfg_path, expected = write_project(tmp_path, s3_bucket.name, n_months=1, rows=20)
+    instance = _instance_for(tmp_path, s3_bucket, postgres_server, monkeypatch, cfg_path)
+    try:
+        ok, _ = run_month(instance, cfg_path, months(1)[0], concurrency=2)
+        assert ok
+        want = expected_sums(expected)
+        assert s3_sums(s3_bucket, "line_items") == want and s3_sums(s3_bucket, "allocations") == want
+        _kill_retry_and_one_writer(tmp_path, s3_bucket, instance, cfg_path, want, months(1)[-1], monkeypatch)
+    finally:
+        stop_forkserver()
+        instance.dispose()
 
+
+def _backfill(s3_bucket, instance, cfg_path, expected, n):
     import dagster as dg
 
     for i, month in enumerate(months(n)):
@@ -468,8 +492,9 @@ def _backfill_and_kill(tmp_path, s3_bucket, instance, cfg_path, expected, n, mon
     assert s3_sums(s3_bucket, "line_items") == want
     assert s3_sums(s3_bucket, "allocations") == want
 
+
+def _kill_retry_and_one_writer(tmp_path, s3_bucket, instance, cfg_path, want, last, monkeypatch):
     # restated, then every step process killed after its upload, before CURRENT moves: nothing moves
-    last = months(n)[-1]
     before = {(t, s): current_object(s3_bucket, t, s, last) for t in ("line_items", "allocations") for s in SOURCES}
     restated = write_focus_month(tmp_path / "bills" / "focus-b", "focus-b", last, rows=25, seed=1)
     monkeypatch.setenv("APPORTION_FAULT_AT", "lake:uploaded")

@@ -77,12 +77,17 @@ def open_published(cfg: ApportionConfig) -> duckdb.DuckDBPyConnection:
     """The published warehouse, read-only. An analyst's write session may have left a WAL that does not
     match the file: it is set aside (never replayed), so a run's own summary and exports still read."""
     try:
-        return duckdb.connect(str(cfg.duckdb_path), read_only=True, config=bounded(cfg))
+        con = duckdb.connect(str(cfg.duckdb_path), read_only=True)
     except duckdb.Error as exc:
         if "WAL" not in str(exc) and "wal" not in str(exc):
             raise
         set_aside_stale_wal(cfg.duckdb_path)
-        return duckdb.connect(str(cfg.duckdb_path), read_only=True, config=bounded(cfg))
+        con = duckdb.connect(str(cfg.duckdb_path), read_only=True)
+    # set, not passed to connect(): DuckDB refuses a second connection to a file with another configuration (an
+    # analyst's session, or a test's, holding the file open in the same process)
+    for name, value in bounded(cfg).items():
+        con.execute(f"SET {name} = ?", [value])
+    return con
 
 
 def fault_point(name: str) -> None:

@@ -228,26 +228,35 @@ def _apply(con, tax: Taxonomy, rule: SplitRule, spread: bool, index: int) -> int
     source = "alloc a join split_lines li using (x_LineId)" if needs_line else "alloc a"
     if rule.match:
         conds.insert(0, f"li.m{index}")
-    parents = con.execute(
-        f"select a.x_LineId, a.x_PieceId, a.BilledCost, a.EffectiveCost, a.ListCost"
-        f"{', ' + part_select if part_select else ''} "
-        f"from {source} where {' and '.join(conds)} "
-        "order by a.x_LineId, a.x_PieceId", params).fetchall()
-    if not parents:
+    # The rule's parents stay in DuckDB; only those with weights to split by come to Python. A parent whose partition
+    # has none keeps its piece and says so (_mark_skipped): at 50 M rows that was ~2.5 M pieces fetched as tuples of
+    # Decimals and sent back (the allocation step's peak memory grew with the month).
+    con.execute(
+        f"create or replace temp table split_parents as select a.x_LineId, a.x_PieceId, a.BilledCost, a.EffectiveCost, "
+        f"a.ListCost{', ' + part_select if part_select else ''} from {source} where {' and '.join(conds)}", params)
+    if not con.execute("select count(*) from split_parents").fetchall()[0][0]:
+        con.execute("drop table split_parents")
         return 0
     weights = _weights(con, tax, rule, spread)
+    n_parts = len(part_cols)
+    with_targets = [k for k, v in weights.items() if v]
+    con.register("split_parts_arrow", pa.table(
+        {f"p{i}": pa.array([k[i] for k in with_targets], pa.string()) for i in range(n_parts)} if n_parts
+        else {"p": pa.array([True] * len(with_targets), pa.bool_())}))
+    has_targets = "exists (select 1 from split_parts_arrow s where " + (
+        " and ".join(f"s.p{i} is not distinct from p.p{i}" for i in range(n_parts)) if n_parts else "true") + ")"
+    _mark_skipped(con, rule, f"not {has_targets}")
+    parents = con.execute(f"select * from split_parents as p where {has_targets} order by x_LineId, x_PieceId").fetchall()
+    con.unregister("split_parts_arrow")
+    con.execute("drop table split_parents")
+    if not parents:
+        return 0
     by_cols = [dimension_column(d) for d in rule.by]
     unit = rule.precision
     rows: dict[str, list] = defaultdict(list)
-    skipped = []
-    n_parts = len(part_cols)
     for parent in parents:
         line_id, piece_id, billed, effective, listed = parent[:5]
-        part = tuple(parent[5:5 + n_parts])
-        targets = weights.get(part, [])
-        if not targets:
-            skipped.append((line_id, piece_id))
-            continue
+        targets = weights[tuple(parent[5:5 + n_parts])]
         ws = [w for _, w in targets]
         total = sum(ws)
         billed_pieces = split_exact(billed, ws, unit)
@@ -270,8 +279,6 @@ def _apply(con, tax: Taxonomy, rule: SplitRule, spread: bool, index: int) -> int
                               else ("Share" if rule.method == "fixed" else "Target")}],
                 "x_SplitRule": rule.name, "x_Method": rule.method,
             }))
-    if skipped:
-        _mark_skipped(con, rule, skipped)
     if not rows:
         return 0
     money = pa.decimal128(38, 12)
@@ -307,17 +314,15 @@ def _apply(con, tax: Taxonomy, rule: SplitRule, spread: bool, index: int) -> int
     return len(rows["x_LineId"])
 
 
-def _mark_skipped(con, rule: SplitRule, pieces: list[tuple[int, int]]) -> None:
-    """No weights for the parent's partition: the piece stays as it was, and says so."""
-    table = pa.table({"x_LineId": [p[0] for p in pieces], "x_PieceId": [p[1] for p in pieces]})
-    con.register("split_skipped_arrow", table)
+def _mark_skipped(con, rule: SplitRule, no_targets: str) -> None:
+    """No weights for the parent's partition (`no_targets`, a condition on split_parents `p`): the piece stays as it
+    was, and says so."""
     col = dimension_column(rule.by[0])
     con.execute(
-        f"update alloc set {col}Reason = {col}Reason || ? from split_skipped_arrow s "
-        "where alloc.x_LineId = s.x_LineId and alloc.x_PieceId = s.x_PieceId",
+        f"update alloc set {col}Reason = {col}Reason || ? from split_parents p "
+        f"where alloc.x_LineId = p.x_LineId and alloc.x_PieceId = p.x_PieceId and {no_targets}",
         [f" | split:{rule.name} skipped: nothing to split by"],
-    )
-    con.unregister("split_skipped_arrow")
+    ).fetchall()  # the update's row count: read, so the connection takes the next statement
 
 
 def _weights(con, tax: Taxonomy, rule: SplitRule, spread: bool) -> dict[tuple, list[tuple[tuple, Decimal]]]:

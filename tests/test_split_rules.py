@@ -252,3 +252,49 @@ def test_taxonomy_diff_shows_coverage_and_team_changes(tmp_path, capsys):
     assert change["search"] == D("0.0000012345") and change["untagged"] == D("-0.0000012345")
     # the published warehouse and lake are untouched by a diff
     assert not list(cfg.warehouse.glob("apportion-taxdiff-*"))
+
+
+def test_parents_without_weights_stay_in_duckdb_and_are_marked(tmp_path, monkeypatch):
+    """A rule's parent pieces whose partition has nothing to split by keep their piece and say so, without coming
+    to Python: only the pieces a rule actually splits are fetched (at 50 M rows ~2.5 M skipped pieces were fetched as
+    tuples of Decimals and sent back, and the allocation step's peak memory grew with the month)."""
+    import importlib
+
+    allocate_module = importlib.import_module("apportion.steps.allocate")  # the module, not steps.allocate
+    untagged_s3 = [(f"s3-{i}", "555555555555", "Usage", "AmazonS3", "Amazon Simple Storage Service",
+                    "USE1-TimedStorage-ByteHrs", "StandardStorage", f"bucket-{i}", "0.25", {}, {}) for i in range(300)]
+    rule = {"name": "s3-by-ec2-hours-per-account", "match": {"service_code": "AmazonS3"},
+            "dimensions": {"team": "untagged"}, "partition_by": ["account"], "method": "metric", "by": ["team"],
+            "weights": {"match": {"service_code": "AmazonEC2"}, "measure": "ConsumedQuantity"}}
+    fetched = []
+    real_connect = allocate_module.connect
+
+    class Counting:
+        def __init__(self, con):
+            self._con = con
+
+        def __getattr__(self, name):
+            return getattr(self._con, name)
+
+        def execute(self, *args, **kwargs):
+            result = self._con.execute(*args, **kwargs)
+
+            class Result:
+                def __getattr__(self, name):
+                    return getattr(result, name)
+
+                def fetchall(self):
+                    rows = result.fetchall()
+                    fetched.append(len(rows))
+                    return rows
+
+            return Result() if result is not None else result
+
+    monkeypatch.setattr(allocate_module, "connect", lambda *a, **k: Counting(real_connect(*a, **k)))
+    cfg, stats, con = build(tmp_path, [rule], rows=ROWS + untagged_s3)
+    # account 555555555555 runs no EC2: its 301 untagged S3 pieces are kept, each marked; nothing else changes
+    marked = con.execute("SELECT count(*), sum(BilledCost) FROM allocations WHERE x_TeamReason LIKE "
+                         "'%split:s3-by-ec2-hours-per-account skipped: nothing to split by'").fetchone()
+    assert marked == (301, D("75.0000012345"))
+    assert stats.billed_cost == sum(D(r[8]) for r in ROWS + untagged_s3)
+    assert max(fetched) < 300, fetched  # the 301 skipped parents never came to Python (the largest: a DESCRIBE)

@@ -53,7 +53,7 @@ def memory_limit() -> str:
     """DuckDB's memory limit for a step: bounded so a big month streams (and spills) instead of growing with the
     bill. 800 MB keeps a 20 M-row month under 1.5 GB of process RSS (1 GB peaked at 1,560 MiB) at the same
     speed (bench/RESULTS.md); `APPORTION_MEMORY_LIMIT` overrides it."""
-    return os.environ.get("APPORTION_MEMORY_LIMIT", "800MB")
+    return os.environ.get("APPORTION_MEMORY_LIMIT") or "800MB"  # set but empty: the default
 
 
 def list_literal(paths: list[Path]) -> str:

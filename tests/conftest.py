@@ -23,9 +23,14 @@ def pytest_collection_modifyitems(config, items):
     """`make test` runs two xdist workers with `--dist loadgroup`: every test of the end-to-end demo run
     shares one worker (the demo is run once, not once per worker), a module with a module-scoped fixture
     stays on one worker (the fixture is built once), and every other test goes to whichever worker is free.
-    The longest tests (`@pytest.mark.first`) are collected first, so each starts on a worker at once instead of
-    running alone at the end while the other worker idles."""
-    items.sort(key=lambda item: item.get_closest_marker("first") is None)  # stable: the rest keep their order
+    The longest tests (`@pytest.mark.first`) are collected first, then the demo group (one long unit of work),
+    so neither runs alone at the end while the other worker idles."""
+    def order(item) -> int:
+        if item.get_closest_marker("first") is not None:
+            return 0
+        return 1 if "outputs_demo_project" in item.fixturenames else 2
+
+    items.sort(key=order)  # stable: within each rank the collection order stays
     for item in items:
         if "outputs_demo_project" in item.fixturenames:
             item.add_marker(pytest.mark.xdist_group("outputs_demo"))

@@ -482,14 +482,14 @@ def _fail_runs_of_dead_processes(instance) -> None:
 
     import dagster as dg
 
-    from apportion.lake import _process_alive
+    from apportion.storage import process_alive
 
     host = socket.gethostname()
     for run in instance.get_runs(filters=dg.RunsFilter(statuses=[dg.DagsterRunStatus.STARTED,
                                                                  dg.DagsterRunStatus.STARTING])):
         if run.tags.get(RUN_HOST) != host or not run.tags.get(RUN_PID, "").isdigit():
             continue
-        if _process_alive(int(run.tags[RUN_PID])):
+        if process_alive(int(run.tags[RUN_PID])):
             continue
         instance.report_run_failed(run, "the process running it is gone (killed or crashed)")
         instance.event_log_storage.free_concurrency_slots_for_run(run.run_id)

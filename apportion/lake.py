@@ -29,7 +29,7 @@ import duckdb
 
 from apportion.db import bounded, fault_point, list_literal
 from apportion.models.config import LAKE_WAREHOUSE, ApportionConfig
-from apportion.storage import Remote, remote_for, work_suffix, write_pointer
+from apportion.storage import Remote, process_alive, remote_for, work_suffix, write_pointer
 
 LINE_ITEMS = "line_items"
 ALLOCATIONS = "allocations"
@@ -248,16 +248,6 @@ LEFTOVER = re.compile(r"\.(tmp|old|building)-(?P<host>[^-]+)-(?P<pid>\d+)-[0-9a-
 LEGACY_LEFTOVER = re.compile(r"\.(tmp|old|building)-[0-9a-f]{8}(\.wal)?$")  # before names carried host and pid
 
 
-def _process_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def clean_leftovers(cfg: ApportionConfig, max_age_hours: float = 24.0) -> list[Path]:
     """Remove what crashed runs left: `.building-*` warehouse files (and their WAL), `.tmp-*` / `.old-*`
     partition and export folders. A leftover is removed when its process (on this host) is gone, or
@@ -273,7 +263,7 @@ def clean_leftovers(cfg: ApportionConfig, max_age_hours: float = 24.0) -> list[P
         for p in root.iterdir():
             m = LEFTOVER.search(p.name)
             if m:
-                dead = m["host"] == host and not _process_alive(int(m["pid"]))
+                dead = m["host"] == host and not process_alive(int(m["pid"]))
             elif LEGACY_LEFTOVER.search(p.name):
                 dead = True
             else:

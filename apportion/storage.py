@@ -47,7 +47,8 @@ POINTERS = ("CURRENT", "LANDED")  # objects replaced in place; every other objec
 STALE_STAGING_SECONDS = 3600.0  # az:// staging folder of another host's writer older than this: swept (Remote._replace)
 
 
-def _process_alive(pid: int) -> bool:
+def process_alive(pid: int) -> bool:
+    """Whether a process of this host still runs (a leftover's writer, a run's worker)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -166,7 +167,7 @@ class Remote:
             rel = f"{parent + '/' if parent else ''}{folder}"
             owner = folder[len(prefix):].split("-")
             dead = (len(owner) == 3 and owner[0] == host and owner[1].isdigit()
-                    and not _process_alive(int(owner[1])))
+                    and not process_alive(int(owner[1])))
             staged = self.fs.get_file_info(self.key(f"{rel}/{name}"))
             old = staged.mtime is not None and time.time() - staged.mtime.timestamp() > STALE_STAGING_SECONDS
             if dead or old:

@@ -228,18 +228,22 @@ class Remote:
         return dest
 
     def delete_prefix(self, rel: str) -> None:
-        """The object `rel`, or every object under `rel/`."""
+        """The object `rel`, or every object under `rel/`. An object already gone is no error: two builds pruning the
+        same old version (seen: two warehouse runs under heavy load) both succeed."""
         import pyarrow.fs as pafs
 
-        if self.fs.get_file_info(self.key(rel)).type == pafs.FileType.File:
-            return self.fs.delete_file(self.key(rel))
-        if self.scheme == "az":  # one batch (and no folder-marker blob left behind, as per-file deletes leave)
-            try:
+        try:
+            if self.fs.get_file_info(self.key(rel)).type == pafs.FileType.File:
+                return self.fs.delete_file(self.key(rel))
+            if self.scheme == "az":  # one batch (and no folder-marker blob left behind, as per-file deletes leave)
                 return self.fs.delete_dir(self.key(rel))
-            except FileNotFoundError:
-                return None
+        except FileNotFoundError:
+            return None
         for k, _ in self.list_files(rel):
-            self.fs.delete_file(self.key(k))
+            try:
+                self.fs.delete_file(self.key(k))
+            except FileNotFoundError:
+                continue
 
 
 @functools.lru_cache(maxsize=16)

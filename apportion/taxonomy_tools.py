@@ -9,6 +9,7 @@ from pathlib import Path
 
 import duckdb
 
+from apportion.db import bounded
 from apportion.models.config import ApportionConfig
 from apportion.models.focus import SHARED, UNTAGGED, dimension_column
 from apportion.models.taxonomy import Rule, Taxonomy, glob_to_regex
@@ -69,7 +70,7 @@ def diff(cfg: ApportionConfig, old: Taxonomy, new: Taxonomy, month: str) -> dict
             for source in cfg.sources:
                 if steps.partition_dir(cfg, steps.LINE_ITEMS, source.name, month).exists():
                     steps.allocate(cfg, source, month, tax, lake=tmp / label)
-        con = duckdb.connect()
+        con = duckdb.connect(config=bounded(cfg))  # a month's pieces, twice: bounded like every step
         for label in ("old", "new"):
             files = current_files(tmp / label, ALLOCATIONS, month=month)
             if not files:

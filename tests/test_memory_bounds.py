@@ -53,9 +53,15 @@ def test_the_lake_checks_open_bounded_connections(outputs_demo_project, monkeypa
     assert mixed_delivery_months(cfg) == []
     per_source, _ = summaries.recorded(cfg)
     assert per_source
+    month = sorted(m for _, m in per_source)[-1]
     snapshot = tmp_path / "allocations" / "aws-main"  # a closed month's frozen pieces, as close/store.py lays them out
     snapshot.mkdir(parents=True)
     (snapshot / "data.parquet").write_bytes(current_files(cfg.lake, ALLOCATIONS)[0].read_bytes())
     assert store._source_totals(tmp_path / "allocations")["aws-main"]
-    assert len(opened) >= 3
+    from apportion.models.taxonomy import load_taxonomy
+    from apportion.taxonomy_tools import diff
+
+    tax = load_taxonomy(cfg.taxonomy)
+    assert diff(cfg, tax, tax, month)["month"] == month  # the taxonomy diff reads a month's pieces twice
+    assert len(opened) >= 4
     assert all("memory_limit" in c for c in opened), opened

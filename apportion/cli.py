@@ -105,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "demo":
             return cmd_demo(args)
         if args.command == "close":
-            return __import__("apportion.close.cli").close.cli.cmd_close(args)
+            return cmd_close_as_writer(args)
         if args.command == "savings":
             from apportion.savings.cli import cmd_savings
 
@@ -443,7 +443,7 @@ def run_months(cfg, months: list[str], quiet: bool = False) -> list[dict]:
 DAGSTER_YAML = """# Written by `apportion run` for its runs (the UI: `make dev`, or dagster dev with DAGSTER_HOME here).
 concurrency:
   pools:
-    default_limit: 1   # only out_warehouse names a pool: one warehouse writer
+    default_limit: 1   # the warehouse steps name a pool (and hold the writer lock): one warehouse writer
 telemetry:
   enabled: false
 """
@@ -463,6 +463,18 @@ def dagster_instance(cfg):
         instance = dg.DagsterInstance.from_config(str(home))
     _fail_runs_of_dead_processes(instance)
     return instance
+
+
+def cmd_close_as_writer(args) -> int:
+    """`apportion close` writes the warehouse folder like the month-close step: it holds the same writer lock
+    (pipelines/writer_lock.py), so a close by hand waits for a nightly build in progress, and the other way round."""
+    from apportion.close.cli import cmd_close
+    from apportion.models.config import load_config
+    from apportion.pipelines.writer_lock import warehouse_writer
+
+    cfg = load_config(args.config)
+    with warehouse_writer(cfg, dagster_instance(cfg), log=lambda m: print(m, file=sys.stderr)):
+        return cmd_close(args)
 
 
 RUN_HOST, RUN_PID = "apportion/host", "apportion/pid"

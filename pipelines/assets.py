@@ -2,7 +2,7 @@
 
 Source x month partitions are independent (each writes only its own lake folder), so they can run
 on separate machines with Dagster's Kubernetes/ECS executors. The warehouse is the single writer:
-it is limited to one run at a time with the `apportion_warehouse` pool.
+its steps wait in the `apportion_warehouse` pool and hold the warehouse writer lock (pipelines/writer_lock.py).
 """
 
 
@@ -14,6 +14,7 @@ from apportion.models.config import ApportionConfig, SourceConfig
 from apportion.pipelines.guardrails import guardrails_asset
 from apportion.pipelines.partitions import month_of
 from apportion.pipelines.resources import ApportionResource
+from apportion.pipelines.writer_lock import warehouse_writer
 from apportion.steps.summaries import summarise
 
 
@@ -177,32 +178,34 @@ def ledger_assets(cfg: ApportionConfig, billing_months: dg.PartitionsDefinition)
     )
     def warehouse(context: dg.AssetExecutionContext, apportion: ApportionResource):
         cfg = apportion.config()
-        for leftover in steps.clean_leftovers(cfg):
-            context.log.info(f"removed the leftover of an interrupted run: {leftover}")
-        steps.sync_raw_records(cfg)  # raw on object storage: every month's landing records (issue 13)
-        try:
-            counts = steps.build_warehouse(cfg, apportion.taxonomy())
-        except steps.WarehouseNotPublished as exc:
-            yield dg.AssetCheckResult(check_name="warehouse_ties_out", passed=False,
-                                      metadata={"ties_out": str(exc.ties[:5]), "mixed_deliveries": str(exc.mixed[:5])})
-            raise dg.Failure(description=str(exc), allow_retries=False) from None
-        if cfg.publish_to:  # a copy of the published file on the object store (issue 13)
-            context.log.info(f"published a copy to {steps.publish_warehouse(cfg)}")
-        low = steps.low_coverage(cfg, month_of(context.partition_key), cfg.coverage_threshold)
-        yield dg.MaterializeResult(
-            metadata={**{f"rows_{k}": v for k, v in counts.items()}, "path": str(cfg.duckdb_path)},
-            check_results=[
-                # checked on the staged file before it replaced the published one (build_warehouse)
-                dg.AssetCheckResult(check_name="warehouse_ties_out", passed=True),
-                dg.AssetCheckResult(
-                    check_name="allocation_coverage",
-                    passed=not low,
-                    severity=dg.AssetCheckSeverity.WARN,
-                    metadata={"threshold": cfg.coverage_threshold,
-                              "below": "; ".join(f"{s} {d}: {c:.1%}" for s, d, c in low) or "none"},
-                ),
-            ],
-        )
+        with warehouse_writer(cfg, context.instance, context.log.info) as lock:
+            for leftover in steps.clean_leftovers(cfg):
+                context.log.info(f"removed the leftover of an interrupted run: {leftover}")
+            steps.sync_raw_records(cfg)  # raw on object storage: every month's landing records (issue 13)
+            try:
+                counts = steps.build_warehouse(cfg, apportion.taxonomy())
+            except steps.WarehouseNotPublished as exc:
+                yield dg.AssetCheckResult(check_name="warehouse_ties_out", passed=False,
+                                          metadata={"ties_out": str(exc.ties[:5]), "mixed_deliveries": str(exc.mixed[:5])})
+                raise dg.Failure(description=str(exc), allow_retries=False) from None
+            if cfg.publish_to:  # a copy of the published file on the object store (issue 13)
+                context.log.info(f"published a copy to {steps.publish_warehouse(cfg)}")
+            low = steps.low_coverage(cfg, month_of(context.partition_key), cfg.coverage_threshold)
+            yield dg.MaterializeResult(
+                metadata={**{f"rows_{k}": v for k, v in counts.items()}, "path": str(cfg.duckdb_path),
+                          "writer_lock": lock["lock"], "writer_lock_waited_seconds": round(lock["waited_seconds"], 1)},
+                check_results=[
+                    # checked on the staged file before it replaced the published one (build_warehouse)
+                    dg.AssetCheckResult(check_name="warehouse_ties_out", passed=True),
+                    dg.AssetCheckResult(
+                        check_name="allocation_coverage",
+                        passed=not low,
+                        severity=dg.AssetCheckSeverity.WARN,
+                        metadata={"threshold": cfg.coverage_threshold,
+                                  "below": "; ".join(f"{s} {d}: {c:.1%}" for s, d, c in low) or "none"},
+                    ),
+                ],
+            )
 
     @dg.asset(
         name="out_finance_exports",

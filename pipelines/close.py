@@ -6,6 +6,7 @@ warehouse is built, so every nightly run restates the closed months it rebuilt).
 import dagster as dg
 
 from apportion.pipelines.resources import ApportionResource
+from apportion.pipelines.writer_lock import warehouse_writer
 
 
 def close_asset(warehouse: dg.AssetsDefinition) -> dg.AssetsDefinition:
@@ -31,20 +32,21 @@ def close_asset(warehouse: dg.AssetsDefinition) -> dg.AssetsDefinition:
         from apportion.close.store import close_month, closed_months, closed_pack_problems, due_for_close
 
         cfg = apportion.config()
-        closed_now = []
-        for month in due_for_close(cfg):
-            close_month(cfg, month, auto=True)
-            closed_now.append(month)
-            context.log.info(f"closed {month} (close_after_days = {cfg.close_after_days})")
-        problems = closed_pack_problems(cfg)
-        if problems:  # a closed version that moved or does not tie: the run fails and says which
-            yield dg.AssetCheckResult(check_name="closed_pack_ties_out", passed=False,
-                                      metadata={"problems": "; ".join(problems[:10])})
-            raise dg.Failure(description="closed month does not tie out: " + "; ".join(problems[:5]),
-                             allow_retries=False)
-        yield dg.MaterializeResult(
-            metadata={"closed_now": ", ".join(closed_now) or "none", "closed": ", ".join(closed_months(cfg)) or "none"},
-            check_results=[dg.AssetCheckResult(check_name="closed_pack_ties_out", passed=True)],
-        )
+        with warehouse_writer(cfg, context.instance, context.log.info):
+            closed_now = []
+            for month in due_for_close(cfg):
+                close_month(cfg, month, auto=True)
+                closed_now.append(month)
+                context.log.info(f"closed {month} (close_after_days = {cfg.close_after_days})")
+            problems = closed_pack_problems(cfg)
+            if problems:  # a closed version that moved or does not tie: the run fails and says which
+                yield dg.AssetCheckResult(check_name="closed_pack_ties_out", passed=False,
+                                          metadata={"problems": "; ".join(problems[:10])})
+                raise dg.Failure(description="closed month does not tie out: " + "; ".join(problems[:5]),
+                                 allow_retries=False)
+            yield dg.MaterializeResult(
+                metadata={"closed_now": ", ".join(closed_now) or "none", "closed": ", ".join(closed_months(cfg)) or "none"},
+                check_results=[dg.AssetCheckResult(check_name="closed_pack_ties_out", passed=True)],
+            )
 
     return out_month_close

@@ -4,6 +4,7 @@ when a budget is over or a new anomaly appeared (WARN asset checks: they alert, 
 import dagster as dg
 
 from apportion.pipelines.resources import ApportionResource
+from apportion.pipelines.writer_lock import warehouse_writer
 
 
 def guardrails_asset(warehouse: dg.AssetsDefinition) -> dg.AssetsDefinition:
@@ -30,7 +31,9 @@ def guardrails_asset(warehouse: dg.AssetsDefinition) -> dg.AssetsDefinition:
     def out_guardrails(context: dg.AssetExecutionContext, apportion: ApportionResource):
         from apportion.guardrails.run import run_guardrails
 
-        result = run_guardrails(apportion.config(), apportion.taxonomy())
+        cfg = apportion.config()
+        with warehouse_writer(cfg, context.instance, context.log.info):
+            result = run_guardrails(cfg, apportion.taxonomy())
         yield dg.MaterializeResult(
             metadata={"sent": result["sent"], "failed": result["failed"], "already_sent": result["already_sent"],
                       "new_token_policy_violations": "; ".join(result["new_policy_violations"]) or "none"},

@@ -1,0 +1,154 @@
+"""The warehouse writer lock (pipelines/writer_lock.py): one writer at a time across processes, on PostgreSQL (the
+production instance: deploy/dagster.yaml on a real server started by the test) and with the file lock (SQLite or no
+instance). Each holder is a separate process, as two run workers would be; a holder killed with SIGKILL frees the lock
+for the one waiting."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+from tests.test_close import project  # noqa: F401 - the fixture: a built month, ready to close
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def hold(warehouse: str, publish_to: str, seconds: float, use_instance: bool) -> None:
+    """In a process of its own: take the lock, print when it was acquired and released (wall clock)."""
+    from apportion.pipelines.writer_lock import warehouse_writer
+
+    instance = None
+    if use_instance:
+        import dagster as dg
+
+        instance = dg.DagsterInstance.get()
+    cfg = SimpleNamespace(warehouse=Path(warehouse), publish_to=publish_to or None)
+    with warehouse_writer(cfg, instance, log=lambda m: print("log:", m, flush=True)) as info:
+        print(f"acquired {time.time()} {info['lock']}", flush=True)
+        time.sleep(seconds)
+        print(f"released {time.time()}", flush=True)
+
+
+class Holder:
+    def __init__(self, warehouse: Path, seconds: float, env: dict, publish_to: str = "", use_instance: bool = False):
+        code = (f"from tests.test_writer_lock import hold; "
+                f"hold({str(warehouse)!r}, {publish_to!r}, {seconds}, {use_instance})")
+        self.proc = subprocess.Popen([sys.executable, "-c", code], cwd=REPO, env=env, stdout=subprocess.PIPE,
+                                     stderr=subprocess.PIPE, text=True)
+        self.lines: list[str] = []
+
+    def wait_for(self, prefix: str, timeout: float = 60.0) -> str:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            line = self.proc.stdout.readline()
+            if not line:
+                pytest.fail(f"holder exited before '{prefix}': {self.proc.stderr.read()[-2000:]}")
+            self.lines.append(line.strip())
+            if line.startswith(prefix):
+                return line.strip()
+        pytest.fail(f"no '{prefix}' within {timeout} s: {self.lines}")
+
+    def finish(self) -> tuple[float, float]:
+        out, err = self.proc.communicate(timeout=60)
+        self.lines += out.strip().splitlines()
+        assert self.proc.returncode == 0, err[-2000:]
+        acquired = next(float(ln.split()[1]) for ln in self.lines if ln.startswith("acquired"))
+        released = next(float(ln.split()[1]) for ln in self.lines if ln.startswith("released"))
+        return acquired, released
+
+
+def _serialises_and_survives_a_kill(warehouse: Path, env: dict, use_instance: bool, how: str) -> None:
+    first = Holder(warehouse, 2.0, env, use_instance=use_instance)
+    assert how in first.wait_for("acquired")
+    second = Holder(warehouse, 0.0, env, use_instance=use_instance)
+    a, b = first.finish(), second.finish()
+    assert b[0] >= a[1], f"the second writer started at {b[0]}, before the first released at {a[1]}"
+    assert any("waiting for the warehouse writer lock" in ln for ln in second.lines), second.lines
+
+    # a holder killed outright (OOM, a deleted pod) frees the lock: the waiter goes on
+    killed = Holder(warehouse, 600.0, env, use_instance=use_instance)
+    killed.wait_for("acquired")
+    waiter = Holder(warehouse, 0.0, env, use_instance=use_instance)
+    waiter.wait_for("log: waiting")
+    os.kill(killed.proc.pid, signal.SIGKILL)
+    killed.proc.communicate(timeout=30)
+    waiter.wait_for("acquired", timeout=30)
+    waiter.finish()
+
+
+def test_the_file_lock_keeps_one_writer_and_a_killed_writer_frees_it(tmp_path):
+    _serialises_and_survives_a_kill(tmp_path / "warehouse", dict(os.environ), use_instance=False,
+                                    how=f"file lock {tmp_path / 'warehouse' / '.writer.lock'}")
+
+
+def _postgres_instance_env(tmp_path, postgres_server, monkeypatch) -> dict:
+    import psycopg
+
+    from tests.test_scale_out import instance_env, instance_on_postgres
+
+    db = f"lock_{tmp_path.name[-12:].replace('-', '_')}"
+    with psycopg.connect(postgres_server.dsn(), autocommit=True) as con:
+        con.execute(f'CREATE DATABASE "{db}"')
+    for k, v in instance_env(tmp_path / "dagster_home", postgres_server.host, postgres_server.port, db,
+                             postgres_server.user).items():
+        monkeypatch.setenv(k, v)
+    instance_on_postgres(tmp_path / "dagster_home").dispose()  # creates the tables once, as a deploy does
+    return dict(os.environ)
+
+
+def test_on_postgres_one_writer_across_processes_and_a_killed_writer_frees_it(tmp_path, postgres_server, monkeypatch):
+    """The production case: two run workers with the deploy/dagster.yaml instance meet on its PostgreSQL."""
+    env = _postgres_instance_env(tmp_path, postgres_server, monkeypatch)
+    _serialises_and_survives_a_kill(tmp_path / "warehouse", env, use_instance=True, how="PostgreSQL advisory lock")
+
+
+def test_on_postgres_two_warehouses_do_not_wait_for_each_other(tmp_path, postgres_server, monkeypatch):
+    """The lock is per warehouse (its publish_to location): two deployments sharing one database run side by side."""
+    env = _postgres_instance_env(tmp_path, postgres_server, monkeypatch)
+    a = Holder(tmp_path / "a", 600.0, env, publish_to="s3://bucket/team-a", use_instance=True)
+    a.wait_for("acquired")
+    b = Holder(tmp_path / "b", 0.0, env, publish_to="s3://bucket/team-b", use_instance=True)
+    b.finish()  # while a still holds its own warehouse's lock
+    assert not any("waiting" in ln for ln in b.lines), b.lines
+    # the same publish_to from another local folder (another machine's working copy) is the same warehouse
+    c = Holder(tmp_path / "c", 0.0, env, publish_to="s3://bucket/team-a", use_instance=True)
+    c.wait_for("log: waiting")
+    a.proc.kill()
+    a.proc.communicate(timeout=30)
+    c.finish()
+
+
+def test_the_lock_is_reentrant_within_a_process(tmp_path):
+    from apportion.pipelines.writer_lock import warehouse_writer
+
+    cfg = SimpleNamespace(warehouse=tmp_path, publish_to=None)
+    with warehouse_writer(cfg, log=lambda m: None) as outer:
+        with warehouse_writer(cfg, log=lambda m: None) as inner:  # a file lock taken twice would block here
+            assert inner["lock"] == "held by this process"
+        assert outer["lock"].startswith("file lock")
+    # released: another process takes it at once
+    other = Holder(tmp_path, 0.0, dict(os.environ))
+    other.finish()
+    assert not any("waiting" in ln for ln in other.lines)
+
+
+def test_a_close_by_hand_waits_for_the_writer_in_progress(project, capsys):  # noqa: F811 - the fixture
+    """`apportion close` writes the warehouse folder like out_month_close: it waits while a build holds the lock."""
+    from apportion.cli import main
+    from tests.test_close import MONTH
+
+    tmp_path, cfg = project
+    build = Holder(cfg.warehouse, 3.0, dict(os.environ))
+    build.wait_for("acquired")
+    assert main(["close", "--config", str(tmp_path / "apportion.yaml"), "--month", MONTH]) == 0
+    returned = time.time()
+    _, released = build.finish()
+    assert returned >= released
+    assert "waiting for the warehouse writer lock" in capsys.readouterr().err

@@ -1,8 +1,8 @@
 """The apportion code location for Kubernetes: the same assets, jobs and schedule as
 apportion.pipelines.definitions, with every step of a run in its own pod (dagster-k8s's k8s_job_executor).
 
-Loaded by the image's gRPC server (deploy/Dockerfile); needs dagster-k8s, which the image installs and the
-test environment does not (nothing in apportion imports this file).
+Loaded by the image's gRPC server (deploy/Dockerfile) and by tests/test_deploy.py; needs dagster-k8s (pinned in
+requirements.lock; nothing in apportion imports this file).
 """
 
 from __future__ import annotations

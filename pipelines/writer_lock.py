@@ -14,7 +14,7 @@ tests/test_scale_out.py on 2 December: two builds started within 0.2 s). This lo
   PostgreSQL instance (docs/running-at-scale.md).
 
 The lock is named by what two writers would both overwrite: the `publish_to:` location when set, else the local
-warehouse folder. It is re-entrant within a process.
+warehouse folder. It is re-entrant within a thread (a writer that calls another writer), not across threads.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ WAIT_LOG_SECONDS = 30.0  # while waiting, say so this often
 POLL_SECONDS = 0.5
 LOCK_FILE = ".writer.lock"
 
-_held: dict[str, int] = {}
+_held: dict[tuple[str, int], int] = {}
 _held_guard = threading.Lock()
 
 
@@ -49,12 +49,13 @@ def advisory_key(name: str) -> int:
 def warehouse_writer(cfg, instance=None, log: Callable[[str], None] = print) -> Iterator[dict]:
     """Hold the warehouse writer lock for the body; yields {"lock": how, "waited_seconds": s}."""
     name = lock_name(cfg)
+    mine = (name, threading.get_ident())
     with _held_guard:
-        depth = _held.get(name, 0)
-        _held[name] = depth + 1
+        depth = _held.get(mine, 0)
+        _held[mine] = depth + 1
     try:
-        if depth:  # this process already holds it (a step that calls another writer)
-            yield {"lock": "held by this process", "waited_seconds": 0.0}
+        if depth:  # this thread already holds it (a writer that calls another writer)
+            yield {"lock": "held by this thread", "waited_seconds": 0.0}
             return
         with _acquire(cfg, name, instance, log) as info:
             log(f"warehouse writer lock acquired ({info['lock']}, waited {info['waited_seconds']:.1f} s)")
@@ -64,9 +65,9 @@ def warehouse_writer(cfg, instance=None, log: Callable[[str], None] = print) -> 
                 log("warehouse writer lock released")
     finally:
         with _held_guard:
-            _held[name] -= 1
-            if not _held[name]:
-                del _held[name]
+            _held[mine] -= 1
+            if not _held[mine]:
+                del _held[mine]
 
 
 @contextlib.contextmanager
@@ -91,7 +92,10 @@ def _advisory(conn, name: str, log) -> Iterator[dict]:
     try:
         yield {"lock": "PostgreSQL advisory lock", "waited_seconds": waited}
     finally:
-        conn.execute(sa.select(sa.func.pg_advisory_unlock(sa.bindparam("key", key, type_=sa.BigInteger))))
+        try:
+            conn.execute(sa.select(sa.func.pg_advisory_unlock(sa.bindparam("key", key, type_=sa.BigInteger))))
+        except sa.exc.DBAPIError as exc:  # the session is gone, and its lock with it: the work itself is done
+            log(f"warehouse writer lock: the database session ended before the unlock ({type(exc.orig).__name__})")
 
 
 @contextlib.contextmanager

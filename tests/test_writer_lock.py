@@ -9,6 +9,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from types import SimpleNamespace
@@ -32,7 +33,10 @@ def hold(warehouse: str, publish_to: str, seconds: float, use_instance: bool) ->
     cfg = SimpleNamespace(warehouse=Path(warehouse), publish_to=publish_to or None)
     with warehouse_writer(cfg, instance, log=lambda m: print("log:", m, flush=True)) as info:
         print(f"acquired {time.time()} {info['lock']}", flush=True)
-        time.sleep(seconds)
+        if seconds < 0:  # until told (a line on stdin)
+            sys.stdin.readline()
+        else:
+            time.sleep(seconds)
         print(f"released {time.time()}", flush=True)
 
 
@@ -40,8 +44,8 @@ class Holder:
     def __init__(self, warehouse: Path, seconds: float, env: dict, publish_to: str = "", use_instance: bool = False):
         code = (f"from tests.test_writer_lock import hold; "
                 f"hold({str(warehouse)!r}, {publish_to!r}, {seconds}, {use_instance})")
-        self.proc = subprocess.Popen([sys.executable, "-c", code], cwd=REPO, env=env, stdout=subprocess.PIPE,
-                                     stderr=subprocess.PIPE, text=True)
+        self.proc = subprocess.Popen([sys.executable, "-c", code], cwd=REPO, env=env, stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         self.lines: list[str] = []
 
     def wait_for(self, prefix: str, timeout: float = 60.0) -> str:
@@ -55,6 +59,10 @@ class Holder:
                 return line.strip()
         pytest.fail(f"no '{prefix}' within {timeout} s: {self.lines}")
 
+    def release(self) -> None:
+        self.proc.stdin.write("\n")
+        self.proc.stdin.flush()
+
     def finish(self) -> tuple[float, float]:
         out, err = self.proc.communicate(timeout=60)
         self.lines += out.strip().splitlines()
@@ -65,9 +73,11 @@ class Holder:
 
 
 def _serialises_and_survives_a_kill(warehouse: Path, env: dict, use_instance: bool, how: str) -> None:
-    first = Holder(warehouse, 2.0, env, use_instance=use_instance)
+    first = Holder(warehouse, -1, env, use_instance=use_instance)
     assert how in first.wait_for("acquired")
     second = Holder(warehouse, 0.0, env, use_instance=use_instance)
+    second.wait_for("log: waiting")
+    first.release()
     a, b = first.finish(), second.finish()
     assert b[0] >= a[1], f"the second writer started at {b[0]}, before the first released at {a[1]}"
     assert any("waiting for the warehouse writer lock" in ln for ln in second.lines), second.lines
@@ -125,14 +135,26 @@ def test_on_postgres_two_warehouses_do_not_wait_for_each_other(tmp_path, postgre
     c.finish()
 
 
-def test_the_lock_is_reentrant_within_a_process(tmp_path):
+def test_the_lock_is_reentrant_within_a_thread_and_excludes_other_threads(tmp_path):
     from apportion.pipelines.writer_lock import warehouse_writer
 
     cfg = SimpleNamespace(warehouse=tmp_path, publish_to=None)
     with warehouse_writer(cfg, log=lambda m: None) as outer:
         with warehouse_writer(cfg, log=lambda m: None) as inner:  # a file lock taken twice would block here
-            assert inner["lock"] == "held by this process"
+            assert inner["lock"] == "held by this thread"
         assert outer["lock"].startswith("file lock")
+        # another thread of this process waits like another process would
+        taken = threading.Event()
+
+        def other_thread():
+            with warehouse_writer(cfg, log=lambda m: None):
+                taken.set()
+
+        t = threading.Thread(target=other_thread)
+        t.start()
+        assert not taken.wait(1.0), "another thread took the lock this thread holds"
+    t.join(timeout=10)
+    assert taken.is_set()
     # released: another process takes it at once
     other = Holder(tmp_path, 0.0, dict(os.environ))
     other.finish()
@@ -145,8 +167,9 @@ def test_a_close_by_hand_waits_for_the_writer_in_progress(project, capsys):  # n
     from tests.test_close import MONTH
 
     tmp_path, cfg = project
-    build = Holder(cfg.warehouse, 3.0, dict(os.environ))
+    build = Holder(cfg.warehouse, -1, dict(os.environ))
     build.wait_for("acquired")
+    threading.Timer(3.0, build.release).start()
     assert main(["close", "--config", str(tmp_path / "apportion.yaml"), "--month", MONTH]) == 0
     returned = time.time()
     _, released = build.finish()

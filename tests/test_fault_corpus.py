@@ -197,6 +197,29 @@ def _project(tmp_path: Path) -> Path:
     return tmp_path / "apportion.yaml"
 
 
+_BUILT: dict[str, Path] = {}
+
+
+def _built_project(tmp_path: Path) -> Path:
+    """The project after its first `apportion run` of 2026-10 (the demo taxonomy, the hand-computed rows): built
+    once per test process and copied into each test's folder (every path in it is relative to the config)."""
+    if "base" not in _BUILT:
+        import atexit
+        import shutil
+        import tempfile
+
+        base = Path(tempfile.mkdtemp(prefix="apportion-fault-base-"))
+        atexit.register(shutil.rmtree, base, True)
+        config = _project(base)
+        write_delivery(base / "bucket")
+        assert cli.main(["run", "--config", str(config), "--month", "2026-10", "--json"]) == 0
+        _BUILT["base"] = base
+    import shutil
+
+    shutil.copytree(_BUILT["base"], tmp_path, dirs_exist_ok=True)
+    return tmp_path / "apportion.yaml"
+
+
 def _totals(db: Path) -> dict:
     con = duckdb.connect(str(db), read_only=True)
     try:
@@ -224,10 +247,8 @@ RESTATED = [r if r[0] != "tagged" else r[:8] + ("150.00",) + r[9:] for r in ROWS
 @pytest.mark.parametrize("fault", ["line_items:replaced", "line_items:promoted", "allocations:written",
                                    "warehouse:staged", "warehouse:published", "exports:written"])
 def test_a_run_killed_at_any_step_boundary_never_publishes_a_ledger_that_does_not_tie(tmp_path, fault):
-    config = _project(tmp_path)
+    config = _built_project(tmp_path)
     db = tmp_path / "data" / "apportion.duckdb"
-    write_delivery(tmp_path / "bucket")
-    assert cli.main(["run", "--config", str(config), "--month", "2026-10", "--json"]) == 0
     before = _totals(db)
     old_billed = sum(Decimal(r[8]) for r in ROWS)
     assert before["line_items"]["2026-10"] == before["allocations"]["2026-10"] == old_billed
@@ -279,10 +300,8 @@ def test_a_broken_allocation_partition_blocks_publishing_and_the_cli_says_so(tmp
 
 
 def test_an_analyst_write_session_cannot_break_the_next_run(tmp_path):
-    config = _project(tmp_path)
+    config = _built_project(tmp_path)
     db = tmp_path / "data" / "apportion.duckdb"
-    write_delivery(tmp_path / "bucket")
-    assert cli.main(["run", "--config", str(config), "--month", "2026-10", "--json"]) == 0
     # an analyst opens the file read-write, writes, and the session dies without a checkpoint
     analyst = subprocess.run([sys.executable, "-c", (
         "import duckdb, os; con = duckdb.connect(%r); con.execute('SET checkpoint_threshold = \\'1TB\\''); "

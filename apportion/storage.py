@@ -293,10 +293,13 @@ def _s3_filesystem(bucket: str):
 
     endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
     region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
+    # allow_delayed_open: an object smaller than one upload part (a pointer, most partitions) goes up in one
+    # PutObject when the stream closes, instead of a multipart upload's three requests (create, part, complete)
     if endpoint or region:
         return pafs.S3FileSystem(endpoint_override=endpoint, region=region or "us-east-1",
-                                 scheme="http" if endpoint and endpoint.startswith("http://") else "https")
-    return pafs.S3FileSystem(region=pafs.resolve_s3_region(bucket))
+                                 scheme="http" if endpoint and endpoint.startswith("http://") else "https",
+                                 allow_delayed_open=True)
+    return pafs.S3FileSystem(region=pafs.resolve_s3_region(bucket), allow_delayed_open=True)
 
 
 def _gcs_filesystem(bucket: str):

@@ -414,12 +414,12 @@ def step_events(instance, run_id: str) -> dict[str, list[tuple[str, float]]]:
     return out
 
 
-def _instance_for(tmp_path, s3_bucket, postgres_server, monkeypatch, cfg_path):
-    """A Dagster instance from deploy/dagster.yaml on its own PostgreSQL database; the lake in the S3 bucket."""
+def postgres_instance(tmp_path, postgres_server, monkeypatch, prefix: str = "dagster"):
+    """A Dagster instance from deploy/dagster.yaml on a PostgreSQL database of its own, its DAGSTER_HOME and
+    DAGSTER_PG_* set in this process's environment (which subprocesses inherit)."""
     import psycopg
 
-    monkeypatch.setenv("AWS_ENDPOINT_URL_S3", s3_bucket.endpoint_url)
-    db = f"dagster_{tmp_path.name[-12:].replace('-', '_')}"
+    db = f"{prefix}_{tmp_path.name[-12:].replace('-', '_')}"
     with psycopg.connect(postgres_server.dsn(), autocommit=True) as con:
         con.execute(f'CREATE DATABASE "{db}"')
     for k, v in instance_env(tmp_path / "dagster_home", postgres_server.host, postgres_server.port, db,
@@ -427,6 +427,13 @@ def _instance_for(tmp_path, s3_bucket, postgres_server, monkeypatch, cfg_path):
         monkeypatch.setenv(k, v)
     instance = instance_on_postgres(tmp_path / "dagster_home")
     assert type(instance.run_storage).__name__ == "PostgresRunStorage"
+    return instance
+
+
+def _instance_for(tmp_path, s3_bucket, postgres_server, monkeypatch, cfg_path):
+    """A Dagster instance from deploy/dagster.yaml on its own PostgreSQL database; the lake in the S3 bucket."""
+    monkeypatch.setenv("AWS_ENDPOINT_URL_S3", s3_bucket.endpoint_url)
+    instance = postgres_instance(tmp_path, postgres_server, monkeypatch)
     monkeypatch.setenv("SCALE_OUT_FORKSERVER_CONFIG", str(cfg_path))
     return instance
 

@@ -64,9 +64,12 @@ class Holder:
         self.proc.stdin.flush()
 
     def finish(self) -> tuple[float, float]:
-        out, err = self.proc.communicate(timeout=60)
-        self.lines += out.strip().splitlines()
-        assert self.proc.returncode == 0, err[-2000:]
+        # read through the same file object as wait_for: communicate() reads the pipe's descriptor and would miss
+        # lines that readline() has already buffered
+        self.proc.stdin.close()
+        self.lines += self.proc.stdout.read().strip().splitlines()
+        err = self.proc.stderr.read()
+        assert self.proc.wait(timeout=60) == 0, err[-2000:]
         acquired = next(float(ln.split()[1]) for ln in self.lines if ln.startswith("acquired"))
         released = next(float(ln.split()[1]) for ln in self.lines if ln.startswith("released"))
         return acquired, released
@@ -99,17 +102,9 @@ def test_the_file_lock_keeps_one_writer_and_a_killed_writer_frees_it(tmp_path):
 
 
 def _postgres_instance_env(tmp_path, postgres_server, monkeypatch) -> dict:
-    import psycopg
+    from tests.test_scale_out import postgres_instance
 
-    from tests.test_scale_out import instance_env, instance_on_postgres
-
-    db = f"lock_{tmp_path.name[-12:].replace('-', '_')}"
-    with psycopg.connect(postgres_server.dsn(), autocommit=True) as con:
-        con.execute(f'CREATE DATABASE "{db}"')
-    for k, v in instance_env(tmp_path / "dagster_home", postgres_server.host, postgres_server.port, db,
-                             postgres_server.user).items():
-        monkeypatch.setenv(k, v)
-    instance_on_postgres(tmp_path / "dagster_home").dispose()  # creates the tables once, as a deploy does
+    postgres_instance(tmp_path, postgres_server, monkeypatch, prefix="lock").dispose()  # the tables, as a deploy does
     return dict(os.environ)
 
 

@@ -203,9 +203,10 @@ _BUILT: dict[str, Path] = {}
 def _built_project(tmp_path: Path) -> Path:
     """The project after its first `apportion run` of 2026-10 (the demo taxonomy, the hand-computed rows): built
     once per test process and copied into each test's folder (every path in it is relative to the config)."""
+    import shutil
+
     if "base" not in _BUILT:
         import atexit
-        import shutil
         import tempfile
 
         base = Path(tempfile.mkdtemp(prefix="apportion-fault-base-"))
@@ -214,8 +215,6 @@ def _built_project(tmp_path: Path) -> Path:
         write_delivery(base / "bucket")
         assert cli.main(["run", "--config", str(config), "--month", "2026-10", "--json"]) == 0
         _BUILT["base"] = base
-    import shutil
-
     shutil.copytree(_BUILT["base"], tmp_path, dirs_exist_ok=True)
     return tmp_path / "apportion.yaml"
 

@@ -154,15 +154,14 @@ def instance_on_postgres(home: Path):
     return dg.DagsterInstance.from_config(str(home))
 
 
-def run_month(instance, config: Path, month: str, concurrency: int, job: str = "sources_job",
-              start_method: str = "forkserver"):
-    """One partition run with its steps in separate processes (the multiprocess executor). `forkserver` forks every
-    step from a process that imported dagster and apportion once; `spawn` starts each afresh (and sees this
-    process's environment as it is now: the forkserver keeps the one it started with)."""
+def run_month(instance, config: Path, month: str, concurrency: int, job: str = "sources_job"):
+    """One partition run with its steps in separate processes (the multiprocess executor), forked from a forkserver
+    that imported dagster and apportion once. The forkserver keeps the environment it started with: a test that
+    changes the environment between runs stops it first (stop_forkserver)."""
     import dagster as dg
 
-    method = {"forkserver": {"preload_modules": PRELOAD}} if start_method == "forkserver" else {start_method: {}}
-    run_config = {"execution": {"config": {"max_concurrent": concurrency, "start_method": method}}}
+    run_config = {"execution": {"config": {"max_concurrent": concurrency,
+                                           "start_method": {"forkserver": {"preload_modules": PRELOAD}}}}}
     recon = dg.build_reconstructable_job("tests.test_scale_out", job, reconstructable_args=(str(config),),
                                          reconstructor_working_directory=str(REPO))
     with dg.execute_job(recon, instance=instance, run_config=run_config,

@@ -6,6 +6,7 @@ for the one waiting."""
 from __future__ import annotations
 
 import os
+import queue
 import signal
 import subprocess
 import sys
@@ -41,35 +42,47 @@ def hold(warehouse: str, publish_to: str, seconds: float, use_instance: bool) ->
 
 
 class Holder:
+    """A process holding the lock. Its output is read by a thread into a queue, so that every wait of the test is
+    bounded: a lock that never comes fails the test instead of hanging it."""
+
     def __init__(self, warehouse: Path, seconds: float, env: dict, publish_to: str = "", use_instance: bool = False):
         code = (f"from tests.test_writer_lock import hold; "
                 f"hold({str(warehouse)!r}, {publish_to!r}, {seconds}, {use_instance})")
         self.proc = subprocess.Popen([sys.executable, "-c", code], cwd=REPO, env=env, stdin=subprocess.PIPE,
                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         self.lines: list[str] = []
+        self._out: queue.Queue = queue.Queue()
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        for line in self.proc.stdout:
+            self._out.put(line.strip())
+        self._out.put(None)  # end of output
 
     def wait_for(self, prefix: str, timeout: float = 60.0) -> str:
         deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            line = self.proc.stdout.readline()
-            if not line:
+        while True:
+            try:
+                line = self._out.get(timeout=max(0.0, deadline - time.monotonic()))
+            except queue.Empty:
+                self.proc.kill()
+                pytest.fail(f"no '{prefix}' within {timeout} s: {self.lines}")
+            if line is None:
                 pytest.fail(f"holder exited before '{prefix}': {self.proc.stderr.read()[-2000:]}")
-            self.lines.append(line.strip())
+            self.lines.append(line)
             if line.startswith(prefix):
-                return line.strip()
-        pytest.fail(f"no '{prefix}' within {timeout} s: {self.lines}")
+                return line
 
     def release(self) -> None:
+        if self.proc.stdin.closed:  # finished already (closing stdin releases too)
+            return
         self.proc.stdin.write("\n")
         self.proc.stdin.flush()
 
-    def finish(self) -> tuple[float, float]:
-        # read through the same file object as wait_for: communicate() reads the pipe's descriptor and would miss
-        # lines that readline() has already buffered
+    def finish(self, timeout: float = 60.0) -> tuple[float, float]:
         self.proc.stdin.close()
-        self.lines += self.proc.stdout.read().strip().splitlines()
-        err = self.proc.stderr.read()
-        assert self.proc.wait(timeout=60) == 0, err[-2000:]
+        self.wait_for("released", timeout)
+        assert self.proc.wait(timeout=timeout) == 0, self.proc.stderr.read()[-2000:]
         acquired = next(float(ln.split()[1]) for ln in self.lines if ln.startswith("acquired"))
         released = next(float(ln.split()[1]) for ln in self.lines if ln.startswith("released"))
         return acquired, released
@@ -91,7 +104,7 @@ def _serialises_and_survives_a_kill(warehouse: Path, env: dict, use_instance: bo
     waiter = Holder(warehouse, 0.0, env, use_instance=use_instance)
     waiter.wait_for("log: waiting")
     os.kill(killed.proc.pid, signal.SIGKILL)
-    killed.proc.communicate(timeout=30)
+    killed.proc.wait(timeout=30)
     waiter.wait_for("acquired", timeout=30)
     waiter.finish()
 
@@ -120,13 +133,13 @@ def test_on_postgres_two_warehouses_do_not_wait_for_each_other(tmp_path, postgre
     a = Holder(tmp_path / "a", 600.0, env, publish_to="s3://bucket/team-a", use_instance=True)
     a.wait_for("acquired")
     b = Holder(tmp_path / "b", 0.0, env, publish_to="s3://bucket/team-b", use_instance=True)
-    b.finish()  # while a still holds its own warehouse's lock
+    b.finish(timeout=30)  # while a still holds its own warehouse's lock
     assert not any("waiting" in ln for ln in b.lines), b.lines
     # the same publish_to from another local folder (another machine's working copy) is the same warehouse
     c = Holder(tmp_path / "c", 0.0, env, publish_to="s3://bucket/team-a", use_instance=True)
     c.wait_for("log: waiting")
     a.proc.kill()
-    a.proc.communicate(timeout=30)
+    a.proc.wait(timeout=30)
     c.finish()
 
 
@@ -134,10 +147,20 @@ def test_the_lock_is_reentrant_within_a_thread_and_excludes_other_threads(tmp_pa
     from apportion.pipelines.writer_lock import warehouse_writer
 
     cfg = SimpleNamespace(warehouse=tmp_path, publish_to=None)
-    with warehouse_writer(cfg, log=lambda m: None) as outer:
-        with warehouse_writer(cfg, log=lambda m: None) as inner:  # a file lock taken twice would block here
-            assert inner["lock"] == "held by this thread"
-        assert outer["lock"].startswith("file lock")
+    nested: list[str] = []
+
+    def twice():  # in a thread of its own, so that a lock that is not re-entrant fails the test instead of hanging it
+        with warehouse_writer(cfg, log=lambda m: None) as outer:
+            with warehouse_writer(cfg, log=lambda m: None) as inner:
+                nested.extend([outer["lock"], inner["lock"]])
+
+    t = threading.Thread(target=twice, daemon=True)
+    t.start()
+    t.join(timeout=30)
+    assert not t.is_alive(), "the lock taken a second time by the thread holding it blocked"
+    assert nested[0].startswith("file lock") and nested[1] == "held by this thread"
+
+    with warehouse_writer(cfg, log=lambda m: None):
         # another thread of this process waits like another process would
         taken = threading.Event()
 
